@@ -1,0 +1,144 @@
+"""Validated configuration: :class:`EngineConfig` and :class:`SamplingParams`.
+
+Errors name the field and the allowed range, and are raised where the object is built
+(on the caller's thread), never later inside the engine thread.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+POLICIES = ("autoregressive", "fcfs_rounds", "batched")
+DRAFTERS = ("model", "ngram", "consensus")
+
+Policy = Literal["autoregressive", "fcfs_rounds", "batched"]
+
+
+@dataclass(slots=True)
+class SamplingParams:
+    """How one request is decoded.
+
+    ``temperature == 0`` is greedy decoding. ``top_k == 0`` and ``top_p == 1.0`` switch
+    those filters off. Order of processing (as in transformers): temperature, top-k, top-p.
+    """
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    """Stop strings: generation ends before the first occurrence, which is not returned."""
+    stop_token_ids: tuple[int, ...] = ()
+    """Extra token ids that end generation (the tokenizer's EOS always does)."""
+    seed: int | None = None
+    """Per-request seed: the same request with the same seed and engine config repeats."""
+    request_timeout: float | None = None
+    """Seconds after submission when the request fails with ``TimeoutError``."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            self.stop = (self.stop,)
+        self.stop = tuple(self.stop)
+        self.stop_token_ids = tuple(int(t) for t in self.stop_token_ids)
+        if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature!r}")
+        if not isinstance(self.top_p, (int, float)) or not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")
+        if not isinstance(self.max_tokens, int) or self.max_tokens <= 0:
+            raise ValueError(f"max_tokens must be an integer > 0, got {self.max_tokens!r}")
+        if any(not isinstance(s, str) or s == "" for s in self.stop):
+            raise ValueError(f"stop must be non-empty strings, got {self.stop!r}")
+        if self.seed is not None and not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer or None, got {self.seed!r}")
+        if self.request_timeout is not None and self.request_timeout <= 0:
+            raise ValueError(f"request_timeout must be > 0 seconds, got {self.request_timeout!r}")
+
+    @property
+    def greedy(self) -> bool:
+        """True when decoding is deterministic argmax (temperature 0)."""
+        return self.temperature == 0.0
+
+
+def _default_prefix_cache_tokens() -> int:
+    return int(os.environ.get("SEED_PREFIX_CACHE_TOKENS", "16384"))
+
+
+@dataclass(slots=True)
+class EngineConfig:
+    """What the engine loads and how it schedules.
+
+    Args:
+        model: target model: ``None`` (embedded SmolLM2-135M-Instruct), a local folder, a
+            ``.gguf`` file or a Hugging Face id in the local cache.
+        draft_model: optional small causal LM sharing the target's vocabulary.
+        policy: ``"autoregressive"`` (batched, no drafts), ``"fcfs_rounds"`` (SEED: batched
+            drafting, one target forward per sequence in FIFO order, in rounds) or
+            ``"batched"`` (one target forward verifies every sequence, adaptive gamma).
+        drafters: drafters to ask, from ``"model"``, ``"ngram"``, ``"consensus"``.
+        max_batch_size: most sequences decoded at once; more requests wait in the queue.
+        max_cache_tokens: most tokens (prompt + max_tokens reserved) held in the KV cache
+            by running sequences; a request that does not fit waits.
+        gamma: most draft tokens per sequence per step (``fcfs_rounds`` uses it as is).
+        device: torch device, ``"cpu"`` or ``"cuda"`` (``"cuda:1"``, ``"mps"``, ...).
+        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+        prefix_cache_tokens: token budget of the prefix cache; ``0`` turns it off.
+        max_queue: most requests waiting for admission; ``None`` is unbounded.
+        queue_full: ``"error"`` raises :class:`QueueFullError` at submission when the queue
+            is full, ``"block"`` waits for room.
+    """
+
+    model: str | None = None
+    draft_model: str | None = None
+    policy: str = "batched"
+    drafters: tuple[str, ...] = ("ngram",)
+    max_batch_size: int = 16
+    max_cache_tokens: int = 65536
+    gamma: int = 4
+    device: str = "cpu"
+    dtype: str = "float32"
+    prefix_cache_tokens: int = field(default_factory=_default_prefix_cache_tokens)
+    max_queue: int | None = None
+    queue_full: str = "error"
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Loader options passed through (reserved)."""
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
+        if isinstance(self.drafters, str):
+            self.drafters = (self.drafters,)
+        self.drafters = tuple(self.drafters)
+        unknown = [d for d in self.drafters if d not in DRAFTERS]
+        if unknown:
+            raise ValueError(f"drafters must be drawn from {DRAFTERS}, got unknown {unknown}")
+        if "model" in self.drafters and self.draft_model is None:
+            raise ValueError("drafters includes 'model' but no draft_model is configured")
+        if not isinstance(self.max_batch_size, int) or self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be an integer >= 1, got {self.max_batch_size}")
+        if not isinstance(self.max_cache_tokens, int) or self.max_cache_tokens < 16:
+            raise ValueError(f"max_cache_tokens must be an integer >= 16, got {self.max_cache_tokens}")
+        if not isinstance(self.gamma, int) or not 0 <= self.gamma <= 16:
+            raise ValueError(f"gamma must be an integer in [0, 16], got {self.gamma}")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if not isinstance(self.prefix_cache_tokens, int) or self.prefix_cache_tokens < 0:
+            raise ValueError(
+                f"prefix_cache_tokens must be an integer >= 0 (0 = off), got {self.prefix_cache_tokens}"
+            )
+        if self.max_queue is not None and self.max_queue < 1:
+            raise ValueError(f"max_queue must be >= 1 or None, got {self.max_queue}")
+        if self.queue_full not in ("error", "block"):
+            raise ValueError(f"queue_full must be 'error' or 'block', got {self.queue_full!r}")
+
+    @property
+    def uses_drafts(self) -> bool:
+        """True when the policy speculates (``autoregressive`` never does)."""
+        return self.policy != "autoregressive" and self.gamma > 0 and bool(self.drafters)
+
+    def key(self) -> tuple[Any, ...]:
+        """Identity of the loaded models: engines with equal keys can share weights."""
+        return (self.model, self.draft_model, self.device, self.dtype)

@@ -1,0 +1,5 @@
+"""Drafters: cheap proposals of the next tokens, verified losslessly by the target."""
+
+from langchain_seed.engine.drafters.base import Draft, Drafter
+
+__all__ = ["Draft", "Drafter"]

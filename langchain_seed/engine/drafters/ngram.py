@@ -1,0 +1,52 @@
+"""Prompt lookup: find the sequence's last n tokens earlier in its own prompt and output."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence as Seq
+from typing import TYPE_CHECKING
+
+from langchain_seed.engine.drafters.base import Draft
+
+if TYPE_CHECKING:
+    from langchain_seed.engine.sequence import Sequence
+
+
+def lookup(tokens: Seq[int], max_len: int, max_ngram: int = 3, min_ngram: int = 1) -> list[int]:
+    """Continuation of the most recent earlier occurrence of the longest matching suffix.
+
+    For n from ``max_ngram`` down to ``min_ngram``: take the last n tokens, search for
+    them earlier in ``tokens`` (latest occurrence first) and return up to ``max_len``
+    tokens that followed that occurrence. Empty when nothing matches.
+    """
+    size = len(tokens)
+    if max_len <= 0 or size < 2:
+        return []
+    for n in range(min(max_ngram, size - 1), min_ngram - 1, -1):
+        suffix = list(tokens[size - n :])
+        # Latest occurrence that ends before the suffix itself starts being compared.
+        for start in range(size - n - 1, -1, -1):
+            if tokens[start] == suffix[0] and list(tokens[start : start + n]) == suffix:
+                follow = list(tokens[start + n : start + n + max_len])
+                if follow:
+                    return follow
+    return []
+
+
+class NgramDrafter:
+    """Prompt-lookup drafter (deterministic drafts, no model call)."""
+
+    name = "ngram"
+
+    def __init__(self, max_ngram: int = 3, min_ngram: int = 1) -> None:
+        self.max_ngram = max_ngram
+        self.min_ngram = min_ngram
+
+    def propose(self, sequences: Seq[Sequence], max_lens: Seq[int]) -> list[Draft]:
+        """One prompt-lookup draft per sequence."""
+        return [
+            Draft(lookup(seq.token_ids, n, self.max_ngram, self.min_ngram), None, self.name)
+            for seq, n in zip(sequences, max_lens)
+        ]
+
+    def release(self, sequence: Sequence) -> None:
+        """Nothing to forget: the lookup reads the sequence itself."""

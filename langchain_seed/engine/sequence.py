@@ -1,0 +1,87 @@
+"""Request and sequence state: plain data the scheduler and drafters read.
+
+A *request* is what a caller submitted; a *sequence* is its decoding state in the
+engine (one request, one sequence). Requests with the same ``group`` id are siblings:
+they share a prompt prefix (ToT children of one node, the N samples of self-consistency).
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_seed.engine.config import SamplingParams
+from langchain_seed.engine.stats import SpecStats
+
+_ids = itertools.count()
+
+
+class SeqStatus(enum.Enum):
+    """Where a sequence is in its life."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One request's decoding state.
+
+    ``token_ids`` is ``prompt_ids + output_ids``. The target's KV cache always holds every
+    token but the last one (the *pending* token, fed at the next verification).
+    """
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    group: str | None = None
+    seq_id: int = field(default_factory=lambda: next(_ids))
+    output_ids: list[int] = field(default_factory=list)
+    status: SeqStatus = SeqStatus.WAITING
+    finish_reason: str | None = None
+    stats: SpecStats = field(default_factory=SpecStats)
+    arrival: float = field(default_factory=time.monotonic)
+    deadline: float | None = None
+    on_delta: Callable[[str], None] | None = None
+    """Called on the engine thread with each new piece of text (streaming)."""
+    acceptance: float = 0.6
+    """Running estimate of the per-token draft acceptance probability (adaptive gamma)."""
+    text: str = ""
+    """Detokenized output so far, already cut at a stop string."""
+    emitted_chars: int = 0
+    """Characters of ``text`` already streamed."""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def token_ids(self) -> list[int]:
+        """Prompt followed by the generated tokens."""
+        return self.prompt_ids + self.output_ids
+
+    @property
+    def num_tokens(self) -> int:
+        """Prompt plus generated tokens."""
+        return len(self.prompt_ids) + len(self.output_ids)
+
+    @property
+    def last_token(self) -> int:
+        """The pending token: the newest token, whose KV is not yet cached."""
+        return self.output_ids[-1] if self.output_ids else self.prompt_ids[-1]
+
+    @property
+    def remaining(self) -> int:
+        """Tokens this sequence may still generate."""
+        return self.params.max_tokens - len(self.output_ids)
+
+    @property
+    def reserved_tokens(self) -> int:
+        """Cache tokens this sequence may need at most (prompt + max_tokens + slack)."""
+        return len(self.prompt_ids) + self.params.max_tokens + 17
+
+    @property
+    def finished(self) -> bool:
+        """True once the sequence has stopped for any reason."""
+        return self.status is SeqStatus.FINISHED
