@@ -1,0 +1,122 @@
+"""Tiny random-initialised Llama models and tokenizers for tests (seconds, no download).
+
+``make_tiny_pair`` builds a target and a draft that share one vocabulary and saves both,
+with their tokenizer, to folders so every loading path is exercised. The byte-level
+tokenizer encodes any text (one token per byte); the word-level one has a vocabulary
+small enough for distribution tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+SPECIALS = ["<s>", "</s>", "<pad>"]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant\n{% endif %}"
+)
+
+
+def byte_tokenizer():
+    """A byte-level BPE tokenizer with no merges: 256 byte tokens + <s>, </s>, <pad>."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    vocab = {ch: i for i, ch in enumerate(bytes_to_unicode().values())}
+    for tok in SPECIALS:
+        vocab[tok] = len(vocab)
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+    tok.add_special_tokens({"additional_special_tokens": []})
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def word_tokenizer(size: int = 16):
+    """A word-level tokenizer over ``w0 .. w{size-4}`` plus specials (tiny vocabulary)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(SPECIALS)}
+    vocab["<unk>"] = len(vocab)
+    for i in range(size - len(vocab)):
+        vocab[f"w{i}"] = len(vocab)
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def tiny_llama(vocab_size: int, *, seed: int, layers: int = 2, hidden: int = 64, init: float = 0.2):
+    """A random Llama whose logits are spread out enough that greedy argmax has no near-ties."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        initializer_range=init,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=2,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config).eval()
+    model.generation_config.eos_token_id = 1
+    model.generation_config.pad_token_id = 2
+    return model
+
+
+def noisy_copy(model, *, seed: int, noise: float):
+    """A draft that agrees with ``model`` often but not always: its weights plus noise."""
+    import copy
+
+    import torch
+
+    draft = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in draft.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * noise * p.std())
+    return draft
+
+
+@dataclass
+class TinyPair:
+    """Paths and objects of a tiny target/draft pair sharing one tokenizer."""
+
+    target_path: Path
+    draft_path: Path
+    target: object
+    draft: object
+    tokenizer: object
+
+
+def make_tiny_pair(root: Path, *, vocab: str = "byte", seed: int = 0, noise: float = 0.03) -> TinyPair:
+    """Build, save and return a tiny target and a draft (a noisy copy) with one tokenizer."""
+    tok = byte_tokenizer() if vocab == "byte" else word_tokenizer(int(vocab))
+    target = tiny_llama(len(tok), seed=seed)
+    draft = noisy_copy(target, seed=seed + 1, noise=noise)
+    paths = []
+    for name, model in (("target", target), ("draft", draft)):
+        path = root / f"{vocab}-{seed}-{name}"
+        model.save_pretrained(path)
+        tok.save_pretrained(path)
+        paths.append(path)
+    return TinyPair(paths[0], paths[1], target, draft, tok)
