@@ -101,6 +101,9 @@ class EngineConfig:
     device: str = "cpu"
     dtype: str = "float32"
     prefix_cache_tokens: int = field(default_factory=_default_prefix_cache_tokens)
+    adaptive_gamma: bool = True
+    """``batched`` only: size drafts per sequence from acceptance and cost (False: always
+    up to ``gamma``, as far as drafts reach)."""
     max_queue: int | None = None
     queue_full: str = "error"
     extra: dict[str, Any] = field(default_factory=dict)

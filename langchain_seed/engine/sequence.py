@@ -54,6 +54,18 @@ class Sequence:
     """Detokenized output so far, already cut at a stop string."""
     emitted_chars: int = 0
     """Characters of ``text`` already streamed."""
+    row: int = -1
+    """KV-cache row while running (rows of running sequences are contiguous)."""
+    generator: Any = None
+    """The request's ``torch.Generator`` (sampling only), owned by the engine."""
+    acceptance_by_drafter: dict[str, float] = field(default_factory=dict)
+    """Running acceptance estimate per drafter (adaptive gamma and drafter choice)."""
+    cached_prefix: int = 0
+    """Prompt tokens whose KV was reused (prefix cache or a group sibling)."""
+    prefix_handle: Any = None
+    """Prefix-cache nodes this sequence holds a reference on while it runs."""
+    future: Any = None
+    """The caller's ``concurrent.futures.Future``."""
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property

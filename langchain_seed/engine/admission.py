@@ -1,0 +1,155 @@
+"""Admission: give newly admitted sequences their prompt KV with as little prefill as possible.
+
+Invariant: a running sequence's cache holds every token but the pending last one, so a
+prompt ``P`` needs the KV of ``P[:-1]``. Three sources, cheapest first:
+
+- a *group fork*: sequences admitted together with the same prompt (the N samples of
+  self-consistency, ToT siblings) are prefilled once, the others copy the leader's row;
+- the *prefix cache*: the longest cached prefix is copied in, only the rest is prefilled;
+- a *shared header* among prompts admitted together (a level of ToT value prompts): the
+  first prompt of each cluster is prefilled in a first wave and inserted into the prefix
+  cache, so the others of the cluster hit it in the second wave.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from langchain_seed.engine.prefix_cache import KV, PrefixCache, PrefixHandle
+from langchain_seed.engine.runner import ModelRunner
+
+if TYPE_CHECKING:
+    from langchain_seed.engine.drafters.model import ModelDrafter
+    from langchain_seed.engine.sequence import Sequence
+
+MIN_SHARED_HEADER = 32
+"""Tokens two admitted prompts must share (beyond the cache) to prefill a header first."""
+
+
+def _key(seq: Sequence) -> tuple[int, ...]:
+    return tuple(seq.prompt_ids[:-1])
+
+
+def _common(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class Admitter:
+    """Prefills admitted sequences (target and draft model) using forks and the prefix cache."""
+
+    def __init__(
+        self, runner: ModelRunner, drafter: ModelDrafter | None, prefix_cache: PrefixCache
+    ) -> None:
+        self.runner = runner
+        self.drafter = drafter
+        self.prefix_cache = prefix_cache
+        self._waves: list[list[Sequence]] = []
+        self._leader: dict[int, Sequence] = {}
+
+    @property
+    def runners(self) -> dict[str, ModelRunner]:
+        """Models whose caches are filled: the target and, if any, the draft model."""
+        out = {"target": self.runner}
+        if self.drafter is not None:
+            out["draft"] = self.drafter.runner
+        return out
+
+    def order(self, seqs: list[Sequence]) -> list[Sequence]:
+        """Order admitted sequences for row assignment: header wave, other leaders, forks."""
+        leaders: dict[tuple[int, ...], Sequence] = {}
+        followers: list[Sequence] = []
+        self._leader = {}
+        for seq in seqs:
+            key = _key(seq)
+            if key in leaders and key:
+                followers.append(seq)
+                self._leader[seq.seq_id] = leaders[key]
+            else:
+                leaders[key] = seq
+        heads: list[Sequence] = []
+        if self.prefix_cache.enabled and len(leaders) > 1:
+            ranked = sorted(leaders.items())
+            cached = {key: self.prefix_cache.match(key)[0] for key, _ in ranked}
+            i = 0
+            while i < len(ranked):
+                head_key, head = ranked[i]
+                j = i + 1
+                while j < len(ranked) and (
+                    _common(head_key, ranked[j][0]) - max(cached[head_key], cached[ranked[j][0]])
+                    >= MIN_SHARED_HEADER
+                ):
+                    j += 1
+                if j - i >= 2:  # a cluster sharing a header: prefill its head first
+                    heads.append(head)
+                i = j
+        head_ids = {s.seq_id for s in heads}
+        rest = [s for s in leaders.values() if s.seq_id not in head_ids]
+        self._waves = [heads, rest]
+        return heads + rest + followers
+
+    def admit(self, seqs: list[Sequence]) -> None:
+        """Fill the caches of ``seqs`` (already ordered by :meth:`order`, rows assigned)."""
+        for wave in self._waves:
+            if wave:
+                self._prefill_wave(wave)
+        for seq in seqs:
+            leader = self._leader.get(seq.seq_id)
+            if leader is None:
+                continue
+            length = len(seq.prompt_ids) - 1
+            for runner in self.runners.values():
+                runner.cache.copy_prefix(leader.row, seq.row, length)
+            seq.cached_prefix = length
+            seq.stats.cached_prompt_tokens = length
+
+    def _prefill_wave(self, wave: list[Sequence]) -> None:
+        runners = self.runners
+        feeds = []
+        for seq in wave:
+            key = _key(seq)
+            cached = 0
+            if self.prefix_cache.enabled:
+                cached, kv, handle = self._lookup(key)
+                seq.prefix_handle = handle
+                for name, runner in runners.items():
+                    runner.keep(seq.row, 0)
+                    if cached and name in kv:
+                        runner.cache.write(seq.row, 0, kv[name])
+                        runner.keep(seq.row, cached)
+            else:
+                for runner in runners.values():
+                    runner.keep(seq.row, 0)
+            seq.cached_prefix = cached
+            seq.stats.cached_prompt_tokens = cached
+            seq.stats.target_tokens += len(key) - cached
+            feeds.append(list(key[cached:]))
+        start = wave[0].row
+        for runner in runners.values():
+            runner.prefill(start, feeds)
+        if self.prefix_cache.enabled:
+            for seq in wave:
+                key = _key(seq)
+                row = seq.row
+
+                def read(begin: int, end: int, row: int = row) -> dict[str, KV]:
+                    return {n: r.cache.read(row, begin, end) for n, r in runners.items()}
+
+                handle = self.prefix_cache.insert(key, read)
+                self.prefix_cache.release(seq.prefix_handle)
+                seq.prefix_handle = handle
+
+    def _lookup(self, key: tuple[int, ...]) -> tuple[int, dict[str, KV], PrefixHandle]:
+        cached, kv, handle = self.prefix_cache.lookup(key, "target")
+        out: dict[str, KV] = {}
+        if kv is None:
+            return 0, out, handle
+        out["target"] = kv
+        if self.drafter is not None:
+            # Spans are inserted with every model's KV, so the draft's is there too.
+            _, path = self.prefix_cache.match(key)
+            out["draft"] = self.prefix_cache.gather(path, cached, "draft")
+        return cached, out, handle

@@ -1,0 +1,695 @@
+"""Engine: submit / step / generate / stream. Thin glue over scheduler, runner and drafters.
+
+One engine thread owns the models. Callers on any thread or event loop submit requests
+and get a :class:`concurrent.futures.Future` (or await / iterate). Every step:
+
+1. admit waiting requests within the memory budget (prefill, prefix reuse, group fork);
+2. choose a draft length per running sequence and draft (batched);
+3. verify every sequence in one target forward (``fcfs_rounds``: one per forward);
+4. accept per sequence, roll rejected drafts back in both caches;
+5. finish sequences (EOS, stop, length) and resolve their futures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import queue
+import random
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Sequence as Seq
+from concurrent.futures import Future
+from typing import Any
+
+import torch
+
+from langchain_seed.engine.admission import Admitter
+from langchain_seed.engine.config import EngineConfig, SamplingParams
+from langchain_seed.engine.drafters.base import Draft, Drafter
+from langchain_seed.engine.drafters.model import ModelDrafter
+from langchain_seed.engine.drafters.ngram import NgramDrafter
+from langchain_seed.engine.loading import LoadedModel, load_model
+from langchain_seed.engine.prefix_cache import PrefixCache
+from langchain_seed.engine.results import (
+    EngineClosedError,
+    GenerationResult,
+    QueueFullError,
+    RequestCancelledError,
+)
+from langchain_seed.engine.runner import ModelRunner
+from langchain_seed.engine.scheduler import ACCEPTANCE_PRIOR, Scheduler, update_acceptance
+from langchain_seed.engine.sequence import Sequence, SeqStatus
+from langchain_seed.engine.stats import EngineStats
+from langchain_seed.engine.text import TextTracker
+from langchain_seed.engine.verify import accept_greedy, accept_sampling, process_logits
+
+logger = logging.getLogger(__name__)
+
+Prompt = str | list[int]
+
+_MODELS: dict[tuple[Any, ...], LoadedModel] = {}
+_MODELS_LOCK = threading.Lock()
+_SHARED: dict[tuple[Any, ...], Engine] = {}
+_ALL_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def shared_model(model: str | None, device: str, dtype: str) -> LoadedModel:
+    """Load a model once per process per ``(model, device, dtype)``."""
+    key = (model, device, dtype)
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = load_model(model, device=device, dtype=dtype)
+        return _MODELS[key]
+
+
+def check_same_vocabulary(target: LoadedModel, draft: LoadedModel) -> None:
+    """Raise ``ValueError`` when the draft cannot draft for the target (vocabularies differ)."""
+    t_vocab, d_vocab = target.tokenizer.get_vocab(), draft.tokenizer.get_vocab()
+    t_rows = target.model.get_output_embeddings().weight.shape[0]
+    d_rows = draft.model.get_output_embeddings().weight.shape[0]
+    if t_vocab != d_vocab or t_rows != d_rows:
+        raise ValueError(
+            f"draft_model {draft.name!r} does not share the target's vocabulary "
+            f"(target: {len(t_vocab)} tokens / {t_rows} logits, draft: {len(d_vocab)} tokens / "
+            f"{d_rows} logits); a draft model must use the target's tokenizer"
+        )
+
+
+class Engine:
+    """Continuous-batching engine with scheduled speculative decoding.
+
+    Args:
+        config: what to load and how to schedule; keyword arguments build one instead.
+
+    Example:
+        .. code-block:: python
+
+            from langchain_seed.engine import Engine, EngineConfig, SamplingParams
+
+            engine = Engine(EngineConfig(policy="batched", drafters=("ngram",)))
+            [result] = engine.generate(["2 + 2 ="], SamplingParams(max_tokens=8))
+            print(result.text, result.stats.mean_accepted_length)
+    """
+
+    def __init__(self, config: EngineConfig | None = None, **kwargs: Any) -> None:
+        self.config = config if config is not None else EngineConfig(**kwargs)
+        cfg = self.config
+        self.target = shared_model(cfg.model, cfg.device, cfg.dtype)
+        self.tokenizer = self.target.tokenizer
+        self.model_drafter: ModelDrafter | None = None
+        if cfg.draft_model is not None:
+            draft = shared_model(cfg.draft_model, cfg.device, cfg.dtype)
+            check_same_vocabulary(self.target, draft)
+            if "model" in cfg.drafters:
+                self.model_drafter = ModelDrafter(draft.model, cfg.max_batch_size, cfg.device)
+        self.runner = ModelRunner(self.target.model, cfg.max_batch_size, cfg.device)
+        self.drafters: list[Drafter] = []
+        for name in cfg.drafters:
+            if name == "ngram":
+                self.drafters.append(NgramDrafter())
+            elif name == "consensus":
+                from langchain_seed.engine.drafters.consensus import ConsensusDrafter
+
+                self.drafters.append(ConsensusDrafter())
+        self.scheduler = Scheduler(cfg)
+        self.prefix_cache = PrefixCache(cfg.prefix_cache_tokens)
+        self._tok_lock = threading.Lock()
+        self.text = TextTracker(self.tokenizer, self._tok_lock)
+        self.admitter = Admitter(self.runner, self.model_drafter, self.prefix_cache)
+        self.eos_ids = self._eos_ids()
+        self._cv = threading.Condition()
+        self._inbox: list[Sequence] = []
+        self._closed = False
+        self._stats = EngineStats()
+        self._thread = threading.Thread(target=self._loop, name="seed-engine", daemon=True)
+        self._thread.start()
+        _ALL_ENGINES.add(self)
+
+    # ----- construction helpers ----------------------------------------------------
+    @classmethod
+    def shared(cls, config: EngineConfig | None = None, **kwargs: Any) -> Engine:
+        """The process-wide engine for this configuration (created on first use)."""
+        cfg = config if config is not None else EngineConfig(**kwargs)
+        key = (
+            cfg.model, cfg.draft_model, cfg.policy, cfg.drafters, cfg.max_batch_size,
+            cfg.max_cache_tokens, cfg.gamma, cfg.device, cfg.dtype, cfg.prefix_cache_tokens,
+            cfg.adaptive_gamma, cfg.max_queue, cfg.queue_full,
+        )  # fmt: skip
+        with _MODELS_LOCK:
+            engine = _SHARED.get(key)
+        if engine is None or engine.closed:
+            engine = cls(cfg)
+            with _MODELS_LOCK:
+                _SHARED[key] = engine
+        return engine
+
+    def _eos_ids(self) -> set[int]:
+        ids: set[int] = set()
+        gen_eos = getattr(self.target.model.generation_config, "eos_token_id", None)
+        for value in (gen_eos, self.tokenizer.eos_token_id):
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, (list, tuple)):
+                ids.update(int(v) for v in value)
+        return ids
+
+    @property
+    def model_name(self) -> str:
+        """Display name of the target model."""
+        return self.target.name
+
+    @property
+    def max_context(self) -> int:
+        """Context length of the target model in tokens."""
+        config = self.target.model.config
+        return int(getattr(config, "max_position_embeddings", 0) or 2048)
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a prompt text (special tokens as the tokenizer adds them)."""
+        with self._tok_lock:
+            return list(self.tokenizer.encode(text))
+
+    # ----- submission --------------------------------------------------------------
+    def submit(
+        self,
+        prompt: Prompt,
+        params: SamplingParams | None = None,
+        *,
+        group: str | None = None,
+        on_delta: Callable[[str], None] | None = None,
+    ) -> Future[GenerationResult]:
+        """Queue one request; it joins the running batch at the next step."""
+        return self.submit_many([prompt], params, group=group, on_delta=on_delta)[0]
+
+    def submit_many(
+        self,
+        prompts: Seq[Prompt],
+        params: SamplingParams | Seq[SamplingParams] | None = None,
+        *,
+        group: str | None = None,
+        on_delta: Callable[[str], None] | None = None,
+    ) -> list[Future[GenerationResult]]:
+        """Queue several requests atomically (they are admitted together when they fit).
+
+        Raises:
+            ValueError: an empty or over-long prompt, or a params list of the wrong length.
+            EngineClosedError: the engine is closed.
+            QueueFullError: ``max_queue`` requests already wait and ``queue_full="error"``.
+        """
+        if isinstance(prompts, str):
+            raise ValueError("prompts must be a list of prompts; use submit() for one prompt")
+        plist = self._params_list(params, len(prompts))
+        seqs = [self._make_sequence(p, sp, group, on_delta) for p, sp in zip(prompts, plist)]
+        with self._cv:
+            if self._closed:
+                raise EngineClosedError("engine closed")
+            self._wait_for_room(len(seqs))
+            self._inbox.extend(seqs)
+            self._cv.notify_all()
+        return [s.future for s in seqs]
+
+    def _params_list(
+        self, params: SamplingParams | Seq[SamplingParams] | None, count: int
+    ) -> list[SamplingParams]:
+        if params is None:
+            return [SamplingParams()] * count
+        if isinstance(params, SamplingParams):
+            return [params] * count
+        plist = list(params)
+        if len(plist) != count:
+            raise ValueError(f"got {len(plist)} SamplingParams for {count} prompts")
+        return plist
+
+    def _make_sequence(
+        self,
+        prompt: Prompt,
+        params: SamplingParams,
+        group: str | None,
+        on_delta: Callable[[str], None] | None,
+    ) -> Sequence:
+        if isinstance(prompt, str):
+            if not prompt:
+                raise ValueError("prompt is empty")
+            ids = self.encode(prompt)
+        else:
+            ids = [int(t) for t in prompt]
+        if not ids:
+            raise ValueError("prompt is empty (no tokens)")
+        limit = self.max_context - params.max_tokens
+        if len(ids) > limit:
+            raise ValueError(
+                f"prompt is {len(ids)} tokens; the model's context is {self.max_context} tokens "
+                f"and max_tokens is {params.max_tokens}, so prompts may have at most {limit}"
+            )
+        seq = Sequence(prompt_ids=ids, params=params, group=group, on_delta=on_delta)
+        if seq.reserved_tokens > self.config.max_cache_tokens:
+            raise ValueError(
+                f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) exceeds "
+                f"max_cache_tokens={self.config.max_cache_tokens}"
+            )
+        if params.request_timeout is not None:
+            seq.deadline = time.monotonic() + params.request_timeout
+        seq.future = Future()
+        seq.stats.prompt_tokens = len(ids)
+        return seq
+
+    def _wait_for_room(self, count: int) -> None:
+        limit = self.config.max_queue
+        if limit is None:
+            return
+        while len(self._inbox) + len(self.scheduler.waiting) + count > limit:
+            if self.config.queue_full == "error":
+                raise QueueFullError(
+                    f"submission queue is full (max_queue={limit}); retry later or use "
+                    "queue_full='block'"
+                )
+            self._cv.wait(timeout=0.1)
+            if self._closed:
+                raise EngineClosedError("engine closed")
+
+    # ----- convenience -------------------------------------------------------------
+    def generate(
+        self,
+        prompts: Seq[Prompt],
+        params: SamplingParams | Seq[SamplingParams] | None = None,
+        *,
+        group: str | None = None,
+    ) -> list[GenerationResult]:
+        """Run ``prompts`` to completion (one batch) and return their results in order."""
+        return [f.result() for f in self.submit_many(prompts, params, group=group)]
+
+    async def agenerate(
+        self,
+        prompts: Seq[Prompt],
+        params: SamplingParams | Seq[SamplingParams] | None = None,
+        *,
+        group: str | None = None,
+    ) -> list[GenerationResult]:
+        """Async :meth:`generate`; cancelling the awaiting task cancels the requests."""
+        futures = self.submit_many(prompts, params, group=group)
+        wrapped = [asyncio.wrap_future(f) for f in futures]
+        try:
+            return list(await asyncio.gather(*wrapped))
+        except asyncio.CancelledError:
+            for f in futures:
+                f.cancel()
+            raise
+
+    def stream(
+        self, prompt: Prompt, params: SamplingParams | None = None, *, group: str | None = None
+    ) -> Iterator[str]:
+        """Yield text deltas of one request as the engine produces them."""
+        pieces: queue.Queue[str | None] = queue.Queue()
+        future = self.submit(prompt, params, group=group, on_delta=pieces.put)
+        future.add_done_callback(lambda _: pieces.put(None))
+        try:
+            while (piece := pieces.get()) is not None:
+                yield piece
+            future.result()
+        finally:
+            future.cancel()
+
+    async def astream(
+        self, prompt: Prompt, params: SamplingParams | None = None, *, group: str | None = None
+    ) -> AsyncIterator[str]:
+        """Async :meth:`stream` (no thread hop per token: the engine posts to this loop)."""
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def post(piece: str | None) -> None:
+            loop.call_soon_threadsafe(pieces.put_nowait, piece)
+
+        future = self.submit(prompt, params, group=group, on_delta=post)
+        future.add_done_callback(lambda _: post(None))
+        try:
+            while (piece := await pieces.get()) is not None:
+                yield piece
+            future.result()
+        finally:
+            future.cancel()
+
+    def stats(self) -> EngineStats:
+        """Engine-wide counters (a snapshot)."""
+        stats = self._stats
+        stats.target_forwards = self.runner.forwards
+        stats.draft_forwards = self.model_drafter.forwards if self.model_drafter else 0
+        stats.prefix_cache = self.prefix_cache.stats()
+        stats.peak_memory_bytes = _peak_memory(self.config.device)
+        return stats
+
+    def reset_stats(self) -> None:
+        """Start counting afresh (forward counters included)."""
+        self._stats = EngineStats()
+        self.runner.forwards = 0
+        if self.model_drafter:
+            self.model_drafter.runner.forwards = 0
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the engine thread; pending requests fail with :class:`EngineClosedError`."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----- the engine thread -------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._closed and not self._inbox and not self.scheduler.has_work:
+                    self._cv.wait()
+                if self._closed:
+                    break
+                new, self._inbox = self._inbox, []
+                self._cv.notify_all()
+            for seq in new:
+                self._seed(seq)
+                self.scheduler.add(seq)
+            try:
+                with torch.inference_mode():
+                    self.step()
+            except Exception as exc:  # a failure of the batch: fail its requests, go on
+                logger.exception("engine step failed")
+                self._fail_all(exc, include_waiting=False)
+        with self._cv:
+            leftover, self._inbox = self._inbox, []
+        closed = EngineClosedError("engine closed before the request finished")
+        for seq in leftover + list(self.scheduler.waiting) + list(self.scheduler.running):
+            _resolve_error(seq, closed)
+        self.scheduler.waiting.clear()
+        self.scheduler.running.clear()
+
+    def _seed(self, seq: Sequence) -> None:
+        if seq.params.greedy:
+            return
+        seed = seq.params.seed if seq.params.seed is not None else random.randrange(2**63)
+        seq.generator = torch.Generator(device=self.runner.device).manual_seed(seed)
+
+    def step(self) -> None:
+        """One engine step (the five steps of the module docstring)."""
+        t0 = time.perf_counter()
+        timed = self._stats.prefill_seconds + self._stats.draft_seconds + self._stats.verify_seconds
+        self._reap()
+        admitted = self.scheduler.schedule_admission()
+        if admitted:
+            t_prefill = time.perf_counter()
+            self._admit(admitted)
+            self._stats.prefill_seconds += time.perf_counter() - t_prefill
+        running = self.scheduler.running
+        if running:
+            self._stats.steps += 1
+            self._stats.peak_batch_size = max(self._stats.peak_batch_size, len(running))
+            policy = self.config.policy
+            if policy == "autoregressive" or not self.config.uses_drafts:
+                self._verify(running, [Draft() for _ in running])
+            elif policy == "batched":
+                self._verify(running, self._draft(running, adaptive=self.config.adaptive_gamma))
+            else:  # fcfs_rounds: batched drafting, then one target forward per sequence, FIFO
+                drafts = self._draft(running, adaptive=False)
+                order = sorted(range(len(running)), key=lambda i: running[i].arrival)
+                batch = list(running)
+                for i in order:
+                    if not batch[i].finished:
+                        self._verify([batch[i]], [drafts[i]])
+            self._release_finished()
+        phases = self._stats.prefill_seconds + self._stats.draft_seconds + self._stats.verify_seconds
+        self._stats.scheduler_seconds += max(0.0, time.perf_counter() - t0 - (phases - timed))
+        if not self.scheduler.has_work:
+            self._idle()
+
+    def _admit(self, seqs: list[Sequence]) -> None:
+        start = len(self.scheduler.running)
+        seqs = self.admitter.order(seqs)
+        for offset, seq in enumerate(seqs):
+            seq.row = start + offset
+            seq.status = SeqStatus.RUNNING
+        self.scheduler.running.extend(seqs)
+        try:
+            self.admitter.admit(seqs)
+        except Exception as exc:
+            for seq in seqs:
+                self._fail(seq, exc)
+        for seq in seqs:
+            self._stats.spec.prompt_tokens += seq.stats.prompt_tokens
+            self._stats.spec.cached_prompt_tokens += seq.stats.cached_prompt_tokens
+            self._stats.spec.target_tokens += seq.stats.target_tokens
+
+    # ----- drafting ----------------------------------------------------------------
+    def _draft(self, running: list[Sequence], adaptive: bool) -> list[Draft]:
+        t0 = time.perf_counter()
+        caps = [max(0, min(self.config.gamma, seq.remaining - 1)) for seq in running]
+        candidates: list[list[Draft]] = [[] for _ in running]
+        for drafter in self.drafters:
+            for i, draft in enumerate(drafter.propose(running, caps)):
+                if draft.tokens:
+                    candidates[i].append(draft)
+        if self.model_drafter is not None:
+            md = self.model_drafter
+            lens = caps
+            if adaptive:
+                share = self.scheduler.draft_cost.step_time(len(running)) / max(1, len(running))
+                lens = self.scheduler.choose_gamma(
+                    running, caps, [self._acceptance(s, "model") for s in running], share
+                )
+            t_draft = time.perf_counter()
+            forwards = md.runner.forwards
+            for i, draft in enumerate(md.propose(running, lens)):
+                if draft.tokens:
+                    candidates[i].append(draft)
+            if md.runner.forwards > forwards:
+                per = (time.perf_counter() - t_draft) / (md.runner.forwards - forwards)
+                self.scheduler.draft_cost.observe(len(running), per)
+        chosen = [self._best(seq, c) for seq, c in zip(running, candidates)]
+        if adaptive:
+            gammas = self.scheduler.choose_gamma(
+                running,
+                [len(d.tokens) for d in chosen],
+                [self._acceptance(s, d.drafter) for s, d in zip(running, chosen)],
+            )
+            for seq, draft, g in zip(running, chosen, gammas):
+                if g < len(draft.tokens):
+                    if g == 0:
+                        self._explore(seq, draft.drafter)
+                    draft.tokens = draft.tokens[:g]
+                    if draft.probs is not None:
+                        draft.probs = draft.probs[:g]
+        self._stats.draft_seconds += time.perf_counter() - t0
+        return chosen
+
+    def _acceptance(self, seq: Sequence, drafter: str) -> float:
+        return seq.acceptance_by_drafter.get(drafter, ACCEPTANCE_PRIOR)
+
+    def _best(self, seq: Sequence, candidates: list[Draft]) -> Draft:
+        """The candidate with the most expected accepted tokens (sum of a**k)."""
+        best, best_score = Draft(), 0.0
+        for draft in candidates:
+            a = self._acceptance(seq, draft.drafter)
+            score = sum(a**k for k in range(1, len(draft.tokens) + 1))
+            if score > best_score:
+                best, best_score = draft, score
+        return Draft(list(best.tokens), best.probs, best.drafter)
+
+    def _explore(self, seq: Sequence, drafter: str) -> None:
+        """Let an unused drafter's estimate drift back to the prior so it is retried."""
+        a = self._acceptance(seq, drafter)
+        seq.acceptance_by_drafter[drafter] = a + 0.05 * (ACCEPTANCE_PRIOR - a)
+
+    # ----- verification ------------------------------------------------------------
+    def _verify(self, seqs: list[Sequence], drafts: list[Draft]) -> None:
+        """One target forward over ``seqs`` (contiguous rows), then per-sequence acceptance."""
+        t0 = time.perf_counter()
+        feed = [[seq.last_token, *d.tokens] for seq, d in zip(seqs, drafts)]
+        logits = self.runner.forward(seqs[0].row, feed)  # [b, q, vocab]
+        assert logits is not None
+        fed = sum(len(f) for f in feed)
+        self.scheduler.cost.observe(fed, time.perf_counter() - t0)
+        argmax = logits.argmax(dim=-1).tolist()  # [b, q]
+        finite = torch.isfinite(logits).all(dim=-1).tolist()  # [b, q]
+        self._stats.spec.target_tokens += fed
+        for i, (seq, draft) in enumerate(zip(seqs, drafts)):
+            try:
+                n = len(feed[i])
+                if not all(finite[i][:n]):
+                    raise FloatingPointError(
+                        f"non-finite logits (NaN/inf) from the target for request {seq.seq_id}"
+                    )
+                if seq.params.greedy:
+                    accepted, nxt = accept_greedy(argmax[i][:n], draft.tokens)
+                else:
+                    p = process_logits(logits[i, :n], seq.params)  # [n, vocab]
+                    accepted, nxt = accept_sampling(p, draft.tokens, draft.probs, seq.generator)
+                self.runner.keep(seq.row, self.runner.lengths[seq.row] + 1 + accepted)
+                new_tokens = [*draft.tokens[:accepted], nxt]
+                if self.model_drafter is not None:
+                    self.model_drafter.rollback(seq, new_tokens)
+                seq.stats.target_tokens += n
+                seq.stats.record(draft.drafter or "none", len(draft.tokens), accepted)
+                self._stats.spec.record(draft.drafter or "none", len(draft.tokens), accepted)
+                update_acceptance(seq, draft.drafter, len(draft.tokens), accepted)
+                self._append(seq, new_tokens)
+            except Exception as exc:
+                self._fail(seq, exc)
+        self._stats.verify_seconds += time.perf_counter() - t0
+
+    def _append(self, seq: Sequence, tokens: list[int]) -> None:
+        """Add verified tokens; finish on EOS / stop token / length / stop string."""
+        for token in tokens:
+            seq.output_ids.append(token)
+            seq.stats.generated_tokens += 1
+            self._stats.spec.generated_tokens += 1
+            if token in self.eos_ids or token in seq.params.stop_token_ids:
+                seq.finish_reason = "stop"
+                break
+            if len(seq.output_ids) >= seq.params.max_tokens:
+                seq.finish_reason = "length"
+                break
+        if self.text.update(seq):
+            seq.finish_reason = "stop"
+        if seq.finish_reason is not None:
+            seq.status = SeqStatus.FINISHED
+        if seq.on_delta is not None:
+            piece = self.text.delta(seq, final=seq.finished)
+            if piece:
+                seq.on_delta(piece)
+
+    # ----- finishing ---------------------------------------------------------------
+    def _fail(self, seq: Sequence, exc: BaseException) -> None:
+        seq.status = SeqStatus.FINISHED
+        seq.finish_reason = "error"
+        seq.meta["error"] = exc
+
+    def _reap(self) -> None:
+        """Finish cancelled and timed-out requests (running or waiting)."""
+        now = time.monotonic()
+        for seq in list(self.scheduler.waiting) + self.scheduler.running:
+            if seq.future.cancelled():
+                self._fail(seq, RequestCancelledError(f"request {seq.seq_id} cancelled"))
+                self._stats.requests_cancelled += 1
+            elif seq.deadline is not None and now > seq.deadline:
+                self._fail(
+                    seq,
+                    TimeoutError(
+                        f"request {seq.seq_id} exceeded request_timeout="
+                        f"{seq.params.request_timeout}s"
+                    ),
+                )
+        waiting = [s for s in self.scheduler.waiting if s.finished]
+        for seq in waiting:
+            self.scheduler.waiting.remove(seq)
+            self._resolve(seq)
+        self._release_finished()
+
+    def _release_finished(self) -> None:
+        """Resolve finished sequences and keep the rows of running ones contiguous."""
+        running = self.scheduler.running
+        i = 0
+        while i < len(running):
+            seq = running[i]
+            if not seq.finished:
+                i += 1
+                continue
+            last = running[-1]
+            if last is not seq:
+                self.runner.cache.move_row(last.row, seq.row)
+                if self.model_drafter is not None:
+                    self.model_drafter.move_row(last.row, seq.row)
+                last.row = seq.row
+                running[i] = last
+            running.pop()
+            self._resolve(seq)
+
+    def _resolve(self, seq: Sequence) -> None:
+        for drafter in self.drafters:
+            drafter.release(seq)
+        if self.model_drafter is not None:
+            self.model_drafter.release(seq)
+        self.prefix_cache.release(seq.prefix_handle)
+        seq.prefix_handle = None
+        seq.row = -1
+        error = seq.meta.get("error")
+        if error is not None:
+            if not isinstance(error, RequestCancelledError):
+                self._stats.requests_failed += 1
+            _resolve_error(seq, error)
+            return
+        self._stats.requests_finished += 1
+        result = GenerationResult(
+            text=seq.text,
+            token_ids=list(seq.output_ids),
+            finish_reason=seq.finish_reason or "stop",
+            prompt_tokens=len(seq.prompt_ids),
+            stats=seq.stats,
+            request_id=seq.seq_id,
+            group=seq.group,
+        )
+        if not seq.future.done():
+            try:
+                seq.future.set_result(result)
+            except Exception:  # cancelled concurrently
+                pass
+
+    def _fail_all(self, exc: BaseException, include_waiting: bool) -> None:
+        for seq in list(self.scheduler.running):
+            self._fail(seq, exc)
+        if include_waiting:
+            for seq in self.scheduler.waiting:
+                self._fail(seq, exc)
+        try:
+            self._release_finished()
+        except Exception:  # the cache itself may be broken: drop it
+            for seq in self.scheduler.running:
+                _resolve_error(seq, exc)
+            self.scheduler.running.clear()
+        self.runner.cache.release_memory()
+        if self.model_drafter is not None:
+            self.model_drafter.runner.cache.release_memory()
+        self.prefix_cache.clear()
+
+    def _idle(self) -> None:
+        """Nothing to do: give the KV buffers back (the prefix cache keeps its spans)."""
+        self.runner.cache.release_memory()
+        if self.model_drafter is not None:
+            self.model_drafter.runner.cache.release_memory()
+
+
+def _resolve_error(seq: Sequence, exc: BaseException) -> None:
+    seq.status = SeqStatus.FINISHED
+    future = seq.future
+    if future is None or future.done():
+        return
+    try:
+        future.set_exception(exc)
+    except Exception:  # cancelled concurrently
+        pass
+
+
+def _peak_memory(device: str) -> int:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated())
+    try:
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    except ImportError:  # pragma: no cover - Windows
+        return 0
+
+
+@atexit.register
+def _close_all() -> None:
+    for engine in list(_ALL_ENGINES):
+        engine.close(timeout=1.0)
