@@ -32,6 +32,8 @@ class SamplingParams:
     """Stop strings: generation ends before the first occurrence, which is not returned."""
     stop_token_ids: tuple[int, ...] = ()
     """Extra token ids that end generation (the tokenizer's EOS always does)."""
+    ignore_eos: bool = False
+    """Keep generating past EOS (benchmarks, distribution tests)."""
     seed: int | None = None
     """Per-request seed: the same request with the same seed and engine config repeats."""
     request_timeout: float | None = None

@@ -84,6 +84,8 @@ class Engine:
 
     Args:
         config: what to load and how to schedule; keyword arguments build one instead.
+        extra_drafters: custom :class:`Drafter` objects asked next to the configured ones
+            (any object with ``name``, ``propose`` and ``release``).
 
     Example:
         .. code-block:: python
@@ -95,7 +97,13 @@ class Engine:
             print(result.text, result.stats.mean_accepted_length)
     """
 
-    def __init__(self, config: EngineConfig | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        config: EngineConfig | None = None,
+        *,
+        extra_drafters: Seq[Drafter] = (),
+        **kwargs: Any,
+    ) -> None:
         self.config = config if config is not None else EngineConfig(**kwargs)
         cfg = self.config
         self.target = shared_model(cfg.model, cfg.device, cfg.dtype)
@@ -115,6 +123,7 @@ class Engine:
                 from langchain_seed.engine.drafters.consensus import ConsensusDrafter
 
                 self.drafters.append(ConsensusDrafter())
+        self.drafters.extend(extra_drafters)
         self.scheduler = Scheduler(cfg)
         self.prefix_cache = PrefixCache(cfg.prefix_cache_tokens)
         self._tok_lock = threading.Lock()
@@ -552,7 +561,9 @@ class Engine:
             seq.output_ids.append(token)
             seq.stats.generated_tokens += 1
             self._stats.spec.generated_tokens += 1
-            if token in self.eos_ids or token in seq.params.stop_token_ids:
+            if (token in self.eos_ids and not seq.params.ignore_eos) or (
+                token in seq.params.stop_token_ids
+            ):
                 seq.finish_reason = "stop"
                 break
             if len(seq.output_ids) >= seq.params.max_tokens:
