@@ -1,0 +1,555 @@
+"""Self-consistency: sample N answers to one prompt, return the majority (DESIGN section 7).
+
+With a :class:`~langchain_seed.SeedLLM` or :class:`~langchain_seed.ChatSeed` the N samples
+of a question go to the engine as one group in one ``generate(..., n=N)`` call, so they
+are decoded in one continuous batch and draft for each other (consensus drafting). Any
+other LangChain LLM or chat model falls back to its own ``.batch()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from langchain_core.callbacks.manager import (
+    AsyncCallbackManagerForChainRun,
+    CallbackManagerForChainRun,
+    adispatch_custom_event,
+    dispatch_custom_event,
+)
+from langchain_core.language_models import BaseChatModel, BaseLanguageModel, LanguageModelInput
+from langchain_core.messages import BaseMessage
+from langchain_core.output_parsers import BaseOutputParser
+from langchain_core.outputs import LLMResult
+from langchain_core.prompt_values import PromptValue
+from langchain_core.prompts import BasePromptTemplate, PromptTemplate
+from langchain_core.runnables import RunnableConfig, RunnableSerializable
+from pydantic import ConfigDict, Field, field_validator
+
+logger = logging.getLogger(__name__)
+
+GSM8K_PROMPT = (
+    "{question}\nSolve the problem step by step, then finish with "
+    '"The answer is N." where N is the final number.'
+)
+"""Default prompt: asks for the "The answer is N" ending :func:`gsm8k_answer` reads best."""
+
+PROGRESS_EVENT = "self_consistency_progress"
+"""Name of the custom event dispatched after every sampling round (``astream_events``)."""
+
+_NUMBER = r"[-+]?\$?\s?\d[\d,]*(?:\.\d+)?"
+_HASHES = re.compile(r"####\s*(" + _NUMBER + ")")
+_BOXED = re.compile(r"\\boxed\{\s*([^{}]*)\}")
+_ANSWER_IS = re.compile(
+    r"(?:the\s+(?:final\s+)?answer\s+is|answer\s*:)\s*[:=]?\s*\**\s*(" + _NUMBER + ")",
+    re.IGNORECASE,
+)
+_ANY_NUMBER = re.compile(_NUMBER)
+
+
+# ---------------------------------------------------------------------- parsers
+
+
+def normalize_number(text: str) -> str | None:
+    """Canonical form of a number written in text, or ``None`` if it is not one.
+
+    Drops ``$``, thousands separators, spaces, a trailing period or ``%`` and a ``+`` sign;
+    ``"1,000"`` -> ``"1000"``, ``"3.0"`` -> ``"3"``, ``"2.50"`` -> ``"2.5"``, ``"-0"`` -> ``"0"``.
+    """
+    cleaned = text.strip().rstrip(".%").replace("$", "").replace(",", "").replace(" ", "")
+    cleaned = cleaned.lstrip("+")
+    if not re.fullmatch(r"-?\d+(?:\.\d+)?", cleaned):
+        return None
+    if "." in cleaned:
+        cleaned = cleaned.rstrip("0").rstrip(".")
+    if cleaned in ("-0", ""):
+        cleaned = "0"
+    negative = cleaned.startswith("-")
+    digits = cleaned.lstrip("-")
+    whole, _, frac = digits.partition(".")
+    whole = whole.lstrip("0") or "0"
+    value = whole + ("." + frac if frac else "")
+    return "-" + value if negative and value != "0" else value
+
+
+def normalize_answer(answer: Any) -> str | None:
+    """An answer as a vote key: numbers in canonical form, other text stripped."""
+    if answer is None:
+        return None
+    text = answer if isinstance(answer, str) else str(answer)
+    number = normalize_number(text)
+    if number is not None:
+        return number
+    text = text.strip()
+    return text or None
+
+
+def gsm8k_answer(text: str) -> str | None:
+    r"""The final number of a GSM8K-style solution.
+
+    Looks, in this order, for the last ``#### n``, the last ``\\boxed{n}``, the last
+    "The answer is n" (or "Answer: n"), and finally the last number in the text. The
+    number is normalised with :func:`normalize_number`.
+
+    Args:
+        text: a model's completion.
+
+    Returns:
+        The answer, or ``None`` when the text holds no number.
+    """
+    for pattern in (_HASHES, _BOXED, _ANSWER_IS):
+        found = pattern.findall(text)
+        for candidate in reversed(found):
+            number = normalize_number(candidate)
+            if number is not None:
+                return number
+    numbers = _ANY_NUMBER.findall(text)
+    return normalize_number(numbers[-1]) if numbers else None
+
+
+def regex_parser(pattern: str | re.Pattern[str]) -> Callable[[str], str | None]:
+    """A parser that returns the last match of ``pattern`` (its first group if it has one)."""
+    compiled = re.compile(pattern) if isinstance(pattern, str) else pattern
+
+    def parse(text: str) -> str | None:
+        matches = list(compiled.finditer(text))
+        if not matches:
+            return None
+        last = matches[-1]
+        return last.group(1) if compiled.groups else last.group(0)
+
+    return parse
+
+
+def resolve_parser(parser: Any) -> Callable[[str], Any]:
+    """Turn a regex string, an output parser or a callable into ``text -> answer``."""
+    if parser is None:
+        return gsm8k_answer
+    if isinstance(parser, (str, re.Pattern)):
+        return regex_parser(parser)
+    if isinstance(parser, BaseOutputParser):
+        return cast(Callable[[str], Any], parser.parse)
+    if callable(parser):
+        return cast(Callable[[str], Any], parser)
+    raise TypeError(
+        f"parser must be a callable, a regex string or an output parser, got {type(parser)}"
+    )
+
+
+# ---------------------------------------------------------------------- state
+
+
+@dataclass
+class _Question:
+    """Sampling state of one question."""
+
+    prompt: PromptValue
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    spec: list[dict[str, Any]] = field(default_factory=list)
+    rounds: int = 0
+    early_stopped: bool = False
+    done: bool = False
+
+    def votes(self) -> Counter[str]:
+        return Counter(s["answer"] for s in self.samples if s["answer"] is not None)
+
+
+def _text_of(output: Any) -> str:
+    if isinstance(output, BaseMessage):
+        return output.text
+    return output if isinstance(output, str) else str(output)
+
+
+def _decided(votes: Counter[str], remaining: int) -> bool:
+    """True when the leader stays ahead even if every remaining sample votes for the runner-up."""
+    top = votes.most_common(2)
+    if not top:
+        return False
+    lead = top[0][1]
+    runner_up = top[1][1] if len(top) > 1 else 0
+    return lead > runner_up + remaining
+
+
+class SelfConsistency(RunnableSerializable[dict[str, Any] | str, dict[str, Any]]):
+    """Majority vote over N sampled completions of one prompt.
+
+    Setup:
+        ``pip install langchain-seed``; any LangChain LLM or chat model works, a
+        ``SeedLLM`` / ``ChatSeed`` gets grouped, speculative batched sampling.
+
+    Key init args:
+        llm: the model. prompt: template or string with ``{question}``. n: samples.
+        temperature, max_tokens: sampling (Seed models only). parser: how to read an
+        answer. early_stop: stop once the leading answer cannot be overtaken.
+
+    Instantiate:
+        .. code-block:: python
+
+            from langchain_seed import ChatSeed, SelfConsistency
+            from langchain_seed.self_consistency import gsm8k_answer
+
+            sc = SelfConsistency(llm=ChatSeed(), n=16, parser=gsm8k_answer, early_stop=True)
+
+    Invoke:
+        .. code-block:: python
+
+            out = sc.invoke({"question": "Tom has 3 apples and buys 2 more. How many?"})
+            out["answer"], out["votes"], out["confidence"]
+
+    Batch (all samples of all questions in one engine batch):
+        .. code-block:: python
+
+            sc.batch([{"question": q} for q in questions])
+
+    Async and progress:
+        .. code-block:: python
+
+            await sc.ainvoke({"question": "..."})
+            async for ev in sc.astream_events({"question": "..."}, version="v2"):
+                if ev["event"] == "on_custom_event":
+                    print(ev["data"])  # drawn, votes, leader after every round
+
+    Early stop: samples are drawn in rounds of ``round_size`` (default ``ceil(n / 4)``);
+    after each round the run stops when the leader's votes exceed the runner-up's plus the
+    samples still to draw, i.e. no outcome of the remaining samples could change the
+    answer (not even into a tie). Without ``early_stop`` all ``n`` samples are drawn in one
+    round.
+
+    Output: ``answer`` (``None`` when no sample parsed), ``votes`` (answer -> count, most
+    first), ``confidence`` (leader votes / samples drawn), ``samples`` (``text`` and parsed
+    ``answer``, ``None`` when unparsed) and ``stats`` (samples, unparsed, rounds,
+    early_stopped, wall_seconds, and for Seed models generated tokens, acceptance and the
+    engine's stats).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    llm: BaseLanguageModel
+    """Any LangChain LLM or chat model; ``SeedLLM`` / ``ChatSeed`` get one grouped call."""
+    prompt: BasePromptTemplate | str = GSM8K_PROMPT
+    """Prompt template (or template string) that turns the input into the model prompt."""
+    n: int = Field(default=8, ge=1)
+    """Number of samples per question."""
+    temperature: float = Field(default=0.7, ge=0.0)
+    """Sampling temperature passed to Seed models (other models use their own settings)."""
+    max_tokens: int = Field(default=256, ge=1)
+    """Most new tokens per sample (Seed models; other models use their own settings)."""
+    parser: Any = None
+    """Callable ``text -> answer``, regex string (last match, group 1 if any) or output
+    parser; ``None`` is :func:`gsm8k_answer`. A parser that raises leaves that sample
+    unparsed."""
+    early_stop: bool = False
+    """Sample in rounds and stop once the leading answer can no longer be overtaken."""
+    round_size: int | None = Field(default=None, ge=1)
+    """Samples per round with ``early_stop``; ``None`` is ``ceil(n / 4)``."""
+    seed: int | None = None
+    """Sampling seed passed to Seed models (reproducible samples)."""
+
+    @field_validator("parser")
+    @classmethod
+    def _check_parser(cls, value: Any) -> Any:
+        try:
+            resolve_parser(value)
+        except (TypeError, re.error) as exc:
+            raise ValueError(f"parser: {exc}") from exc
+        return value
+
+    # ------------------------------------------------------------------ inputs
+
+    def _template(self) -> BasePromptTemplate:
+        if isinstance(self.prompt, str):
+            return PromptTemplate.from_template(self.prompt)
+        return self.prompt
+
+    def _prompt_value(self, value: dict[str, Any] | str) -> PromptValue:
+        template = self._template()
+        if isinstance(value, str):
+            names = template.input_variables
+            if len(names) != 1:
+                raise ValueError(
+                    f"a string input needs a prompt with one variable, this one has {names}"
+                )
+            value = {names[0]: value}
+        return template.invoke(value)
+
+    @property
+    def _is_seed(self) -> bool:
+        try:
+            from langchain_seed.chat_models import ChatSeed
+            from langchain_seed.llms import SeedLLM
+        except ImportError:  # adapters not installed in this build
+            return False
+        return isinstance(self.llm, (SeedLLM, ChatSeed))
+
+    @property
+    def _chunk(self) -> int:
+        if not self.early_stop:
+            return self.n
+        return self.round_size or max(1, math.ceil(self.n / 4))
+
+    # ------------------------------------------------------------------ sampling
+
+    def _seed_kwargs(self, k: int, drawn: int) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "n": k,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+        if self.seed is not None:
+            # sample j of a call uses seed + j: offset each round so rounds do not repeat
+            kwargs["seed"] = self.seed + drawn
+        return kwargs
+
+    def _seed_inputs(self, questions: list[_Question]) -> list[Any]:
+        if isinstance(self.llm, BaseChatModel):
+            return [q.prompt.to_messages() for q in questions]
+        return [q.prompt.to_string() for q in questions]
+
+    def _callbacks(self, configs: list[RunnableConfig]) -> Any:
+        # An LLM takes one callbacks value per prompt; a chat model only one for the call.
+        if isinstance(self.llm, BaseChatModel):
+            return configs[0].get("callbacks") if len(configs) == 1 else None
+        return [c.get("callbacks") for c in configs]
+
+    @staticmethod
+    def _from_result(result: LLMResult, k: int) -> tuple[list[list[tuple[str, dict]]], dict]:
+        rows = []
+        for gens in result.generations:
+            if len(gens) != k:
+                raise RuntimeError(f"expected {k} generations per prompt, got {len(gens)}")
+            rows.append(
+                [(g.text, dict((g.generation_info or {}).get("spec_stats") or {})) for g in gens]
+            )
+        engine = dict((result.llm_output or {}).get("engine_stats") or {})
+        return rows, engine
+
+    def _sample(
+        self, questions: list[_Question], k: int, configs: list[RunnableConfig]
+    ) -> tuple[list[list[tuple[str, dict]]], dict]:
+        if self._is_seed:
+            inputs = self._seed_inputs(questions)
+            callbacks = self._callbacks(configs)
+            result = cast(Any, self.llm).generate(
+                inputs, callbacks=callbacks, **self._seed_kwargs(k, len(questions[0].samples))
+            )
+            return self._from_result(result, k)
+        prompts: list[LanguageModelInput] = [q.prompt for q in questions for _ in range(k)]
+        outs = self.llm.batch(prompts, config=[c for c in configs for _ in range(k)])
+        return self._split(outs, k), {}
+
+    async def _asample(
+        self, questions: list[_Question], k: int, configs: list[RunnableConfig]
+    ) -> tuple[list[list[tuple[str, dict]]], dict]:
+        if self._is_seed:
+            inputs = self._seed_inputs(questions)
+            callbacks = self._callbacks(configs)
+            result = await cast(Any, self.llm).agenerate(
+                inputs, callbacks=callbacks, **self._seed_kwargs(k, len(questions[0].samples))
+            )
+            return self._from_result(result, k)
+        prompts: list[LanguageModelInput] = [q.prompt for q in questions for _ in range(k)]
+        outs = await self.llm.abatch(prompts, config=[c for c in configs for _ in range(k)])
+        return self._split(outs, k), {}
+
+    @staticmethod
+    def _split(outs: Sequence[Any], k: int) -> list[list[tuple[str, dict]]]:
+        return [[(_text_of(o), {}) for o in outs[i : i + k]] for i in range(0, len(outs), k)]
+
+    # ------------------------------------------------------------------ voting
+
+    def _parse(self, text: str) -> str | None:
+        try:
+            return normalize_answer(resolve_parser(self.parser)(text))
+        except Exception as exc:  # noqa: BLE001 - any parser failure means "unparsed"
+            logger.debug("parser failed on a sample: %s", exc)
+            return None
+
+    def _absorb(self, question: _Question, rows: list[tuple[str, dict]]) -> dict[str, Any]:
+        """Add one round of samples to a question; returns the progress event payload."""
+        for text, spec in rows:
+            question.samples.append({"text": text, "answer": self._parse(text)})
+            question.spec.append(spec)
+        question.rounds += 1
+        votes = question.votes()
+        drawn = len(question.samples)
+        if drawn >= self.n:
+            question.done = True
+        elif self.early_stop and _decided(votes, self.n - drawn):
+            question.done = question.early_stopped = True
+        leader = votes.most_common(1)
+        return {
+            "drawn": drawn,
+            "n": self.n,
+            "votes": dict(votes.most_common()),
+            "leader": leader[0][0] if leader else None,
+            "done": question.done,
+            "early_stopped": question.early_stopped,
+        }
+
+    def _result(self, question: _Question, engine: dict, seconds: float, seed: bool) -> dict:
+        votes = question.votes()
+        ranked = votes.most_common()  # ties: the answer seen first wins
+        drawn = len(question.samples)
+        answer = ranked[0][0] if ranked else None
+        stats: dict[str, Any] = {
+            "samples": drawn,
+            "unparsed": sum(1 for s in question.samples if s["answer"] is None),
+            "rounds": question.rounds,
+            "early_stopped": question.early_stopped,
+            "wall_seconds": seconds,
+            "seed_engine": seed,
+        }
+        if question.spec and any(question.spec):
+            total = {
+                key: sum(int(s.get(key, 0)) for s in question.spec)
+                for key in ("generated_tokens", "drafted", "accepted", "verifications")
+            }
+            stats.update(total)
+            stats["acceptance_rate"] = (
+                total["accepted"] / total["drafted"] if total["drafted"] else 0.0
+            )
+            stats["mean_accepted_length"] = (
+                1.0 + total["accepted"] / total["verifications"] if total["verifications"] else 0.0
+            )
+        if engine:
+            stats["engine"] = engine
+        return {
+            "answer": answer,
+            "votes": dict(ranked),
+            "confidence": (ranked[0][1] / drawn) if ranked and drawn else 0.0,
+            "samples": question.samples,
+            "stats": stats,
+        }
+
+    # ------------------------------------------------------------------ runs
+
+    def _run_many(
+        self,
+        inputs: list[dict[str, Any] | str],
+        run_manager: list[CallbackManagerForChainRun],
+        config: list[RunnableConfig],
+    ) -> list[dict[str, Any]]:
+        configs = config  # one per input (names fixed by Runnable._batch_with_config)
+        start = time.perf_counter()
+        questions = [_Question(self._prompt_value(x)) for x in inputs]
+        seed, engine = self._is_seed, cast(dict[str, Any], {})
+        while True:
+            active = [i for i, q in enumerate(questions) if not q.done]
+            if not active:
+                break
+            k = min(self._chunk, self.n - len(questions[active[0]].samples))
+            rows, engine = self._sample(
+                [questions[i] for i in active], k, [configs[i] for i in active]
+            )
+            for i, row in zip(active, rows, strict=True):
+                event = self._absorb(questions[i], row)
+                dispatch_custom_event(PROGRESS_EVENT, event, config=configs[i])
+        seconds = time.perf_counter() - start
+        return [self._result(q, engine, seconds, seed) for q in questions]
+
+    async def _arun_many(
+        self,
+        inputs: list[dict[str, Any] | str],
+        run_manager: list[AsyncCallbackManagerForChainRun],
+        config: list[RunnableConfig],
+    ) -> list[dict[str, Any]]:
+        configs = config  # one per input (names fixed by Runnable._batch_with_config)
+        start = time.perf_counter()
+        questions = [_Question(self._prompt_value(x)) for x in inputs]
+        seed, engine = self._is_seed, cast(dict[str, Any], {})
+        while True:
+            active = [i for i, q in enumerate(questions) if not q.done]
+            if not active:
+                break
+            k = min(self._chunk, self.n - len(questions[active[0]].samples))
+            rows, engine = await self._asample(
+                [questions[i] for i in active], k, [configs[i] for i in active]
+            )
+            for i, row in zip(active, rows, strict=True):
+                event = self._absorb(questions[i], row)
+                await adispatch_custom_event(PROGRESS_EVENT, event, config=configs[i])
+        seconds = time.perf_counter() - start
+        return [self._result(q, engine, seconds, seed) for q in questions]
+
+    def _invoke_one(
+        self,
+        value: dict[str, Any] | str,
+        run_manager: CallbackManagerForChainRun,
+        config: RunnableConfig,
+    ) -> dict[str, Any]:
+        return self._run_many([value], run_manager=[run_manager], config=[config])[0]
+
+    async def _ainvoke_one(
+        self,
+        value: dict[str, Any] | str,
+        run_manager: AsyncCallbackManagerForChainRun,
+        config: RunnableConfig,
+    ) -> dict[str, Any]:
+        return (await self._arun_many([value], run_manager=[run_manager], config=[config]))[0]
+
+    def invoke(
+        self, input: dict[str, Any] | str, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """Sample, parse and vote for one question."""
+        return self._call_with_config(self._invoke_one, input, config)
+
+    async def ainvoke(
+        self, input: dict[str, Any] | str, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """Async :meth:`invoke`."""
+        return await self._acall_with_config(self._ainvoke_one, input, config)
+
+    def batch(
+        self,
+        inputs: list[dict[str, Any] | str],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any | None,
+    ) -> list[dict[str, Any]]:
+        """Many questions at once: every round samples all of them in one model call."""
+        if not inputs:
+            return []
+        return self._batch_with_config(
+            cast(Any, self._run_many), inputs, config, return_exceptions=return_exceptions
+        )
+
+    async def abatch(
+        self,
+        inputs: list[dict[str, Any] | str],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any | None,
+    ) -> list[dict[str, Any]]:
+        """Async :meth:`batch`."""
+        if not inputs:
+            return []
+        return await self._abatch_with_config(
+            cast(Any, self._arun_many), inputs, config, return_exceptions=return_exceptions
+        )
+
+
+def majority(answers: Sequence[str | None]) -> tuple[str | None, dict[str, int]]:
+    """Majority vote over parsed answers (``None`` does not vote; ties: first seen wins)."""
+    ranked = Counter(a for a in answers if a is not None).most_common()
+    return (ranked[0][0] if ranked else None), dict(ranked)
+
+
+__all__ = [
+    "GSM8K_PROMPT",
+    "PROGRESS_EVENT",
+    "SelfConsistency",
+    "gsm8k_answer",
+    "majority",
+    "normalize_answer",
+    "normalize_number",
+    "regex_parser",
+    "resolve_parser",
+]
