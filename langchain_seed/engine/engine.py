@@ -424,7 +424,8 @@ class Engine:
             self._stats.steps += 1
             self._stats.peak_batch_size = max(self._stats.peak_batch_size, len(running))
             policy = self.config.policy
-            if policy == "autoregressive" or not self.config.uses_drafts:
+            speculates = bool(self.drafters or self.model_drafter) and self.config.gamma > 0
+            if policy == "autoregressive" or not speculates:
                 self._verify(running, [Draft() for _ in running])
             elif policy == "batched":
                 self._verify(running, self._draft(running, adaptive=self.config.adaptive_gamma))
