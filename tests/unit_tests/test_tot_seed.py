@@ -1,0 +1,134 @@
+"""Tree-of-Thoughts on the real engine with tiny random models: batching and losslessness."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from langchain_core.language_models.llms import LLM
+
+from langchain_seed.tree_of_thoughts import ToTTask, TreeOfThoughts
+
+MAX_TOKENS = 12
+
+
+@dataclass
+class ByteTask(ToTTask):
+    """A task whose tree is a pure function of the model's bytes.
+
+    Propose: the one output is cut into three 4-character thoughts. Value: a checksum of
+    the evaluation outputs. Two runs give equal trees only if every output is equal.
+    """
+
+    name: str = "bytes"
+    steps: int = 2
+    generate_mode: Any = "propose"
+    evaluate_mode: Any = "value"
+    breadth: int = 2
+    n_evaluate_sample: int = 2
+    temperature: float = 0.0
+
+    def generate_prompt(self, x: str, state: str, step: int) -> str:
+        return f"{x} | {state}"
+
+    def parse_thoughts(self, x: str, state: str, outputs: list[str], step: int) -> list[str]:
+        text = outputs[0]
+        return [state + text[i : i + 4] + ";" for i in range(0, 12, 4) if text[i : i + 4]]
+
+    def value_prompt(self, x: str, state: str, step: int) -> str:
+        return f"value of {state} ="
+
+    def parse_value(self, x: str, state: str, outputs: list[str]) -> float | None:
+        return float(sum(sum(map(ord, o)) % 97 for o in outputs))
+
+
+class SequentialHF(LLM):
+    """Plain transformers greedy ``generate``, one prompt at a time (the reference)."""
+
+    model: Any
+    tokenizer: Any
+
+    @property
+    def _llm_type(self) -> str:
+        return "sequential-hf"
+
+    def _call(self, prompt: str, stop: Any = None, run_manager: Any = None, **kw: Any) -> str:
+        import torch
+
+        ids = self.tokenizer(prompt, return_tensors="pt").input_ids
+        with torch.no_grad():
+            out = self.model.generate(
+                ids, max_new_tokens=MAX_TOKENS, do_sample=False, attention_mask=torch.ones_like(ids)
+            )
+        return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+
+
+@pytest.fixture(scope="module")
+def seed_llms(tiny_pair):  # type: ignore[no-untyped-def]
+    from langchain_seed import SeedLLM
+
+    path = str(tiny_pair.target_path)
+    return {
+        "autoregressive": SeedLLM(model=path, policy="autoregressive", drafters=()),
+        "batched": SeedLLM(model=path, policy="batched", drafters=("ngram", "consensus")),
+    }
+
+
+def _run(llm: Any) -> dict:
+    tot = TreeOfThoughts(llm=llm, task=ByteTask(), max_tokens=MAX_TOKENS, temperature=0.0)
+    return tot.invoke({"input": "tiny tree"})
+
+
+def test_seedllm_gets_one_generate_call_per_phase(seed_llms, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from langchain_seed import SeedLLM
+
+    calls: list[tuple[int, int, int]] = []
+    original = SeedLLM.generate
+
+    def counting(self, prompts, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append((len(prompts), kwargs["n"], kwargs["max_tokens"]))
+        return original(self, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(SeedLLM, "generate", counting)
+    result = _run(seed_llms["batched"])
+    phases = result["stats"]["phases"]
+    assert len(calls) == len(phases) == result["stats"]["model_submissions"]
+    assert [(c[0], c[1]) for c in calls] == [(p["prompts"], p["n"]) for p in phases]
+    assert calls[0] == (1, 1, MAX_TOKENS)  # the root's propose call
+    assert calls[1][1] == 2  # evaluations: n_evaluate_sample samples as one group
+    assert calls[2][0] == 2  # level 1: both beams' proposals in one call
+    stats = result["stats"]
+    assert stats["prompt_tokens"] > 0 and stats["generated_tokens"] > 0
+    assert stats["engine_stats"]["target_forwards"] > 0
+    assert len(result["tree"]) > 4
+
+
+def test_tree_is_lossless_across_policies_and_a_sequential_hf_loop(seed_llms, tiny_pair) -> None:  # type: ignore[no-untyped-def]
+    trees = {name: _run(llm)["tree"] for name, llm in seed_llms.items()}
+    reference = _run(SequentialHF(model=tiny_pair.target, tokenizer=tiny_pair.tokenizer))["tree"]
+    assert len(reference) > 4 and any(n["value"] for n in reference)
+    assert trees["batched"] == trees["autoregressive"]
+    assert trees["batched"] == reference
+
+
+async def test_async_tree_equals_sync_on_the_engine(seed_llms) -> None:  # type: ignore[no-untyped-def]
+    tot = TreeOfThoughts(llm=seed_llms["batched"], task=ByteTask(), max_tokens=MAX_TOKENS)
+    assert (await tot.ainvoke({"input": "tiny tree"}))["tree"] == _run(seed_llms["batched"])["tree"]
+
+
+def test_chatseed_is_driven_through_generate_with_n(seed_llms, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from langchain_seed import ChatSeed
+
+    chat = ChatSeed(llm=seed_llms["batched"])
+    calls: list[tuple[int, int]] = []
+    original = ChatSeed.generate
+
+    def counting(self, messages, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append((len(messages), kwargs["n"]))
+        return original(self, messages, *args, **kwargs)
+
+    monkeypatch.setattr(ChatSeed, "generate", counting)
+    result = TreeOfThoughts(llm=chat, task=ByteTask(), max_tokens=MAX_TOKENS).invoke({"input": "t"})
+    assert calls == [(p["prompts"], p["n"]) for p in result["stats"]["phases"]]
+    assert len(result["tree"]) > 1 and result["stats"]["generated_tokens"] > 0
