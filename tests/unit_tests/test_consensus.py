@@ -249,3 +249,29 @@ def test_rewritten_output_is_reindexed():
 def test_bad_settings_are_rejected(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         ConsensusDrafter(**kwargs)
+
+
+def test_acceptance_weighting_turns_away_from_siblings_that_keep_being_wrong():
+    prompt = [100, 101]
+    shared = [[20 + 5 * i + j for j in range(5)] for i in range(4)]  # S1..S4, 5 tokens each
+    right = [1, 2, 3, 4]  # what A and the drafted-for sequence generate after each S_i
+    wrong = [51, 52, 53, 54]  # what B and C generate there
+    a = make_seq(prompt, [t for s, r in zip(shared, right, strict=True) for t in (*s, r)])
+    b = make_seq(prompt, [t for s, w in zip(shared, wrong, strict=True) for t in (*s, w)])
+    c = make_seq(prompt, list(b.output_ids))
+
+    def first_tokens(weighted: bool) -> list[int]:
+        me = make_seq(prompt, list(shared[0]))
+        seqs = [make_seq(prompt, list(x.output_ids)) for x in (a, b, c)] + [me]
+        drafter = ConsensusDrafter(weight_by_acceptance=weighted)
+        got = []
+        for i in range(4):
+            got.append(drafter.propose(seqs, [0, 0, 0, 1])[3].tokens[0])
+            me.output_ids += [right[i], *(shared[i + 1] if i < 3 else [])]
+        return got
+
+    # Unweighted, B and C outvote A every time. Weighted, every member starts at 1/2; at
+    # query i, B and C have missed i times and weigh 1 / (2 + i) each against A's 1/2:
+    # 2 x 1/3 still wins at i = 1, 2 x 1/4 ties A at i = 2 (the smaller id, A's, wins).
+    assert first_tokens(weighted=False) == [51, 52, 53, 54]
+    assert first_tokens(weighted=True) == [51, 52, 3, 4]
