@@ -61,6 +61,13 @@ def normalize_number(text: str) -> str | None:
 
     Drops ``$``, thousands separators, spaces, a trailing period or ``%`` and a ``+`` sign;
     ``"1,000"`` -> ``"1000"``, ``"3.0"`` -> ``"3"``, ``"2.50"`` -> ``"2.5"``, ``"-0"`` -> ``"0"``.
+
+    Args:
+        text: the number as written.
+
+    Returns:
+        The canonical decimal string, or ``None`` when ``text`` is not a plain number
+        (fractions and words are not).
     """
     cleaned = text.strip().rstrip(".%").replace("$", "").replace(",", "").replace(" ", "")
     cleaned = cleaned.lstrip("+")
@@ -79,7 +86,14 @@ def normalize_number(text: str) -> str | None:
 
 
 def normalize_answer(answer: Any) -> str | None:
-    """An answer as a vote key: numbers in canonical form, other text stripped."""
+    """An answer as a vote key: numbers in canonical form, other text stripped.
+
+    Args:
+        answer: what a parser returned (any type; non-strings go through ``str``).
+
+    Returns:
+        The key, or ``None`` for ``None`` and blank text (an unparsed sample).
+    """
     if answer is None:
         return None
     text = answer if isinstance(answer, str) else str(answer)
@@ -114,7 +128,14 @@ def gsm8k_answer(text: str) -> str | None:
 
 
 def regex_parser(pattern: str | re.Pattern[str]) -> Callable[[str], str | None]:
-    """A parser that returns the last match of ``pattern`` (its first group if it has one)."""
+    """A parser that returns the last match of ``pattern`` (its first group if it has one).
+
+    Args:
+        pattern: a regular expression, as text or compiled.
+
+    Returns:
+        ``text -> answer``; the answer is ``None`` when nothing matches.
+    """
     compiled = re.compile(pattern) if isinstance(pattern, str) else pattern
 
     def parse(text: str) -> str | None:
@@ -128,7 +149,18 @@ def regex_parser(pattern: str | re.Pattern[str]) -> Callable[[str], str | None]:
 
 
 def resolve_parser(parser: Any) -> Callable[[str], Any]:
-    """Turn a regex string, an output parser or a callable into ``text -> answer``."""
+    """Turn a regex string, an output parser or a callable into ``text -> answer``.
+
+    Args:
+        parser: ``None`` (:func:`gsm8k_answer`), a regex (text or compiled), a LangChain
+            output parser (its ``parse``) or any callable taking the completion text.
+
+    Returns:
+        The callable.
+
+    Raises:
+        TypeError: for anything else.
+    """
     if parser is None:
         return gsm8k_answer
     if isinstance(parser, (str, re.Pattern)):
@@ -496,7 +528,16 @@ class SelfConsistency(RunnableSerializable[dict[str, Any] | str, dict[str, Any]]
     def invoke(
         self, input: dict[str, Any] | str, config: RunnableConfig | None = None, **kwargs: Any
     ) -> dict[str, Any]:
-        """Sample, parse and vote for one question."""
+        """Sample, parse and vote for one question.
+
+        Args:
+            input: the prompt's variables, or a string for a one-variable prompt.
+            config: the run config (callbacks, tags, ...).
+            **kwargs: ignored.
+
+        Returns:
+            ``answer``, ``votes``, ``confidence``, ``samples`` and ``stats``.
+        """
         return self._call_with_config(self._invoke_one, input, config)
 
     async def ainvoke(
@@ -513,7 +554,21 @@ class SelfConsistency(RunnableSerializable[dict[str, Any] | str, dict[str, Any]]
         return_exceptions: bool = False,
         **kwargs: Any | None,
     ) -> list[dict[str, Any]]:
-        """Many questions at once: every round samples all of them in one model call."""
+        """Many questions at once: every round samples all of them in one model call.
+
+        With a Seed model that is one ``generate(..., n=...)`` call per round, each
+        question's samples one engine group; questions that stopped early drop out of
+        later rounds.
+
+        Args:
+            inputs: one input per question (see :meth:`invoke`).
+            config: one config, or one per input.
+            return_exceptions: return an exception in place of a failed question's output.
+            **kwargs: ignored.
+
+        Returns:
+            One output per question, in input order.
+        """
         if not inputs:
             return []
         return self._batch_with_config(
@@ -537,7 +592,15 @@ class SelfConsistency(RunnableSerializable[dict[str, Any] | str, dict[str, Any]]
 
 
 def majority(answers: Sequence[str | None]) -> tuple[str | None, dict[str, int]]:
-    """Majority vote over parsed answers (``None`` does not vote; ties: first seen wins)."""
+    """Majority vote over parsed answers.
+
+    Args:
+        answers: parsed answers; ``None`` (unparsed) does not vote.
+
+    Returns:
+        The winner (ties: the answer seen first; ``None`` without votes) and the votes,
+        most first.
+    """
     ranked = Counter(a for a in answers if a is not None).most_common()
     return (ranked[0][0] if ranked else None), dict(ranked)
 

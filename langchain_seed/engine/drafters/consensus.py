@@ -148,7 +148,15 @@ class ConsensusDrafter:
     # ------------------------------------------------------------------ protocol
 
     def propose(self, sequences: Seq[Sequence], max_lens: Seq[int]) -> list[Draft]:
-        """One consensus draft per sequence (empty outside a group of two or more)."""
+        """One consensus draft per sequence (empty outside a group of two or more).
+
+        Args:
+            sequences: the running sequences; their new output tokens are indexed first.
+            max_lens: most draft tokens for each sequence.
+
+        Returns:
+            One :class:`ConsensusDraft` per sequence (``probs`` is ``None``).
+        """
         touched: dict[str, _Group] = {}
         for seq in sequences:
             if seq.group is not None:
@@ -176,6 +184,9 @@ class ConsensusDrafter:
         still be running, so its tokens stay in the index until every member of the group
         was released; the group then moves to a small LRU of retired groups (a late
         member of the same group revives it) and is freed when that LRU overflows.
+
+        Args:
+            sequence: the finished or cancelled sequence.
         """
         if sequence.group is None:
             return
@@ -207,7 +218,14 @@ class ConsensusDrafter:
                 self._catch_up(group, member)
 
     def index_of(self, group: str) -> dict[tuple[int, ...], dict[int, list[int]]]:
-        """A copy of a group's index keyed by seq_id (for tests and debugging)."""
+        """A copy of a group's index keyed by seq_id (for tests and debugging).
+
+        Args:
+            group: the group id.
+
+        Returns:
+            n-gram -> seq_id -> continuation positions; empty for an unknown group.
+        """
         found = self._groups.get(group) or self._retired.get(group)
         if found is None:
             return {}
