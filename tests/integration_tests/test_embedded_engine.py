@@ -1,0 +1,60 @@
+"""The embedded SmolLM2-135M-Instruct through the engine: loading, caching, lossless greedy."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from langchain_seed.engine import Engine, EngineConfig, SamplingParams
+from langchain_seed.engine.loading import EMBEDDED_NAME, load_model
+
+
+def gsm8k_chat_prompts(tokenizer, data_dir, n: int) -> list[list[int]]:
+    rows = [json.loads(line) for line in (data_dir / "gsm8k_test_0_999.jsonl").open()][:n]
+    return [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": r["question"]}], add_generation_prompt=True, tokenize=True
+        )
+        for r in rows
+    ]
+
+
+def test_embedded_default_loads_from_the_safetensors_cache(embedded_model):
+    assert embedded_model.name == EMBEDDED_NAME
+    assert embedded_model.source == "embedded"
+    again = load_model(None)
+    assert again.load_seconds < 5.0  # the converted weights are cached
+
+
+@pytest.fixture(scope="module")
+def gsm8k_ids(embedded_model, shared_data_dir):
+    ids = gsm8k_chat_prompts(embedded_model.tokenizer, shared_data_dir, 8)
+    return [list(x["input_ids"]) if hasattr(x, "keys") else list(x) for x in ids]
+
+
+@pytest.fixture(scope="module")
+def gsm8k_refs(embedded_model, gsm8k_ids):
+    refs = []
+    for ids in gsm8k_ids:
+        with torch.no_grad():
+            out = embedded_model.model.generate(
+                torch.tensor([ids]), max_new_tokens=32, do_sample=False
+            )
+        refs.append(out[0, len(ids) :].tolist())
+    return refs
+
+
+@pytest.mark.parametrize(
+    ("policy", "drafters"),
+    [("autoregressive", ()), ("fcfs_rounds", ("ngram",)), ("batched", ("ngram",))],
+)
+def test_embedded_greedy_equals_generate_on_gsm8k(gsm8k_ids, gsm8k_refs, policy, drafters):
+    config = EngineConfig(policy=policy, drafters=drafters, max_batch_size=8)
+    t0 = time.perf_counter()
+    with Engine(config) as engine:
+        results = engine.generate(gsm8k_ids, SamplingParams(max_tokens=32))
+    assert [r.token_ids for r in results] == gsm8k_refs, f"{policy} diverged"
+    assert time.perf_counter() - t0 > 0
