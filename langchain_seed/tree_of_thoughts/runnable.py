@@ -79,7 +79,19 @@ class TreeOfThoughts(RunnableSerializable[dict[str, Any], dict[str, Any]]):
     Output dict: ``input``, ``task``, ``answer``, ``solved`` (``None`` when the task cannot
     check), ``best_path`` (root to the chosen node), ``tree`` (every node: ``id``,
     ``parent``, ``depth``, ``thought``, ``state``, ``value``, ``status`` root / kept /
-    pruned, ``final``, ``note``), ``stopped`` (why the search ended) and ``stats``.
+    pruned, ``final``, ``note``), ``stopped`` (why the search ended) and ``stats``:
+    ``calls`` (prompts sent; a prompt with k samples is one call, as in the ToT paper),
+    ``completions`` (prompts x samples), ``model_submissions`` (one per phase),
+    ``prompt_tokens`` / ``generated_tokens`` (``None`` when the model does not report
+    them), ``seconds`` (``generate``, ``evaluate``, ``search`` bookkeeping, ``total``),
+    ``phases`` (per level and phase: prompts, n, seconds), the search counters
+    (``value_cache_hits``, ``duplicate_states``, ``malformed_generations``, ...), and with
+    a SeedLLM / ChatSeed ``spec`` (drafted / accepted / verifications / cached prompt tokens
+    summed over this search) and ``engine_stats`` (the shared engine's cumulative stats
+    after the last call).
+
+    The value cache lives for one search (one ``invoke``); ``batch`` runs several searches
+    at once, and with a Seed model their calls share the engine's continuous batch.
     """
 
     llm: BaseLanguageModel
