@@ -7,6 +7,7 @@ from langchain_tests.unit_tests import ChatModelUnitTests
 
 from langchain_seed import ChatSeed
 
+
 class _ChatSeedFlags:
     """What ChatSeed supports: text in, text out, usage metadata; no tools or JSON mode."""
 
@@ -33,6 +34,10 @@ class _ChatSeedFlags:
     @property
     def returns_usage_metadata(self) -> bool:
         return True
+
+    @property
+    def supports_model_override(self) -> bool:
+        return False  # one engine serves one model; a per-call `model` is rejected
 
 
 class TestChatSeedStandardUnit(_ChatSeedFlags, ChatModelUnitTests):
