@@ -105,8 +105,12 @@ class GenBackend(ABC):
         """Generate ``n`` samples for every prompt; samples of one prompt form one group."""
 
     @abstractmethod
-    def llm(self, params: SamplingParams) -> BaseLLM:
-        """A LangChain LLM over this backend whose defaults are ``params``."""
+    def llm(self, params: SamplingParams, budget: Any = None) -> BaseLLM:
+        """A LangChain LLM over this backend whose defaults are ``params``.
+
+        ``budget`` (``prompt -> max_tokens``) gives a plain LLM the per-call token budget
+        that runnables pass to Seed models as ``max_tokens=``.
+        """
 
     @abstractmethod
     def stats(self) -> dict[str, float | int | None]:

@@ -149,9 +149,9 @@ class HFBackend(GenBackend):
             results.append(samples)
         return results
 
-    def llm(self, params: SamplingParams) -> BaseLLM:
+    def llm(self, params: SamplingParams, budget: Any = None) -> BaseLLM:
         """A LangChain LLM over this backend (``.batch`` sends all prompts in one call)."""
-        return TransformersLLM(backend=self, params=params)
+        return TransformersLLM(backend=self, params=params, budget=budget)
 
     # ----------------------------------------------------------------- one generate call
 
@@ -271,6 +271,9 @@ class TransformersLLM(BaseLLM):
     """The :class:`HFBackend` (typed loosely so pydantic does not validate it)."""
     params: Any = Field(default_factory=SamplingParams)
     """Default :class:`SamplingParams` of every call."""
+    budget: Any = None
+    """Optional ``prompt -> max_tokens`` (or ``None``): the per-phase token budget a runnable
+    gives Seed models through ``max_tokens=`` but cannot pass to an arbitrary LLM."""
 
     @property
     def _llm_type(self) -> str:
@@ -298,8 +301,19 @@ class TransformersLLM(BaseLLM):
             stop_token_ids=base.stop_token_ids,
             seed=kwargs.get("seed", base.seed),
         )
-        ids = [self.backend.encode(p) for p in prompts]
-        samples = self.backend.generate(ids, params, n=n)
+        unique, k = _sample_runs(prompts) if n == 1 else (prompts, n)
+        rows: list[list[Completion]] = [[] for _ in unique]
+        # One generate per token budget (a phase of a search shares one budget).
+        budgets = [self._budget(p, params.max_tokens) for p in unique]
+        for budget in sorted(set(budgets)):
+            idx = [i for i, b in enumerate(budgets) if b == budget]
+            ids = [self.backend.encode(unique[i]) for i in idx]
+            out = self.backend.generate(ids, _with_max_tokens(params, budget), n=k)
+            for i, samples in zip(idx, out, strict=True):
+                rows[i] = samples
+        if n == 1 and k > 1:
+            # The caller repeated each prompt k times: one sample per repeated prompt.
+            rows = [[sample] for row in rows for sample in row]
         return LLMResult(
             generations=[
                 [
@@ -313,6 +327,43 @@ class TransformersLLM(BaseLLM):
                     )
                     for c in row
                 ]
-                for row in samples
+                for row in rows
             ]
         )
+
+    def _budget(self, prompt: str, default: int) -> int:
+        if self.budget is None:
+            return default
+        value = self.budget(prompt)
+        return default if value is None else int(value)
+
+
+def _sample_runs(prompts: list[str]) -> tuple[list[str], int]:
+    """``(unique, k)`` when ``prompts`` is each prompt repeated ``k`` times in a row.
+
+    Runnables ask a plain LLM for k samples by repeating the prompt in ``batch``; seeing
+    that, the baseline uses ``num_return_sequences=k`` as ``HuggingFacePipeline`` would
+    (and distinct per-sample seeds). Otherwise ``(prompts, 1)``.
+    """
+    runs: list[tuple[str, int]] = []
+    for prompt in prompts:
+        if runs and runs[-1][0] == prompt:
+            runs[-1] = (prompt, runs[-1][1] + 1)
+        else:
+            runs.append((prompt, 1))
+    sizes = {size for _, size in runs}
+    if len(sizes) == 1 and (k := sizes.pop()) > 1:
+        return [p for p, _ in runs], k
+    return prompts, 1
+
+
+def _with_max_tokens(params: SamplingParams, max_tokens: int) -> SamplingParams:
+    return SamplingParams(
+        temperature=params.temperature,
+        top_p=params.top_p,
+        top_k=params.top_k,
+        max_tokens=max_tokens,
+        stop=params.stop,
+        stop_token_ids=params.stop_token_ids,
+        seed=params.seed,
+    )

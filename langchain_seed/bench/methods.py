@@ -157,8 +157,11 @@ class EngineBackend(GenBackend):
             )
         return out
 
-    def llm(self, params: SamplingParams) -> BaseLLM:
-        """``SeedLLM`` over this engine with ``params`` as its defaults."""
+    def llm(self, params: SamplingParams, budget: Any = None) -> BaseLLM:
+        """``SeedLLM`` over this engine with ``params`` as its defaults.
+
+        ``budget`` is ignored: runnables pass each phase's ``max_tokens`` to Seed models.
+        """
         from langchain_seed.llms import SeedLLM
 
         return SeedLLM(

@@ -19,6 +19,10 @@ def _num(value: Any, digits: int = 2, scale: float = 1.0) -> str:
     return f"{value * scale:.{digits}f}"
 
 
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{value * 100:.0f}%"
+
+
 def _equal(summary: MethodSummary, reference: bool) -> str:
     if reference:
         return "ref"
@@ -59,6 +63,7 @@ def workload_table(result: WorkloadResult) -> str:
         "bound g / mean",
         "prefill/draft/verify/sched s",
         "prefix hit",
+        "draft %",
         "calls",
         "peak RSS MB",
         f"= {reference}",
@@ -89,8 +94,8 @@ def workload_table(result: WorkloadResult) -> str:
             _num(st.get("mean_accepted_length")),
             bound,
             _split(st),
-            _num(st.get("prefix_hit_rate"), 0, 100)
-            + ("%" if st.get("prefix_hit_rate") is not None else ""),
+            _pct(st.get("prefix_hit_rate")),
+            _pct(st.get("drafter_share")),
             _num(st.get("calls"), 0),
             _num(s.peak_rss_bytes, 0, 1 / 2**20),
             _equal(s, s.method == reference),

@@ -14,6 +14,7 @@ under ten minutes on a 2-core CPU.
 
 from __future__ import annotations
 
+import copy
 import csv
 import itertools
 import json
@@ -84,15 +85,16 @@ def chat_text(tokenizer: Any, user: str) -> str:
     )
 
 
-def chat_prompt_template(tokenizer: Any, variable: str = "question") -> str:
-    """An f-string prompt template: the chat template around ``{variable}``.
+def chat_prompt_template(tokenizer: Any, user_template: str = "{question}") -> str:
+    """An f-string prompt template: the chat template around ``user_template``.
 
     Lets a plain-text LLM (``SeedLLM`` and the transformers baseline alike) see exactly the
-    chat-formatted prompt an instruct model expects.
+    chat-formatted prompt an instruct model expects. Braces of the chat template's own text
+    are escaped; ``user_template`` keeps its variables.
     """
     sentinel = "\x00SEED_SLOT\x00"
     text = chat_text(tokenizer, sentinel).replace("{", "{{").replace("}", "}}")
-    return text.replace(sentinel, "{" + variable + "}")
+    return text.replace(sentinel, user_template)
 
 
 # --------------------------------------------------------------------------- sizes
@@ -214,7 +216,7 @@ class SelfConsistencyWorkload:
 
     def run(self, backend: GenBackend) -> RunOutput:
         """All questions through ``SelfConsistency.batch``; accuracy against ``#### n``."""
-        from langchain_seed.self_consistency import SelfConsistency
+        from langchain_seed.self_consistency import GSM8K_PROMPT, SelfConsistency
 
         rows = gsm8k_rows(self.questions, self.offset)
         params = SamplingParams(
@@ -222,10 +224,11 @@ class SelfConsistencyWorkload:
         )
         sc = SelfConsistency(
             llm=backend.llm(params),
-            prompt=chat_prompt_template(backend.tokenizer, "question"),
+            prompt=chat_prompt_template(backend.tokenizer, GSM8K_PROMPT),
             n=self.n,
             temperature=self.temperature,
             max_tokens=self.max_tokens,
+            seed=self.seed,
         )
         results = sc.batch([{"question": r["question"]} for r in rows])
         answers = [_field(res, "answer") for res in results]
@@ -291,9 +294,13 @@ class TreeOfThoughtsWorkload:
     def run(self, backend: GenBackend) -> RunOutput:
         """One search per input; outputs are the trees (thoughts, values, statuses)."""
         from langchain_seed.tree_of_thoughts import TreeOfThoughts
+        from langchain_seed.tree_of_thoughts.tasks import get_task
 
-        llm = backend.llm(SamplingParams(temperature=0.0))
-        tot = TreeOfThoughts.from_task(self.task, llm=llm, **self.overrides)
+        task, budget = budgeted_task(
+            get_task(self.task), self.overrides.get("max_tokens"), self.overrides.get("steps")
+        )
+        llm = backend.llm(SamplingParams(temperature=0.0), budget=budget)
+        tot = TreeOfThoughts(llm=llm, task=task, **{"temperature": 0.0, **self.overrides})
         trees: list[str] = []
         solved = 0
         checked = 0
@@ -370,6 +377,55 @@ class PrefixWorkload:
             stats=backend.stats(),
             info=dict(backend.info),
         )
+
+
+def budgeted_task(task: Any, max_tokens: int | None, steps: int | None = None) -> tuple[Any, Any]:
+    """A copy of a ToT task that records its prompts, and ``prompt -> max_tokens`` from them.
+
+    ``TreeOfThoughts`` gives Seed models each phase's token budget (``max_tokens=``) but can
+    only call ``batch`` on another LLM; the baseline LLM reads the same budget from this
+    function so both generate under the same limits.
+    """
+    task = copy.copy(task)
+    if steps is not None:
+        # Set here so the runnable does not copy the task again (the copy would bypass the
+        # recording below and keep the old ``steps`` in prompts that depend on it).
+        task.steps = steps
+    kinds: dict[str, tuple[str, int]] = {}
+    generate_prompt, value_prompt = task.generate_prompt, task.value_prompt
+    vote_prompt = getattr(task, "vote_prompt", None)
+
+    def record_generate(x: str, state: str, step: int) -> str:
+        prompt = str(generate_prompt(x, state, step))
+        kinds[prompt] = ("generate", step)
+        return prompt
+
+    def record_value(x: str, state: str, step: int) -> str:
+        prompt = str(value_prompt(x, state, step))
+        kinds[prompt] = ("evaluate", step)
+        return prompt
+
+    def record_vote(x: str, states: list[str], step: int) -> str:
+        prompt = str(vote_prompt(x, states, step))  # type: ignore[misc]
+        kinds[prompt] = ("evaluate", step)
+        return prompt
+
+    task.generate_prompt = record_generate
+    task.value_prompt = record_value
+    if vote_prompt is not None:
+        task.vote_prompt = record_vote
+
+    def budget(prompt: str) -> int | None:
+        if max_tokens is not None:
+            return max_tokens
+        kind = kinds.get(prompt)
+        if kind is None:
+            return None
+        if kind[0] == "generate":
+            return int(task.generate_limits(kind[1])[0])
+        return int(task.evaluate_max_tokens)
+
+    return task, budget
 
 
 def first_steps(puzzle: str) -> list[str]:

@@ -391,8 +391,11 @@ def test_chat_prompt_template_wraps_the_variable_and_escapes_braces() -> None:
 
     tok = byte_tokenizer()
     tok.chat_template = "{{ '{x}' }}" + tok.chat_template
-    template = chat_prompt_template(tok, "question")
-    assert template.format(question="What is 1 + {1}?") == chat_text(tok, "What is 1 + {1}?")
+    template = chat_prompt_template(tok, "{question}\nThink.")
+    assert template.format(question="What is 1 + {1}?") == chat_text(
+        tok, "What is 1 + {1}?\nThink."
+    )
+    assert template.count("{question}") == 1
 
 
 def test_first_steps_are_exact_and_distinct() -> None:
@@ -446,3 +449,41 @@ def test_cli_fails_on_engine_mismatch_or_failure_but_not_on_a_baseline_mismatch(
     clock2, _, ms2, wl2 = methods2
     bad = run_workload(wl2, list(ms2.values()), repeats=1, clock=clock2)
     assert _failed(BenchReport(workloads=[bad]))
+
+
+def test_repeated_prompts_are_recognised_as_samples_of_one_prompt() -> None:
+    from langchain_seed.bench.hf import _sample_runs
+
+    assert _sample_runs(["a", "a", "b", "b"]) == (["a", "b"], 2)
+    assert _sample_runs(["a", "b"]) == (["a", "b"], 1)
+    assert _sample_runs(["a", "a", "b"]) == (["a", "a", "b"], 1)
+    assert _sample_runs(["a", "a", "a"]) == (["a"], 3)
+
+
+def test_budgeted_task_gives_each_phase_its_own_token_budget() -> None:
+    from langchain_seed.bench.workloads import budgeted_task
+
+    @dataclass
+    class Task:
+        steps: int = 4
+        generate_max_tokens: int = 96
+        evaluate_max_tokens: int = 48
+
+        def generate_prompt(self, x: str, state: str, step: int) -> str:
+            return f"propose {x} {state} {self.steps}"
+
+        def value_prompt(self, x: str, state: str, step: int) -> str:
+            return f"value {x} {state}"
+
+        def generate_limits(self, step: int) -> tuple[int, None]:
+            return (self.generate_max_tokens + step, None)
+
+    original = Task()
+    task, budget = budgeted_task(original, None, steps=2)
+    assert original.steps == 4 and task.steps == 2
+    assert budget(task.generate_prompt("x", "s", 1)) == 97
+    assert task.generate_prompt("x", "", 0).endswith(" 2")
+    assert budget(task.value_prompt("x", "s", 1)) == 48
+    assert budget("never seen") is None
+    _, fixed = budgeted_task(Task(), 10)
+    assert fixed("anything") == 10
