@@ -30,7 +30,14 @@ Per propose call, for a sequence ``s`` in group ``G``:
    the drafted token at depth ``d`` and the same next ``merge_ngram`` tokens as a live
    path of that node. Without merges the walk is a trie walk.
 
+Support weights are member counts, or (``weight_by_acceptance``) each member's observed
+acceptance. Finished members stay evidence until the whole group is released.
+
 Cost: O(tokens x max_ngram) memory per group; a query costs O(members x max_len).
+Measured (pure Python, 2-core CPU shared with other jobs): 32 samples growing to ~200
+tokens, gamma 4, one propose call over all 32 costs 0.35-0.5 ms CPU on average (median
+wall 0.25-0.45 ms), index updates included; the target forward of such a step takes
+~224 ms (DESIGN 8), so drafting is well under 1% of a step.
 """
 
 from __future__ import annotations
