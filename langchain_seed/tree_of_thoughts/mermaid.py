@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 MAX_LABEL = 60
@@ -23,22 +23,25 @@ def _label(node: Mapping[str, Any]) -> str:
     return text
 
 
-def tree_to_mermaid(result: Mapping[str, Any], *, title: str | None = None) -> str:
+def tree_to_mermaid(
+    result: Mapping[str, Any] | Sequence[Mapping[str, Any]], *, title: str | None = None
+) -> str:
     """Render a ``TreeOfThoughts`` result (or its ``tree`` list) as a Mermaid flowchart.
 
     Kept nodes are green, pruned nodes grey, the best path is drawn with thick edges and
     a bold border.
 
     Args:
-        result: the dict returned by ``TreeOfThoughts.invoke`` (or ``{"tree": nodes}``).
+        result: the dict returned by ``TreeOfThoughts.invoke``, or its ``tree`` list.
         title: optional chart title (defaults to the input).
 
     Returns:
         The Mermaid source, starting with ``flowchart TD``.
     """
-    nodes = result["tree"] if isinstance(result, Mapping) else result
-    best = {step["id"] for step in result.get("best_path", [])}
-    title = title if title is not None else result.get("input")
+    info: Mapping[str, Any] = result if isinstance(result, Mapping) else {"tree": list(result)}
+    nodes = info["tree"]
+    best = {step["id"] for step in info.get("best_path", [])}
+    title = title if title is not None else info.get("input")
     lines = []
     if title:
         lines += ["---", f"title: {str(title).splitlines()[0][:80]}", "---"]

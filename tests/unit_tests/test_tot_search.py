@@ -203,6 +203,7 @@ def test_mermaid_escapes_quotes_and_brackets() -> None:
     ]
     chart = tree_to_mermaid({"tree": tree})
     assert 'n1["say #quot;hi#quot; #lt;b#gt;<br/>v=1.5"]' in chart
+    assert tree_to_mermaid(tree) == chart  # the bare node list works too
 
 
 def test_unknown_task_name_lists_the_builtin_tasks() -> None:
