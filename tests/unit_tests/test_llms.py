@@ -238,3 +238,36 @@ async def test_concurrent_ainvoke_calls_share_engine_steps(llm):
     outputs = await asyncio.gather(*(llm.ainvoke(p) for p in PROMPTS))
     assert outputs == [greedy(llm, p) for p in PROMPTS]
     assert engine.stats().peak_batch_size >= 2
+
+
+def test_request_timeout_fails_the_call_with_timeout_error(llm):
+    with pytest.raises(TimeoutError, match="request_timeout"):
+        SeedLLM(model=llm.model, max_tokens=900, request_timeout=0.05).invoke("hello")
+
+
+async def wait_for_cancelled(engine, count: int) -> int:
+    for _ in range(100):
+        if engine.stats().requests_cancelled >= count:
+            break
+        await asyncio.sleep(0.05)
+    return engine.stats().requests_cancelled
+
+
+async def test_cancelling_ainvoke_cancels_the_engine_request(llm):
+    engine = llm.engine
+    before = engine.stats().requests_cancelled
+    task = asyncio.create_task(llm.ainvoke("hello", max_tokens=900))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await wait_for_cancelled(engine, before + 1) == before + 1
+
+
+async def test_leaving_a_stream_early_cancels_the_engine_request(llm):
+    engine = llm.engine
+    before = engine.stats().requests_cancelled
+    stream = llm.stream("hello", max_tokens=900)
+    assert next(stream) is not None
+    stream.close()
+    assert await wait_for_cancelled(engine, before + 1) == before + 1
