@@ -137,6 +137,15 @@ def test_batch_is_one_engine_submission(chat):
     assert [m.content for m in outputs] == [expected(chat, i) for i in INPUTS]
 
 
+def test_batch_with_bound_stop_and_max_tokens_is_still_one_submission(chat):
+    chat, spy = spied(chat)
+    full = greedy(chat, user("hello"), max_tokens=16)
+    stop = full[3:5]
+    outputs = chat.bind(stop=[stop], max_tokens=16).batch(["hello", "hello", "abc"])
+    assert spy.sizes == [3]
+    assert [m.content for m in outputs[:2]] == [full[: full.index(stop)]] * 2
+
+
 def test_batch_keeps_per_input_callbacks(chat):
     chat, spy = spied(chat)
     recorders = [Recorder() for _ in INPUTS]
