@@ -164,21 +164,24 @@ class HFBackend(GenBackend):
 
         if params.seed is not None:
             torch.manual_seed(params.seed)
-        width = max(len(p) for p in prompts)
+        sampling = params.temperature > 0
+        # Greedy search refuses num_return_sequences > 1: repeat the rows instead (same
+        # order: row i * n + j is sample j of prompt i).
+        rows = prompts if sampling or n == 1 else [p for p in prompts for _ in range(n)]
+        width = max(len(p) for p in rows)
         # input_ids, attention_mask: [batch, width], left padded
-        input_ids = torch.full((len(prompts), width), self._pad, dtype=torch.long)
-        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
+        input_ids = torch.full((len(rows), width), self._pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, prompt in enumerate(rows):
             input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
             attention_mask[row, width - len(prompt) :] = 1
-        sampling = params.temperature > 0
         gen_config = GenerationConfig(
             max_new_tokens=params.max_tokens,
             do_sample=sampling,
             temperature=params.temperature if sampling else None,
             top_p=params.top_p if sampling else None,
             top_k=params.top_k if sampling else None,
-            num_return_sequences=n,
+            num_return_sequences=n if sampling else 1,
             eos_token_id=sorted(self._eos | set(params.stop_token_ids)) or None,
             pad_token_id=self._pad,
             bos_token_id=self.model.generation_config.bos_token_id,
@@ -190,7 +193,7 @@ class HFBackend(GenBackend):
             else:
                 gen_config.prompt_lookup_num_tokens = self.config.prompt_lookup_num_tokens
         if params.stop:
-            kwargs["stop_strings"] = list(params.stop)
+            gen_config.stop_strings = list(params.stop)
             kwargs["tokenizer"] = self._tokenizer
         device = self.model.device
         with torch.inference_mode():

@@ -127,7 +127,13 @@ class WorkloadSizes:
             sc_samples=(4,),
             sc_tokens=32,
             tot_inputs=1,
-            tot_overrides={"breadth": 1, "steps": 1, "n_evaluate_sample": 1},
+            tot_overrides={
+                "breadth": 1,
+                "steps": 1,
+                "n_evaluate_sample": 1,
+                "max_tokens": 32,
+                "max_nodes": 4,
+            },
             prefix_prompts=8,
             prefix_tokens=8,
         )

@@ -62,6 +62,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--gamma", type=int, default=4, help="max draft tokens per step")
     parser.add_argument("--hf-batch-size", type=int, default=16, help="hf_batched batch size")
     parser.add_argument("--max-batch-size", type=int, default=32, help="engine max_batch_size")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -73,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
     from langchain_seed.bench.runner import BenchOptions, run_benchmark
     from langchain_seed.bench.workloads import WorkloadSizes
 
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     workloads = args.workloads or list(QUICK_WORKLOADS)
     sizes = WorkloadSizes.quick() if args.quick else WorkloadSizes()
     repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
