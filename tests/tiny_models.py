@@ -51,7 +51,11 @@ def word_tokenizer(size: int = 16):
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     core.decoder = decoders.WordPiece(prefix="##", cleanup=False)
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+        tokenizer_object=core,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
     )
     tok.chat_template = CHAT_TEMPLATE
     return tok
@@ -108,7 +112,9 @@ class TinyPair:
     tokenizer: object
 
 
-def make_tiny_pair(root: Path, *, vocab: str = "byte", seed: int = 0, noise: float = 0.03) -> TinyPair:
+def make_tiny_pair(
+    root: Path, *, vocab: str = "byte", seed: int = 0, noise: float = 0.03
+) -> TinyPair:
     """Build, save and return a tiny target and a draft (a noisy copy) with one tokenizer."""
     tok = byte_tokenizer() if vocab == "byte" else word_tokenizer(int(vocab))
     target = tiny_llama(len(tok), seed=seed)

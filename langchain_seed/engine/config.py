@@ -125,14 +125,17 @@ class EngineConfig:
         if not isinstance(self.max_batch_size, int) or self.max_batch_size < 1:
             raise ValueError(f"max_batch_size must be an integer >= 1, got {self.max_batch_size}")
         if not isinstance(self.max_cache_tokens, int) or self.max_cache_tokens < 16:
-            raise ValueError(f"max_cache_tokens must be an integer >= 16, got {self.max_cache_tokens}")
+            raise ValueError(
+                f"max_cache_tokens must be an integer >= 16, got {self.max_cache_tokens}"
+            )
         if not isinstance(self.gamma, int) or not 0 <= self.gamma <= 16:
             raise ValueError(f"gamma must be an integer in [0, 16], got {self.gamma}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         if not isinstance(self.prefix_cache_tokens, int) or self.prefix_cache_tokens < 0:
             raise ValueError(
-                f"prefix_cache_tokens must be an integer >= 0 (0 = off), got {self.prefix_cache_tokens}"
+                "prefix_cache_tokens must be an integer >= 0 (0 = off), "
+                f"got {self.prefix_cache_tokens}"
             )
         if self.max_queue is not None and self.max_queue < 1:
             raise ValueError(f"max_queue must be >= 1 or None, got {self.max_queue}")

@@ -42,7 +42,7 @@ from langchain_seed.engine.results import (
 )
 from langchain_seed.engine.runner import ModelRunner
 from langchain_seed.engine.scheduler import ACCEPTANCE_PRIOR, Scheduler, update_acceptance
-from langchain_seed.engine.sequence import Sequence, SeqStatus
+from langchain_seed.engine.sequence import SeqStatus, Sequence
 from langchain_seed.engine.stats import EngineStats
 from langchain_seed.engine.text import TextTracker
 from langchain_seed.engine.verify import accept_greedy, accept_sampling, process_logits
@@ -437,7 +437,9 @@ class Engine:
                     if not batch[i].finished:
                         self._verify([batch[i]], [drafts[i]])
             self._release_finished()
-        phases = self._stats.prefill_seconds + self._stats.draft_seconds + self._stats.verify_seconds
+        phases = (
+            self._stats.prefill_seconds + self._stats.draft_seconds + self._stats.verify_seconds
+        )
         self._stats.scheduler_seconds += max(0.0, time.perf_counter() - t0 - (phases - timed))
         if not self.scheduler.has_work:
             self._idle()

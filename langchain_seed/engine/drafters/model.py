@@ -48,7 +48,7 @@ class ModelDrafter:
 
     @torch.inference_mode()
     def propose(self, sequences: Seq[Sequence], max_lens: Seq[int]) -> list[Draft]:
-        """Draft ``max_lens[i]`` tokens for ``sequences[i]`` (rows must be contiguous from the first)."""
+        """Draft ``max_lens[i]`` tokens for ``sequences[i]`` (rows contiguous from the first)."""
         drafts = [Draft([], None, self.name) for _ in sequences]
         if not sequences or max(max_lens, default=0) <= 0:
             return drafts
