@@ -48,8 +48,18 @@ SAMPLING_KWARGS = frozenset(
 )
 """Call-time keyword arguments that override the instance's fields for one call."""
 
-_ROUTING_KWARGS = frozenset({"stream", "ls_structured_output_format", "structured_output_format"})
-"""Keyword arguments LangChain itself threads through ``_generate``; they carry no sampling."""
+_ROUTING_KWARGS = frozenset(
+    {
+        "stream",
+        "ls_structured_output_format",
+        "structured_output_format",
+        "tags",
+        "metadata",
+        "run_name",
+        "run_id",
+    }
+)
+"""Keyword arguments LangChain itself threads through ``generate``; they carry no sampling."""
 
 
 class SeedFields(BaseModel):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -200,52 +199,24 @@ class ChatSeed(SeedFields, BaseChatModel):
         messages: list[list[BaseMessage]],
         stop: list[str] | None = None,
         callbacks: Callbacks = None,
-        *,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        run_name: str | None = None,
-        run_id: uuid.UUID | None = None,
         **kwargs: Any,
     ) -> LLMResult:
         """Generate for every message list; all go to the engine in one submission."""
         target = self.for_call(stop, kwargs)
         with target._submitted_together(messages, stop, kwargs):
-            return super(ChatSeed, target).generate(
-                messages,
-                stop,
-                callbacks,
-                tags=tags,
-                metadata=metadata,
-                run_name=run_name,
-                run_id=run_id,
-                **kwargs,
-            )
+            return super(ChatSeed, target).generate(messages, stop, callbacks, **kwargs)
 
     async def agenerate(
         self,
         messages: list[list[BaseMessage]],
         stop: list[str] | None = None,
         callbacks: Callbacks = None,
-        *,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        run_name: str | None = None,
-        run_id: uuid.UUID | None = None,
         **kwargs: Any,
     ) -> LLMResult:
         """Async :meth:`generate`: awaits the engine's futures on the running loop."""
         target = self.for_call(stop, kwargs)
         with target._submitted_together(messages, stop, kwargs):
-            return await super(ChatSeed, target).agenerate(
-                messages,
-                stop,
-                callbacks,
-                tags=tags,
-                metadata=metadata,
-                run_name=run_name,
-                run_id=run_id,
-                **kwargs,
-            )
+            return await super(ChatSeed, target).agenerate(messages, stop, callbacks, **kwargs)
 
     def batch(
         self,

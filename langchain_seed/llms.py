@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
@@ -125,50 +124,22 @@ class SeedLLM(SeedFields, BaseLLM):
         prompts: list[str],
         stop: list[str] | None = None,
         callbacks: Callbacks | list[Callbacks] | None = None,
-        *,
-        tags: list[str] | list[list[str]] | None = None,
-        metadata: dict[str, Any] | list[dict[str, Any]] | None = None,
-        run_name: str | list[str] | None = None,
-        run_id: uuid.UUID | list[uuid.UUID | None] | None = None,
         **kwargs: Any,
     ) -> LLMResult:
         """Generate for every prompt; all prompts go to the engine in one submission."""
         target = self.for_call(stop, kwargs, kwargs_in_key=False)
-        return super(SeedLLM, target).generate(
-            prompts,
-            stop,
-            callbacks,
-            tags=tags,
-            metadata=metadata,
-            run_name=run_name,
-            run_id=run_id,
-            **kwargs,
-        )
+        return super(SeedLLM, target).generate(prompts, stop, callbacks, **kwargs)
 
     async def agenerate(
         self,
         prompts: list[str],
         stop: list[str] | None = None,
         callbacks: Callbacks | list[Callbacks] | None = None,
-        *,
-        tags: list[str] | list[list[str]] | None = None,
-        metadata: dict[str, Any] | list[dict[str, Any]] | None = None,
-        run_name: str | list[str] | None = None,
-        run_id: uuid.UUID | list[uuid.UUID | None] | None = None,
         **kwargs: Any,
     ) -> LLMResult:
         """Async :meth:`generate`: awaits the engine's futures on the running loop."""
         target = self.for_call(stop, kwargs, kwargs_in_key=False)
-        return await super(SeedLLM, target).agenerate(
-            prompts,
-            stop,
-            callbacks,
-            tags=tags,
-            metadata=metadata,
-            run_name=run_name,
-            run_id=run_id,
-            **kwargs,
-        )
+        return await super(SeedLLM, target).agenerate(prompts, stop, callbacks, **kwargs)
 
     def _generate(
         self,
