@@ -247,7 +247,9 @@ class SelfConsistency(RunnableSerializable[dict[str, Any] | str, dict[str, Any]]
                 if ev["event"] == "on_custom_event":
                     print(ev["data"])  # drawn, votes, leader after every round
 
-    Early stop: samples are drawn in rounds of ``round_size`` (default ``ceil(n / 4)``);
+    Early stop: samples are drawn in rounds of ``round_size`` (default
+    ``max(ceil(n / 4), min(n, 4))``: a round is one engine group, and a group of at least
+    four samples keeps consensus drafting useful);
     after each round the run stops when the leader's votes exceed the runner-up's plus the
     samples still to draw, i.e. no outcome of the remaining samples could change the
     answer (not even into a tie). Without ``early_stop`` all ``n`` samples are drawn in one
@@ -279,7 +281,7 @@ class SelfConsistency(RunnableSerializable[dict[str, Any] | str, dict[str, Any]]
     early_stop: bool = False
     """Sample in rounds and stop once the leading answer can no longer be overtaken."""
     round_size: int | None = Field(default=None, ge=1)
-    """Samples per round with ``early_stop``; ``None`` is ``ceil(n / 4)``."""
+    """Samples per round with ``early_stop``; ``None`` is ``max(ceil(n / 4), min(n, 4))``."""
     seed: int | None = None
     """Sampling seed passed to Seed models (reproducible samples)."""
 
@@ -323,7 +325,7 @@ class SelfConsistency(RunnableSerializable[dict[str, Any] | str, dict[str, Any]]
     def _chunk(self) -> int:
         if not self.early_stop:
             return self.n
-        return self.round_size or max(1, math.ceil(self.n / 4))
+        return self.round_size or max(math.ceil(self.n / 4), min(self.n, 4))
 
     # ------------------------------------------------------------------ sampling
 

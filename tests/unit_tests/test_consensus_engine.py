@@ -185,9 +185,14 @@ async def test_async_self_consistency_over_seed_llm(tiny_engine):
     from langchain_seed.self_consistency import SelfConsistency
 
     sc = SelfConsistency(
-        llm=SeedLLM(engine=tiny_engine), prompt="{q}", n=4, max_tokens=5, early_stop=True,
+        llm=SeedLLM(engine=tiny_engine),
+        prompt="{q}",
+        n=4,
+        max_tokens=5,
+        early_stop=True,
+        round_size=1,
         parser=lambda t: "same",
-    )  # fmt: skip
+    )
     out = await sc.ainvoke("hello")
     # Every sample votes "same": after the first round of 1, 1 > 0 + 3 fails; after 3
     # samples 3 > 0 + 1 holds, so the run stops one sample early.

@@ -175,7 +175,7 @@ def test_early_stop_ends_when_the_leader_cannot_be_overtaken():
     # n = 8 in rounds of 2: after 6 samples "5" has 5 votes vs 1 with 2 left -> stop.
     texts = ["#### 5", "#### 5", "#### 6", "#### 5", "#### 5", "#### 5", "#### 7", "#### 7"]
     llm = llm_with(*texts)
-    out = SelfConsistency(llm=llm, n=8, early_stop=True).invoke("q")
+    out = SelfConsistency(llm=llm, n=8, early_stop=True, round_size=2).invoke("q")
     assert out["answer"] == "5"
     assert out["stats"]["samples"] == 6 and out["stats"]["rounds"] == 3
     assert out["stats"]["early_stopped"] is True
@@ -189,6 +189,16 @@ def test_early_stop_keeps_sampling_while_a_tie_is_still_possible():
     out = SelfConsistency(llm=llm_with(*texts), n=6, early_stop=True, round_size=2).invoke("q")
     assert out["stats"]["samples"] == 6 and out["stats"]["early_stopped"] is False
     assert out["votes"] == {"1": 3, "2": 3} and out["answer"] == "1"
+
+
+def test_default_rounds_keep_at_least_four_samples_per_group():
+    texts = ["#### 5"] * 16
+    out = SelfConsistency(llm=llm_with(*texts), n=8, early_stop=True).invoke("q")
+    # rounds of max(ceil(8 / 4), 4) = 4: after 4 unanimous votes, 4 > 0 + 4 fails; after 8
+    # the run is complete anyway.
+    assert out["stats"]["rounds"] == 2 and out["stats"]["samples"] == 8
+    out = SelfConsistency(llm=llm_with(*texts), n=16, early_stop=True).invoke("q")
+    assert out["stats"]["rounds"] == 3 and out["stats"]["early_stopped"] is True  # 12 > 0 + 4
 
 
 def test_without_early_stop_all_samples_are_drawn():
@@ -232,7 +242,7 @@ async def test_async_invoke_and_batch_match_sync():
 
 async def test_astream_events_reports_progress_after_every_round():
     texts = ["#### 5", "#### 5", "#### 6", "#### 5", "#### 5", "#### 5", "#### 7", "#### 7"]
-    sc = SelfConsistency(llm=llm_with(*texts), n=8, early_stop=True)
+    sc = SelfConsistency(llm=llm_with(*texts), n=8, early_stop=True, round_size=2)
     events = [
         ev
         async for ev in sc.astream_events("q", version="v2")
