@@ -14,6 +14,26 @@ MEMBERS = 4
 MAX_NEW = 24
 
 
+class Leader:
+    """A group's first request, counting the text pieces it has streamed."""
+
+    def __init__(self) -> None:
+        self.pieces = 0
+        self.future = None
+
+    def __call__(self, delta: str) -> None:
+        self.pieces += 1
+
+
+def wait_until_ahead(leaders: list[Leader], pieces: int, timeout: float = 60.0) -> None:
+    """Block until every leader streamed ``pieces`` pieces or finished (siblings draft from it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(lead.pieces >= pieces or lead.future.done() for lead in leaders):
+            return
+        time.sleep(0.01)
+
+
 def transformers_greedy(pair, prompt: str, max_new: int) -> list[int]:
     ids = pair.tokenizer(prompt, return_tensors="pt").input_ids
     with torch.no_grad():
@@ -40,9 +60,11 @@ def test_grouped_greedy_with_consensus_equals_transformers_greedy(tiny_pair, ref
         futures = []
         # One leader per group first, its siblings a moment later: the late members draft
         # from what the leader already generated (the consensus drafter's real job).
+        leaders = [Leader() for _ in PROMPTS]
         for i, prompt in enumerate(PROMPTS):
-            futures.append([engine.submit(prompt, params, group=f"g{i}")])
-        time.sleep(0.3)
+            leaders[i].future = engine.submit(prompt, params, group=f"g{i}", on_delta=leaders[i])
+            futures.append([leaders[i].future])
+        wait_until_ahead(leaders, pieces=8)
         for i, prompt in enumerate(PROMPTS):
             futures[i] += engine.submit_many([prompt] * (MEMBERS - 1), params, group=f"g{i}")
         results = [[f.result(timeout=120) for f in group] for group in futures]
