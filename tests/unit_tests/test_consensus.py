@@ -70,6 +70,14 @@ def test_every_draft_token_is_supported_by_a_sibling(group, max_len, threshold, 
         assert len(draft.tokens) <= max_len
         others = seqs[:i] + seqs[i + 1 :]
         assert supported(draft.tokens, seq, others)
+        if draft.tokens:  # the first token follows the matched suffix (>= min_ngram tokens)
+            n = min(min_ngram, len(seq.token_ids))
+            want = [*seq.token_ids[-n:], draft.tokens[0]]
+            assert any(
+                o.token_ids[q - n : q + 1] == want
+                for o in others
+                for q in range(max(len(o.prompt_ids), n), len(o.token_ids))
+            )
 
 
 @settings(max_examples=150, deadline=None)
