@@ -175,6 +175,17 @@ def test_invalid_call_values_raise_at_the_call(llm):
         llm.generate(["hello"], n=0)
     with pytest.raises(ValueError, match="empty"):
         llm.invoke("")
+    with pytest.raises(ValueError, match="context"):
+        llm.invoke("x" * 2000)
+
+
+def test_closed_engine_fails_calls_with_engine_closed_error(model_path):
+    from langchain_seed.engine import Engine, EngineClosedError, EngineConfig
+
+    engine = Engine(EngineConfig(model=model_path))
+    engine.close()
+    with pytest.raises(EngineClosedError):
+        SeedLLM(engine=engine).invoke("hello")
 
 
 def test_streaming_more_than_one_sample_is_rejected(llm):
