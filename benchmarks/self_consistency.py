@@ -8,7 +8,7 @@ share of step time and accuracy of each method.
 
     python benchmarks/self_consistency.py              # full run
     python benchmarks/self_consistency.py --n 16 32    # also the n = 32 drafter-share check
-    python benchmarks/self_consistency.py --quick      # 1 question, n = 4, 32 tokens
+    python benchmarks/self_consistency.py --quick      # 1 question, n = 8, 24 tokens
 """
 
 from __future__ import annotations
@@ -44,12 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    ns = args.n or ([4] if args.quick else [16])
+    ns = args.n or ([8] if args.quick else [16])
     workloads = [
         SelfConsistencyWorkload(
             questions=args.questions or (1 if args.quick else 20),
             n=n,
-            max_tokens=args.max_tokens or (32 if args.quick else 192),
+            max_tokens=args.max_tokens or (24 if args.quick else 192),
             temperature=args.temperature,
             seed=args.seed,
             baselines=("sequential", "hf_batched", "batched_ar"),

@@ -85,6 +85,8 @@ class Completion:
     """Generated ids; the EOS that ended generation is included (as transformers does)."""
     finish_reason: str = "length"
     prompt_tokens: int = 0
+    generated: int = 0
+    """Tokens the model produced for this sample (stop-string tokens included)."""
 
 
 class GenBackend(ABC):

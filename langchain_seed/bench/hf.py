@@ -211,23 +211,36 @@ class HFBackend(GenBackend):
             results.append(samples)
             self._counts["calls"] += n
             self._counts["prompt_tokens"] += n * len(prompt)
-            self._counts["generated_tokens"] += sum(len(c.token_ids) for c in samples)
+            self._counts["generated_tokens"] += sum(c.generated for c in samples)
         return results
 
     def _completion(self, ids: list[int], params: SamplingParams, prompt_len: int) -> Completion:
-        """Cut a generated row after its first EOS (padding follows it) and at stop strings."""
+        """Cut a generated row after its first EOS (padding follows it) and at stop strings.
+
+        ``generated`` counts what the model produced for the row: through the EOS, or
+        through the token that completed a stop string (the text and ids stop before it).
+        """
         ended = set(params.stop_token_ids) | self._eos
         finish = "length"
         for k, tok in enumerate(ids):
             if tok in ended:
                 ids, finish = ids[: k + 1], "stop"
                 break
+        generated = len(ids)
         text = str(self._tokenizer.decode(ids, skip_special_tokens=True))
-        cut = [text.find(s) for s in params.stop if s in text]
-        if cut:
-            text, finish = text[: min(cut)], "stop"
+        cuts = [(text.find(s), s) for s in params.stop if s in text]
+        if cuts:
+            index, stop = min(cuts)
+            generated = len(_trim_to_text(self._tokenizer, ids, text[: index + len(stop)]))
+            text, finish = text[:index], "stop"
             ids = _trim_to_text(self._tokenizer, ids, text)
-        return Completion(text=text, token_ids=ids, finish_reason=finish, prompt_tokens=prompt_len)
+        return Completion(
+            text=text,
+            token_ids=ids,
+            finish_reason=finish,
+            prompt_tokens=prompt_len,
+            generated=generated,
+        )
 
 
 def _trim_to_text(tokenizer: PreTrainedTokenizerBase, ids: list[int], text: str) -> list[int]:

@@ -151,6 +151,7 @@ class EngineBackend(GenBackend):
                         token_ids=list(r.token_ids),
                         finish_reason=r.finish_reason,
                         prompt_tokens=r.prompt_tokens,
+                        generated=r.stats.generated_tokens,
                     )
                     for r in results
                 ]

@@ -124,8 +124,8 @@ class WorkloadSizes:
             batch_prompts=4,
             batch_tokens=24,
             sc_questions=1,
-            sc_samples=(4,),
-            sc_tokens=32,
+            sc_samples=(8,),
+            sc_tokens=24,
             tot_inputs=1,
             tot_overrides={
                 "breadth": 1,

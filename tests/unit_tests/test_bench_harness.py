@@ -487,3 +487,22 @@ def test_budgeted_task_gives_each_phase_its_own_token_budget() -> None:
     assert budget("never seen") is None
     _, fixed = budgeted_task(Task(), 10)
     assert fixed("anything") == 10
+
+
+def test_transformers_completion_cuts_at_stop_but_counts_the_stop_tokens() -> None:
+    from tiny_models import byte_tokenizer
+
+    from langchain_seed.bench.hf import HFBackend
+    from langchain_seed.engine.config import SamplingParams
+
+    tok = byte_tokenizer()
+    backend = object.__new__(HFBackend)
+    backend._tokenizer = tok
+    backend._eos = {tok.eos_token_id}
+    ids = tok("abc STOP def")["input_ids"] + [tok.eos_token_id, tok.eos_token_id]
+    done = backend._completion(ids, SamplingParams(stop=("STOP",)), prompt_len=3)
+    assert done.text == "abc " and done.finish_reason == "stop"
+    assert done.token_ids == tok("abc ")["input_ids"]
+    assert done.generated == len(tok("abc STOP")["input_ids"])
+    plain = backend._completion(ids, SamplingParams(), prompt_len=3)
+    assert plain.text == "abc STOP def" and plain.generated == len(ids) - 1
