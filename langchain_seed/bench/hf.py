@@ -14,7 +14,6 @@ is measured, not derived.
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any, cast
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -39,19 +38,16 @@ if TYPE_CHECKING:
 
 HF_MODES = ("sequential", "batched", "assisted")
 
-_models: dict[tuple[Any, ...], LoadedModel] = {}
-_models_lock = threading.Lock()
-
 
 def shared_model(model: str | None, device: str, dtype: str) -> LoadedModel:
-    """Load a model once per process (all HF baselines share the weights, read-only)."""
-    from langchain_seed.engine.loading import load_model
+    """The engine's process-wide copy of the weights (one copy for every method).
 
-    key = (model, device, dtype)
-    with _models_lock:
-        if key not in _models:
-            _models[key] = load_model(model, device=device, dtype=dtype)
-        return _models[key]
+    Trials never overlap, so the transformers baselines can use the same model object as
+    the engines (read-only); peak RSS then compares methods, not copies of the weights.
+    """
+    from langchain_seed.engine.engine import shared_model as engine_shared_model
+
+    return engine_shared_model(model, device, dtype)
 
 
 class _ForwardCounter:
