@@ -168,11 +168,11 @@ def _gsm8k_responder(prompt: str) -> str:
     if prompt.endswith("Sub-question 1:"):
         return " How many apples does Tom have?\nAnswer 1: junk"
     if prompt.endswith("Answer 1:"):
-        return " Tom has 3 * 4 = 12 apples.\nScore: 8"
+        return " Tom has 3 * 4 = 12 apples.\nProgress score (0-10): 8\n"
     if prompt.endswith("Sub-question 2: Now we can answer the question:"):
         return " How many apples are left?"
     if prompt.endswith("Answer 2:"):
-        return " 12 - 2 = 10 apples are left. The answer is 10.\nScore: 10"
+        return " 12 - 2 = 10 apples are left. The answer is 10.\nProgress score (0-10): 10"
     return "???"
 
 
@@ -186,8 +186,10 @@ def test_gsm8k_scripted_search_answers_and_checks_gold() -> None:
     assert best["state"] == (
         "Sub-question 1: How many apples does Tom have?\n"
         "Answer 1: Tom has 3 * 4 = 12 apples.\n"
+        "Progress score (0-10): 8\n"
         "Sub-question 2: Now we can answer the question: How many apples are left?\n"
         "Answer 2: 12 - 2 = 10 apples are left. The answer is 10.\n"
+        "Progress score (0-10): 10\n"
     )
     assert best["value"] == 10.0 and best["final"]
     # two identical samples give one child (deduplicated), and the evaluation prompt
@@ -208,7 +210,9 @@ def test_gsm8k_checker_and_unparsable_scores() -> None:
     assert task.parse_value(QUESTION, "", ["no score here"]) is None
     assert task.parse_value(QUESTION, "", ["x\nScore: 14", "y\nScore: 4"]) == 7.0  # clamped
     state = "Sub-question 1: q?\n"
-    assert task.update_state(QUESTION, state, ["", " a.\nScore: 3"]) == state + "Answer 1: a.\n"
+    updated = task.update_state(QUESTION, state, ["", " a.\nScore: 3"])
+    assert updated == state + "Answer 1: a.\nProgress score (0-10): 3\n"
+    assert task.update_state(QUESTION, state, [" b."]) == state + "Answer 1: b.\n"
     assert task.answer(QUESTION, "Answer 2: so the answer is $1,250.") == "1250"
 
 

@@ -25,17 +25,19 @@ SHOT = """Answer the question by breaking it into sub-questions. Answer each sub
 Question: Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May?
 Sub-question 1: How many clips did Natalia sell in May?
 Answer 1: Natalia sold 48 / 2 = 24 clips in May.
-Score: 9
+Progress score (0-10): 9
 Sub-question 2: Now we can answer the question: How many clips did Natalia sell altogether in April and May?
 Answer 2: Natalia sold 48 + 24 = 72 clips altogether. The answer is 72.
-Score: 10
+Progress score (0-10): 10
 
 Question: {question}
 """
 
 FINAL_QUESTION = "Now we can answer the question:"
 ANSWER_RE = re.compile(r"answer is\s*:?\s*\$?\s*(-?[\d,]*\.?\d+)", re.IGNORECASE)
-SCORE_RE = re.compile(r"Score:\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+SCORE_RE = re.compile(r"score[^:\n]*:\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+"""``Progress score (0-10): 7`` or ``Score: 7``. SmolLM2-135M follows the labelled line,
+while it skipped a bare ``Score:`` line and went on with the next sub-question."""
 
 
 def parse_number(text: str | None) -> Fraction | None:
@@ -98,18 +100,24 @@ class GSM8KTask(ToTTask):
         return SHOT.format(question=x.strip()) + state + f"Answer {self._index(state) - 1}:"
 
     def parse_value(self, x: str, state: str, outputs: list[str]) -> float | None:
-        """Mean of the ``Score: n`` lines (clamped to 0-10); ``None`` when none parses."""
+        """Mean of the ``Progress score (0-10): n`` lines (clamped to 0-10); ``None`` if none."""
         scores = [float(m.group(1)) for o in outputs if (m := SCORE_RE.search(o))]
         if not scores:
             return None
         return sum(min(max(s, 0.0), 10.0) for s in scores) / len(scores)
 
     def update_state(self, x: str, state: str, outputs: list[str]) -> str:
-        """Append the first sample's answer to the sub-question."""
+        """Append the first answering sample's answer (and its score line) to the state.
+
+        Keeping the score line keeps the state in the few-shot format, so later prompts
+        show the model the pattern it should continue.
+        """
         for output in outputs:
             answer = SCORE_RE.split(output)[0].strip().split("\n")[0].strip()
             if answer:
-                return state + f"Answer {self._index(state) - 1}: {answer}\n"
+                state += f"Answer {self._index(state) - 1}: {answer}\n"
+                match = SCORE_RE.search(output)
+                return state + (f"Progress score (0-10): {match.group(1)}\n" if match else "")
         return state
 
     def is_final(self, x: str, state: str) -> bool:
