@@ -224,6 +224,8 @@ def _curve(ax: Any, sweep: SweepResult) -> None:
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=method)
     if sweep.name == "concurrency":
         ax.set_xscale("log", base=2)
+    ax.set_xticks(sweep.xs)
+    ax.set_xticklabels([f"{x:g}" for x in sweep.xs])
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xlabel(sweep.variable)
     ax.set_ylabel(f"speedup over {sweep.baseline} (x)")
