@@ -353,7 +353,7 @@ def test_report_markdown_json_and_plot_are_written(tmp_path: Any) -> None:
     text = markdown(report)
     assert "### batch" in text and "### sc-n8" in text and "### sweep: concurrency" in text
     ours_row = next(line for line in text.splitlines() if line.startswith("| ours | 2.00"))
-    assert "| 5.00 | 2.00 |" in ours_row  # x sequential, x batched_ar
+    assert "| 5.00 | 2.00 | - | 100 |" in ours_row  # x sequential, x batched_ar, prompt/gen tok
     assert "`x --quick`" in text
 
     json_path = write_json(report, tmp_path / "out" / "bench.json")
