@@ -33,6 +33,7 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--gamma", type=int, default=4)
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--hf-batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -54,6 +55,10 @@ def run_script(
     args: argparse.Namespace, workloads: Sequence[Workload], methods: Sequence[str]
 ) -> tuple[BenchReport, str]:
     """Run the workloads, write the requested files; returns the report and its Markdown."""
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     report = run_simple(
         workloads,
         list(args.methods or methods),

@@ -35,8 +35,8 @@ def register(subparsers: Any) -> None:
         nargs="+",
         default=None,
         metavar="NAME",
-        help=f"from {', '.join(WORKLOADS)} (sc runs n = 8 and 16; sc-n32 picks one n). "
-        "Default: all.",
+        help=f"from {', '.join(WORKLOADS)} (sc runs n = 8 and 16, only n = 8 with --quick; "
+        "sc-n32 picks one n). Default: all.",
     )
     parser.add_argument(
         "--methods",
