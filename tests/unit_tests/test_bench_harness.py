@@ -506,3 +506,29 @@ def test_transformers_completion_cuts_at_stop_but_counts_the_stop_tokens() -> No
     assert done.generated == len(tok("abc STOP")["input_ids"])
     plain = backend._completion(ids, SamplingParams(), prompt_len=3)
     assert plain.text == "abc STOP def" and plain.generated == len(ids) - 1
+
+
+def test_goal_lines_say_met_missed_or_not_measured() -> None:
+    from langchain_seed.bench.script import Goal
+
+    clock, _, methods, workload = make(
+        {"ours_nocache": ([4.0], ["a"]), "ours": ([1.0], ["a"])},
+        name="prefix",
+        reference="ours_nocache",
+        baselines=("ours_nocache",),
+        ours={"stats": {"prefix_hit_rate": 0.95, "prefill_seconds": 0.5}},
+        ours_nocache={"stats": {"prefix_hit_rate": 0.0, "prefill_seconds": 2.0}},
+    )
+    result = run_workload(workload, list(methods.values()), repeats=1, clock=clock)
+    report = BenchReport(workloads=[result])
+    speed = Goal("prefix", "ours", "speedup", at_least=5.0, other="ours_nocache")
+    assert speed.measure(report) == 4.0 and speed.line(report).endswith("MISSED")
+    hit = Goal("prefix", "ours", "stat", at_least=0.9, stat="prefix_hit_rate")
+    assert hit.line(report).endswith("MET")
+    ratio = Goal("prefix", "ours", "stat_ratio", at_least=4.0, other="ours_nocache",
+                 stat="prefill_seconds")  # fmt: skip
+    assert ratio.measure(report) == 4.0 and ratio.line(report).endswith("MET")
+    missing = Goal("sc-n16", "ours", "speedup", at_least=8.0, other="sequential")
+    assert missing.line(report).endswith("not measured")
+    share = Goal("prefix", "ours", "stat", at_most=0.1, stat="prefix_hit_rate")
+    assert share.line(report).endswith("MISSED")
