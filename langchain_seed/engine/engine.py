@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import copy
 import logging
 import queue
 import random
@@ -134,6 +135,7 @@ class Engine:
         self._inbox: list[Sequence] = []
         self._closed = False
         self._stats = EngineStats()
+        self._step_lock = threading.Lock()  # held while a step mutates state and stats
         self._thread = threading.Thread(target=self._loop, name="seed-engine", daemon=True)
         self._thread.start()
         _ALL_ENGINES.add(self)
@@ -204,10 +206,12 @@ class Engine:
         prompts: Seq[Prompt],
         params: SamplingParams | Seq[SamplingParams] | None = None,
         *,
-        group: str | None = None,
+        group: str | Seq[str | None] | None = None,
         on_delta: Callable[[str], None] | None = None,
     ) -> list[Future[GenerationResult]]:
         """Queue several requests atomically (they are admitted together when they fit).
+
+        ``group`` is one group id for all prompts, or one (or ``None``) per prompt.
 
         Raises:
             ValueError: an empty or over-long prompt, or a params list of the wrong length.
@@ -217,7 +221,13 @@ class Engine:
         if isinstance(prompts, str):
             raise ValueError("prompts must be a list of prompts; use submit() for one prompt")
         plist = self._params_list(params, len(prompts))
-        seqs = [self._make_sequence(p, sp, group, on_delta) for p, sp in zip(prompts, plist)]
+        if group is None or isinstance(group, str):
+            groups: list[str | None] = [group] * len(prompts)
+        else:
+            groups = list(group)
+            if len(groups) != len(prompts):
+                raise ValueError(f"got {len(groups)} groups for {len(prompts)} prompts")
+        seqs = [self._make_sequence(p, sp, g, on_delta) for p, sp, g in zip(prompts, plist, groups)]
         with self._cv:
             if self._closed:
                 raise EngineClosedError("engine closed")
@@ -291,7 +301,7 @@ class Engine:
         prompts: Seq[Prompt],
         params: SamplingParams | Seq[SamplingParams] | None = None,
         *,
-        group: str | None = None,
+        group: str | Seq[str | None] | None = None,
     ) -> list[GenerationResult]:
         """Run ``prompts`` to completion (one batch) and return their results in order."""
         return [f.result() for f in self.submit_many(prompts, params, group=group)]
@@ -301,7 +311,7 @@ class Engine:
         prompts: Seq[Prompt],
         params: SamplingParams | Seq[SamplingParams] | None = None,
         *,
-        group: str | None = None,
+        group: str | Seq[str | None] | None = None,
     ) -> list[GenerationResult]:
         """Async :meth:`generate`; cancelling the awaiting task cancels the requests."""
         futures = self.submit_many(prompts, params, group=group)
@@ -347,20 +357,22 @@ class Engine:
             future.cancel()
 
     def stats(self) -> EngineStats:
-        """Engine-wide counters (a snapshot)."""
-        stats = self._stats
-        stats.target_forwards = self.runner.forwards
-        stats.draft_forwards = self.model_drafter.forwards if self.model_drafter else 0
-        stats.prefix_cache = self.prefix_cache.stats()
+        """A snapshot of the engine-wide counters (taken between steps, safe to keep)."""
+        with self._step_lock:
+            stats = copy.deepcopy(self._stats)
+            stats.target_forwards = self.runner.forwards
+            stats.draft_forwards = self.model_drafter.forwards if self.model_drafter else 0
+            stats.prefix_cache = self.prefix_cache.stats()
         stats.peak_memory_bytes = _peak_memory(self.config.device)
         return stats
 
     def reset_stats(self) -> None:
         """Start counting afresh (forward counters included)."""
-        self._stats = EngineStats()
-        self.runner.forwards = 0
-        if self.model_drafter:
-            self.model_drafter.runner.forwards = 0
+        with self._step_lock:
+            self._stats = EngineStats()
+            self.runner.forwards = 0
+            if self.model_drafter:
+                self.model_drafter.runner.forwards = 0
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the engine thread; pending requests fail with :class:`EngineClosedError`."""
@@ -390,7 +402,7 @@ class Engine:
                 self._seed(seq)
                 self.scheduler.add(seq)
             try:
-                with torch.inference_mode():
+                with self._step_lock, torch.inference_mode():
                     self.step()
             except Exception as exc:  # a failure of the batch: fail its requests, go on
                 logger.exception("engine step failed")

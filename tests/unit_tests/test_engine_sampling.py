@@ -51,7 +51,7 @@ def empirical_marginals(results, vocab: int) -> torch.Tensor:
     return counts / counts.sum(dim=1, keepdim=True)
 
 
-def run(pair_paths, policy: str, params: SamplingParams, drafters=("model",)) -> list:
+def run(pair_paths, policy: str, params: SamplingParams, drafters=("model",), group=None) -> list:
     target, draft = pair_paths
     config = EngineConfig(
         model=str(target),
@@ -75,7 +75,7 @@ def run(pair_paths, policy: str, params: SamplingParams, drafters=("model",)) ->
         for i in range(SAMPLES)
     ]
     with Engine(config) as engine:
-        return engine.generate([PROMPT] * SAMPLES, plist)
+        return engine.generate([PROMPT] * SAMPLES, plist, group=group)
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,8 @@ def test_deterministic_drafters_keep_target_distribution(tiny_small_vocab_pair, 
     pytest.importorskip("langchain_seed.engine.drafters.consensus")
     params = SAMPLING_CASES["plain"]
     exact = exact_marginals(tiny_small_vocab_pair.target, params)
-    results = run((tiny_small_vocab_pair.target_path, None), "batched", params, drafters)
+    # One group: the consensus drafter drafts from the siblings' tokens.
+    results = run((tiny_small_vocab_pair.target_path, None), "batched", params, drafters, "g")
     got = empirical_marginals(results, exact.shape[1])
     assert (tv(got, exact) < TOLERANCE).all(), tv(got, exact).tolist()
 
