@@ -132,3 +132,12 @@ def test_chatseed_is_driven_through_generate_with_n(seed_llms, monkeypatch) -> N
     result = TreeOfThoughts(llm=chat, task=ByteTask(), max_tokens=MAX_TOKENS).invoke({"input": "t"})
     assert calls == [(p["prompts"], p["n"]) for p in result["stats"]["phases"]]
     assert len(result["tree"]) > 1 and result["stats"]["generated_tokens"] > 0
+
+
+def test_concurrent_searches_share_the_engine_and_keep_their_trees(seed_llms) -> None:  # type: ignore[no-untyped-def]
+    tot = TreeOfThoughts(llm=seed_llms["batched"], task=ByteTask(), max_tokens=MAX_TOKENS)
+    inputs = [{"input": "first tree"}, {"input": "second tree"}]
+    together = tot.batch(inputs)  # two searches on two threads, one engine batch
+    alone = [tot.invoke(i) for i in inputs]
+    assert [r["tree"] for r in together] == [r["tree"] for r in alone]
+    assert together[0]["tree"] != together[1]["tree"]
