@@ -18,11 +18,11 @@ from langchain_seed.tree_of_thoughts.tasks import (
 
 __all__ = [
     "BUILTIN_TASKS",
-    "LEVEL_EVENT",
-    "TASK_NAMES",
     "CreativeWritingTask",
     "GSM8KTask",
     "Game24Task",
+    "LEVEL_EVENT",
+    "TASK_NAMES",
     "ToTTask",
     "TreeOfThoughts",
     "get_task",

@@ -17,3 +17,9 @@ def test_top_level_lazy_exports_resolve_to_the_package() -> None:
     assert langchain_seed.TreeOfThoughts is tot.TreeOfThoughts
     assert langchain_seed.ToTTask is tot.ToTTask
     assert langchain_seed.tree_to_mermaid is tot.tree_to_mermaid
+
+
+def test_tasks_all_is_sorted() -> None:
+    import langchain_seed.tree_of_thoughts.tasks as tasks
+
+    assert tasks.__all__ == sorted(tasks.__all__)

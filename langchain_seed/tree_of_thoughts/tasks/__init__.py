@@ -39,9 +39,9 @@ def get_task(name: str) -> ToTTask:
 
 __all__ = [
     "BUILTIN_TASKS",
-    "TASK_NAMES",
     "CreativeWritingTask",
     "GSM8KTask",
     "Game24Task",
+    "TASK_NAMES",
     "get_task",
 ]
