@@ -532,3 +532,17 @@ def test_goal_lines_say_met_missed_or_not_measured() -> None:
     assert missing.line(report).endswith("not measured")
     share = Goal("prefix", "ours", "stat", at_most=0.1, stat="prefix_hit_rate")
     assert share.line(report).endswith("MISSED")
+
+
+def test_prefix_workload_prompts_are_distinct_and_share_the_few_shot_header(
+    shared_data_dir: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from langchain_seed.bench.workloads import PrefixWorkload
+
+    monkeypatch.setenv("SEED_DATA_DIR", str(shared_data_dir))
+    texts = PrefixWorkload().texts(40)
+    assert len(texts) == 40 and len(set(texts)) == 40
+    header = os.path.commonprefix(texts)
+    assert len(header) > 0.8 * min(len(t) for t in texts)
