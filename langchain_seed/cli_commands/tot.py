@@ -47,6 +47,12 @@ def register(subparsers: Any) -> None:
     search.add_argument("--temperature", type=float, default=None)
     search.add_argument("--max-tokens", type=int, default=None, help="token budget per call")
     search.add_argument("--seed", type=int, default=None, help="seed of sampled selection")
+    search.add_argument(
+        "--value-style",
+        default="paper",
+        choices=("paper", "short"),
+        help="game24 value prompt: the paper's, or one-line examples a tiny model follows",
+    )
     model = parser.add_argument_group("model and engine")
     model.add_argument("--model", default=None, help="target model (default: embedded)")
     model.add_argument("--draft-model", default=None, help="draft model for 'model' drafting")
@@ -165,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
     if args.data_dir:
         os.environ["SEED_DATA_DIR"] = args.data_dir
     task = get_task(args.task)
+    if hasattr(task, "value_style"):
+        task.value_style = args.value_style
     if args.index is not None:
         try:
             example = task.load_example(args.index)

@@ -79,6 +79,15 @@ def test_game24_prompts_are_the_papers() -> None:
     assert cot.startswith("Use numbers and basic arithmetic operations (+ - * /) to obtain 24.")
 
 
+def test_game24_short_value_prompt_is_opt_in() -> None:
+    state = "5 * 6 = 30 (left: 4 10 30)\n"
+    short = Game24Task(value_style="short").value_prompt("4 5 6 10", state, 0)
+    paper = Game24Task().value_prompt("4 5 6 10", state, 0)
+    assert short != paper and short.endswith("impossible\n4 10 30\n")
+    assert "I cannot obtain 24 now" in paper and "I cannot obtain 24 now" not in short
+    assert Game24Task(value_style="short").parse_value("", "", ["(10 + 4) * 10 = 140\nimpossible"])
+
+
 def test_game24_parses_proposals_and_drops_malformed_lines() -> None:
     task = Game24Task()
     out = "4 + 5 = 9 (left: 6 9 10)\nblah\n10 - 6 = 4 (left: 4 4 5)\n4 + 5 = 9 (left: 6 9 10)\n"

@@ -15,7 +15,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, Literal
 
 from langchain_seed.tree_of_thoughts.data import game24_puzzle
 from langchain_seed.tree_of_thoughts.task import EvaluateMode, GenerateMode, ToTTask
@@ -109,6 +109,31 @@ impossible
 impossible
 {input}
 """
+
+SHORT_VALUE_PROMPT = """Evaluate if given numbers can reach 24 (sure/likely/impossible)
+10 14
+10 + 14 = 24
+sure
+11 12
+11 + 12 = 23
+impossible
+4 4 10
+(10 - 4) * 4 = 24
+sure
+5 7 8
+(8 - 5) * 7 = 21
+likely
+10 10 11
+10 + 10 + 11 = 31
+impossible
+1 3 3
+(1 + 3) * 3 = 12
+impossible
+{input}
+"""
+"""Not the paper's: one calculation line per example, so a tiny model writes its verdict on
+the second line. Measured with SmolLM2-135M (greedy, 24 tokens): the paper's prompt gave no
+verdict within 48 tokens on any of 2 states; this one gave a verdict line on 4 of 4."""
 
 VALUE_LAST_STEP_PROMPT = """Use numbers and basic arithmetic operations (+ - * /) to obtain 24. Given an input and an answer, give a judgement (sure/impossible) if the answer is correct, i.e. it uses each input exactly once and no other numbers, and reach 24.
 Input: 4 4 6 8
@@ -232,6 +257,9 @@ class Game24Task(ToTTask):
     value_threshold: float = 1.0
     strict: bool = False
     """Drop proposals whose arithmetic or numbers-left do not add up (the paper keeps them)."""
+    value_style: Literal["paper", "short"] = "paper"
+    """``"paper"``: the ToT value prompt verbatim; ``"short"``: one-line examples that a
+    ~100M-parameter model follows in format (see :data:`SHORT_VALUE_PROMPT`)."""
 
     def generate_prompt(self, x: str, state: str, step: int) -> str:
         """Propose prompt over the numbers left; the CoT prompt once only 24 is left."""
@@ -271,7 +299,8 @@ class Game24Task(ToTTask):
         if "left: " not in last_line:
             answer = last_line.lower().replace("answer: ", "")
             return VALUE_LAST_STEP_PROMPT.format(input=x, answer=answer)
-        return VALUE_PROMPT.format(input=current_numbers(state, x))
+        template = SHORT_VALUE_PROMPT if self.value_style == "short" else VALUE_PROMPT
+        return template.format(input=current_numbers(state, x))
 
     def parse_value(self, x: str, state: str, outputs: list[str]) -> float | None:
         """Sum of 20 / 1 / 0.001 over the samples' judgements (``None`` if none parses).
