@@ -8,4 +8,6 @@
   ``prefix``.
 - :mod:`~langchain_seed.bench.report`: Markdown, JSON, PNG.
 - :mod:`~langchain_seed.bench.runner`: one run of everything, with the scaling sweeps.
+- :mod:`~langchain_seed.bench.script`: arguments and goal checks of ``benchmarks/*.py``.
+- :mod:`~langchain_seed.bench.hf`: the transformers baselines and ``TransformersLLM``.
 """

@@ -10,6 +10,8 @@ from langchain_seed.bench.harness import run_workload
 from langchain_seed.bench.methods import make_method
 from langchain_seed.engine.config import SamplingParams
 
+pytestmark = pytest.mark.slow  # tiny models, ~10 s on an idle 2-core CPU
+
 PROMPTS = ["hello there", "the cat sat on the mat, the cat sat", "abc abc abc abc", "x"]
 
 
