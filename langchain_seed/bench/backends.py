@@ -37,8 +37,11 @@ STAT_KEYS = (
     "scheduler_seconds",
     "drafter_share",
     "peak_batch_size",
+    "peak_device_memory_bytes",
 )
-"""Every backend's ``stats()`` has exactly these keys."""
+"""Every backend's ``stats()`` has exactly these keys. ``peak_device_memory_bytes`` is the
+engine's ``peak_memory_bytes`` (RSS on CPU, peak allocated CUDA memory on a GPU) and, for
+the transformers baselines, peak allocated CUDA memory (``None`` on CPU)."""
 
 
 @dataclass(slots=True)

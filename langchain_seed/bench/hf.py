@@ -82,6 +82,11 @@ class HFBackend(GenBackend):
         self._forwards = _ForwardCounter(self.model)
         self._draft_forwards = _ForwardCounter(self.assistant) if self.assistant else None
         self._counts = {"calls": 0, "prompt_tokens": 0, "generated_tokens": 0}
+        self._cuda = str(self.model.device).startswith("cuda")
+        if self._cuda:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(self.model.device)
         eos = self.model.generation_config.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
         pad = self._tokenizer.pad_token_id
@@ -121,6 +126,12 @@ class HFBackend(GenBackend):
             # One sequence per forward: tokens per forward is tokens per verification.
             stats["mean_accepted_length"] = generated / self._forwards.count
         stats["peak_batch_size"] = self.config.hf_batch_size if self.mode == "batched" else 1
+        if self._cuda:
+            import torch
+
+            stats["peak_device_memory_bytes"] = int(
+                torch.cuda.max_memory_allocated(self.model.device)
+            )
         return stats
 
     def generate(

@@ -204,6 +204,7 @@ def engine_stats_dict(engine_stats: Any) -> dict[str, float | int | None]:
         verify_seconds=engine_stats.verify_seconds,
         scheduler_seconds=engine_stats.scheduler_seconds,
         peak_batch_size=engine_stats.peak_batch_size,
+        peak_device_memory_bytes=engine_stats.peak_memory_bytes,
     )
     step = (
         engine_stats.prefill_seconds
