@@ -10,13 +10,27 @@ import math
 from pathlib import Path
 from typing import Any
 
-from langchain_seed.bench.harness import BenchReport, MethodSummary, SweepResult, WorkloadResult
+from langchain_seed.bench.harness import (
+    BenchReport,
+    MethodSummary,
+    SweepResult,
+    WorkloadResult,
+    median,
+)
 
 
 def _num(value: Any, digits: int = 2, scale: float = 1.0) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value * scale:.{digits}f}"
+
+
+def _spread(walls: list[float]) -> str:
+    """(max - min) / median of the repeats, ``-`` for a single repeat."""
+    if len(walls) < 2:
+        return "-"
+    middle = median(walls)
+    return f"{(max(walls) - min(walls)) / middle * 100:.0f}%" if middle > 0 else "-"
 
 
 def _pct(value: Any) -> str:
@@ -55,6 +69,7 @@ def workload_table(result: WorkloadResult) -> str:
     header = [
         "method",
         "wall s",
+        "spread",
         *[f"x {b}" for b in baselines],
         "prompt tok",
         "gen tok",
@@ -88,6 +103,7 @@ def workload_table(result: WorkloadResult) -> str:
         cells = [
             s.method,
             _num(s.wall_seconds),
+            _spread(s.wall_all),
             *[_num(s.speedup.get(b)) for b in baselines],
             _num(st.get("prompt_tokens"), 0),
             str(s.generated_tokens),
@@ -134,7 +150,8 @@ def markdown(report: BenchReport) -> str:
     if machine:
         parts += ["Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()), ""]
     parts += [
-        "Columns: `x B` = median wall(B) / median wall(method); `fwd/tok` = target forwards per "
+        "Columns: `spread` = (max - min) / median wall over the repeats; "
+        "`x B` = median wall(B) / median wall(method); `fwd/tok` = target forwards per "
         "generated token; `acc len` = mean tokens per verification; `bound g / mean` = "
         "(1 - a^(g+1)) / (1 - a) at the configured gamma and at the measured mean draft length, "
         "from the measured acceptance a.",

@@ -353,7 +353,8 @@ def test_report_markdown_json_and_plot_are_written(tmp_path: Any) -> None:
     text = markdown(report)
     assert "### batch" in text and "### sc-n8" in text and "### sweep: concurrency" in text
     ours_row = next(line for line in text.splitlines() if line.startswith("| ours | 2.00"))
-    assert "| 5.00 | 2.00 | - | 100 |" in ours_row  # x sequential, x batched_ar, prompt/gen tok
+    # spread, x sequential, x batched_ar, prompt tok, gen tok
+    assert "| 2.00 | - | 5.00 | 2.00 | - | 100 |" in ours_row
     assert "`x --quick`" in text
 
     json_path = write_json(report, tmp_path / "out" / "bench.json")
@@ -546,3 +547,12 @@ def test_prefix_workload_prompts_are_distinct_and_share_the_few_shot_header(
     assert len(texts) == 40 and len(set(texts)) == 40
     header = os.path.commonprefix(texts)
     assert len(header) > 0.8 * min(len(t) for t in texts)
+
+
+def test_table_shows_the_spread_of_repeats() -> None:
+    clock, _, methods, workload = make({"sequential": ([10.0, 12.0, 8.0], ["a"])})
+    result = run_workload(workload, list(methods.values()), repeats=3, clock=clock)
+    row = next(
+        r for r in markdown(BenchReport(workloads=[result])).splitlines() if "| sequential" in r
+    )
+    assert row.startswith("| sequential | 10.00 | 40% |")
