@@ -18,6 +18,7 @@ submit at once. Checks:
 
     python benchmarks/soak.py                 # 1,000 requests, 8 threads + an event loop
     python benchmarks/soak.py --requests 200  # shorter
+    python benchmarks/soak.py --draft         # also the draft-model and consensus drafters
     python benchmarks/soak.py --model PATH    # another model (references from transformers)
 
 Exits 1 on any violation. A 100-request version runs in ``make test``
@@ -113,12 +114,13 @@ class SoakReport:
         return "\n".join(lines)
 
 
-def build_tiny_model(root: Path) -> Path:
-    """The tests' tiny byte-vocabulary target, saved under ``root``."""
+def build_tiny_pair(root: Path) -> tuple[Path, Path]:
+    """The tests' tiny byte-vocabulary target and its draft, saved under ``root``."""
     sys.path.insert(0, str(ROOT / "tests"))
     from tiny_models import make_tiny_pair
 
-    return Path(make_tiny_pair(root, vocab="byte", seed=0).target_path)
+    pair = make_tiny_pair(root, vocab="byte", seed=0)
+    return Path(pair.target_path), Path(pair.draft_path)
 
 
 def rss_bytes() -> int:
@@ -481,13 +483,21 @@ def run_soak(
     check_rss: bool = True,
     max_batch_size: int = 8,
     policy: str = "batched",
+    draft_model: str | None = None,
 ) -> SoakReport:
     """Run the soak on ``model_path`` and return its report (``report.ok``: all checks hold)."""
     from langchain_seed.engine import Engine, EngineConfig
 
     pool = prompt_pool()
     refs = References(model_path, pool)
-    config = EngineConfig(model=model_path, policy=policy, max_batch_size=max_batch_size)
+    drafters = ("model", "ngram", "consensus") if draft_model else ("ngram",)
+    config = EngineConfig(
+        model=model_path,
+        draft_model=draft_model,
+        drafters=drafters,
+        policy=policy,
+        max_batch_size=max_batch_size,
+    )
     with Engine(config) as engine:
         if warmup:
             Soak(engine, pool, refs).run(plan(warmup, len(pool), seed + 1), threads)
@@ -519,6 +529,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=100, help="warm-up items before RSS")
     parser.add_argument("--model", default=None, help="model folder (default: tiny, built)")
     parser.add_argument("--policy", default="batched")
+    parser.add_argument(
+        "--draft",
+        action="store_true",
+        help="draft with the tiny draft model too (drafters model, ngram, consensus)",
+    )
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument(
         "--torch-threads",
@@ -531,7 +546,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.torch_threads)
     with tempfile.TemporaryDirectory() as tmp:
-        model = args.model or str(build_tiny_model(Path(tmp)))
+        target, draft = build_tiny_pair(Path(tmp))
+        model = args.model or str(target)
+        draft_model = str(draft) if args.draft and not args.model else None
         report = run_soak(
             model,
             args.requests,
@@ -540,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
             warmup=args.warmup,
             max_batch_size=args.max_batch_size,
             policy=args.policy,
+            draft_model=draft_model,
         )
     print(report.summary())
     print("PASS" if report.ok else "FAIL")
