@@ -1,10 +1,10 @@
 """Issue 9 soak: mixed load from many threads and an event loop; nothing lost, nothing leaks.
 
 1,000 requests (by default) on a tiny random byte-vocabulary Llama built in a temp folder:
-plain greedy requests, grouped samples (``group=``, greedy and sampled), streaming (sync and
-async, some abandoned after the first piece), requests cancelled at random (future or asyncio
-task), requests that time out, and invalid requests. Eight threads and one asyncio event loop
-submit at once. Checks:
+plain greedy requests, grouped samples (``group=``, greedy and sampled, some with members
+cancelled), streaming (sync and async, some abandoned after the first piece), requests
+cancelled at random (future or asyncio task), requests that time out, and invalid requests.
+Eight threads and one asyncio event loop submit at once. Checks:
 
 - every valid greedy request (plain, grouped, streamed) equals its reference: transformers'
   own ``generate`` greedy on the same weights, token for token (streamed text: the joined
@@ -55,6 +55,7 @@ KINDS = {
     "timeout": 4,
     "invalid": 10,
     "stream_abandoned": 6,
+    "group_cancel": 6,
 }
 
 
@@ -199,7 +200,7 @@ def plan(count: int, pool_size: int, seed: int) -> list[Item]:
                 kind=kind,
                 prompt=rng.randrange(pool_size),
                 max_tokens=rng.choice((4, 8, 16, MAX_NEW)),
-                k=rng.randint(2, 4) if kind == "group" else 1,
+                k=rng.randint(2, 4) if kind in ("group", "group_cancel") else 1,
                 sampled=kind == "group" and rng.random() < 0.4,
                 delay=rng.uniform(0.0, 0.03),
                 variant=rng.randrange(5),
@@ -255,6 +256,8 @@ class Soak:
                 self.check_greedy(item, future.result(timeout=120))
             elif item.kind == "group":
                 self.run_group_sync(item, prompt)
+            elif item.kind == "group_cancel":
+                self.run_group_cancel(item, prompt)
             elif item.kind in ("stream", "stream_abandoned"):
                 self.run_stream_sync(item, prompt)
             elif item.kind == "sampled":
@@ -296,6 +299,21 @@ class Soak:
         self.outcome("group_greedy", item.k)
         for future in futures:
             self.check_greedy(item, future.result(timeout=120))
+
+    def run_group_cancel(self, item: Item, prompt: str) -> None:
+        """Cancel some members of a greedy group; the others still equal the reference."""
+        group = f"soak-{item.index}"
+        futures = self.engine.submit_many([prompt] * item.k, self.params(item), group=group)
+        self.outcome("group_cancel", item.k)
+        time.sleep(item.delay)
+        doomed = set(random.Random(item.index).sample(range(item.k), item.k - 1))
+        for j, future in enumerate(futures):
+            if j in doomed and future.cancel():
+                with self.lock:
+                    self.cancelled_ok += 1
+                self.outcome("cancelled")
+            else:
+                self.check_greedy(item, future.result(timeout=120))
 
     def run_stream_sync(self, item: Item, prompt: str) -> None:
         if item.kind == "stream_abandoned":

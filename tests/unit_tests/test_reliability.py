@@ -224,8 +224,17 @@ def test_prompt_token_outside_the_vocabulary_is_rejected_and_others_run(engine, 
 )
 def test_one_token_prompts_admitted_together_all_complete(engine, tiny_pair):
     futures = engine.submit_many(["a", "b", "a"], SamplingParams(max_tokens=3))
-    results = [future.result(timeout=10) for future in futures]
+    results = [future.result(timeout=5) for future in futures]
     assert [r.token_ids for r in results] == [greedy_ref(tiny_pair, p, 3) for p in "aba"]
+
+
+def test_invalid_prompt_in_submit_many_queues_none_of_the_batch(engine):
+    with pytest.raises(ValueError, match="empty"):
+        engine.submit_many(["fine", ""], SamplingParams(max_tokens=3))
+    time.sleep(0.05)
+    assert wait_idle(engine)
+    stats = engine.stats()
+    assert stats.requests_finished == 0 and stats.spec.prompt_tokens == 0
 
 
 # ----- faults inside one request -----------------------------------------------------
@@ -462,6 +471,7 @@ def test_soak_100_mixed_requests_from_threads_and_a_loop_lose_and_leak_nothing(m
     soak = load_soak()
     report = soak.run_soak(model_path, 100, threads=4, warmup=0, check_rss=False, seed=3)
     assert report.violations == []
-    for kind in ("plain", "group_greedy", "stream", "cancelled", "invalid_rejected", "timed_out"):
+    kinds = ("plain", "group_greedy", "group_cancel", "stream", "cancelled", "invalid_rejected")
+    for kind in (*kinds, "timed_out"):
         assert report.outcomes[kind] > 0, f"the mix had no {kind} request"
     assert report.engine_stats["requests_cancelled"] > 0
