@@ -173,6 +173,26 @@ def test_self_consistency_parser_errors_leave_samples_unparsed_on_the_engine(eng
     assert out["answer"] == (max(parsed, key=parsed.count) if parsed else None)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="SeedLLM submits a batch's prompts in one atomic submit_many: one invalid prompt "
+    "raises for every input (ChatSeed returns the error in that input's place only)",
+)
+def test_seedllm_batch_with_a_bad_prompt_returns_its_error_and_the_other_outputs(engine):
+    llm = SeedLLM(engine=engine, max_tokens=4)
+    out = llm.batch(["hello", "", "world"], return_exceptions=True)
+    assert isinstance(out[1], ValueError)
+    assert [out[0], out[2]] == [llm.invoke("hello"), llm.invoke("world")]
+
+
+@pytest.mark.xfail(strict=True, reason="as the sync batch above")
+async def test_seedllm_abatch_with_a_bad_prompt_returns_its_error_and_the_other_outputs(engine):
+    llm = SeedLLM(engine=engine, max_tokens=4)
+    out = await llm.abatch(["hello", "x" * 2000, "world"], return_exceptions=True)
+    assert isinstance(out[1], ValueError)
+    assert [out[0], out[2]] == [await llm.ainvoke("hello"), await llm.ainvoke("world")]
+
+
 # ----- validation gaps found by these tests (engine / SamplingParams) ----------------
 @pytest.mark.xfail(
     strict=True,
@@ -330,6 +350,16 @@ def test_leaving_a_seedllm_stream_early_cancels_the_request(engine):
     assert wait_idle(engine)
     assert engine.stats().requests_cancelled == 1
     assert engine.stats().spec.generated_tokens < LONG
+
+
+async def test_leaving_an_engine_astream_early_cancels_the_request(engine):
+    pieces = engine.astream(LONG_PROMPT, SamplingParams(max_tokens=LONG, ignore_eos=True))
+    async for piece in pieces:
+        if piece:
+            break
+    await pieces.aclose()
+    assert await asyncio.to_thread(wait_idle, engine)
+    assert engine.stats().requests_cancelled == 1 and held_prefix_spans(engine) == 0
 
 
 def test_cancelled_waiting_request_is_never_admitted(model_path):
