@@ -36,6 +36,7 @@ from langchain_seed.engine import (
 
 ROOT = Path(__file__).resolve().parents[2]
 LONG_PROMPT = "stream forever"  # the tiny target's greedy continuation has no EOS in 600 tokens
+LONG_CHAT_PROMPT = "more"  # likewise once rendered by the chat template
 LONG = 600
 
 
@@ -340,6 +341,20 @@ async def test_cancelled_seedllm_ainvoke_frees_its_slot_and_others_are_unchanged
     stats = engine.stats()
     assert stats.requests_cancelled == 1 and stats.requests_finished == 1
     assert held_prefix_spans(engine) == 0
+
+
+@pytest.mark.parametrize("cls", [SeedLLM, ChatSeed])
+async def test_cancelled_abatch_frees_every_request_of_the_batch(engine, cls):
+    model = cls(engine=engine, max_tokens=LONG)
+    prompt = LONG_CHAT_PROMPT if cls is ChatSeed else LONG_PROMPT
+    task = asyncio.ensure_future(model.abatch([prompt] * 6))  # 4 run, 2 wait
+    while len(engine.scheduler.running) < 4:
+        await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.to_thread(wait_idle, engine)
+    assert engine.stats().requests_cancelled == 6 and held_prefix_spans(engine) == 0
 
 
 def test_leaving_a_seedllm_stream_early_cancels_the_request(engine):
