@@ -11,8 +11,10 @@ from langchain_core.callbacks import (
     CallbackManagerForLLMRun,
     Callbacks,
 )
-from langchain_core.language_models import BaseLLM, LangSmithParams
+from langchain_core.language_models import BaseLLM, LangSmithParams, LanguageModelInput
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import get_config_list
 
 from langchain_seed._adapters import (
     DeltaStream,
@@ -140,6 +142,71 @@ class SeedLLM(SeedFields, BaseLLM):
         """Async :meth:`generate`: awaits the engine's futures on the running loop."""
         target = self.for_call(stop, kwargs, kwargs_in_key=False)
         return await super(SeedLLM, target).agenerate(prompts, stop, callbacks, **kwargs)
+
+    def batch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[str]:
+        """Run every input in one engine submission (per ``max_concurrency`` chunk).
+
+        With ``return_exceptions=True`` an input the engine cannot run (empty, too long)
+        gets its own error in its place and the others still run.
+        """
+        if not return_exceptions or not inputs:
+            return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        outputs, keep, configs = self._screen(inputs, config, kwargs)
+        if keep:
+            ran = super().batch(
+                [inputs[i] for i in keep], configs, return_exceptions=True, **kwargs
+            )
+            outputs.update(zip(keep, ran, strict=True))
+        return [outputs[i] for i in range(len(inputs))]
+
+    async def abatch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[str]:
+        """Async :meth:`batch`."""
+        if not return_exceptions or not inputs:
+            return await super().abatch(
+                inputs, config, return_exceptions=return_exceptions, **kwargs
+            )
+        outputs, keep, configs = self._screen(inputs, config, kwargs)
+        if keep:
+            ran = await super().abatch(
+                [inputs[i] for i in keep], configs, return_exceptions=True, **kwargs
+            )
+            outputs.update(zip(keep, ran, strict=True))
+        return [outputs[i] for i in range(len(inputs))]
+
+    def _screen(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None,
+        kwargs: Mapping[str, Any],
+    ) -> tuple[dict[int, Any], list[int], list[RunnableConfig]]:
+        """Errors of the inputs the engine cannot run, and the indices and configs of the rest."""
+        configs = get_config_list(config, len(inputs))
+        try:
+            params, _ = self.sampling_params(None, kwargs)
+        except ValueError:  # a bad call argument fails every input alike, in the run
+            return {}, list(range(len(inputs))), configs
+        errors: dict[int, Any] = {}
+        for i, input_ in enumerate(inputs):
+            try:
+                self.engine.check_prompt(self._convert_input(input_).to_string(), params)
+            except (ValueError, TypeError) as exc:
+                errors[i] = exc
+        keep = [i for i in range(len(inputs)) if i not in errors]
+        return errors, keep, [configs[i] for i in keep]
 
     def _generate(
         self,

@@ -61,11 +61,14 @@ class Admitter:
     def order(self, seqs: list[Sequence]) -> list[Sequence]:
         """Order admitted sequences for row assignment: header wave, other leaders, forks."""
         leaders: dict[tuple[int, ...], Sequence] = {}
+        solo: list[Sequence] = []  # one-token prompts: nothing to prefill or share
         followers: list[Sequence] = []
         self._leader = {}
         for seq in seqs:
             key = _key(seq)
-            if key in leaders and key:
+            if not key:
+                solo.append(seq)
+            elif key in leaders:
                 followers.append(seq)
                 self._leader[seq.seq_id] = leaders[key]
             else:
@@ -87,9 +90,11 @@ class Admitter:
                     heads.append(head)
                 i = j
         head_ids = {s.seq_id for s in heads}
-        rest = [s for s in leaders.values() if s.seq_id not in head_ids]
+        rest = [s for s in leaders.values() if s.seq_id not in head_ids] + solo
         self._waves = [heads, rest]
-        return heads + rest + followers
+        ordered = heads + rest + followers
+        assert len(ordered) == len(seqs), "admission lost a sequence"
+        return ordered
 
     def admit(self, seqs: list[Sequence]) -> None:
         """Fill the caches of ``seqs`` (already ordered by :meth:`order`, rows assigned)."""

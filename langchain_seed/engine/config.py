@@ -6,6 +6,7 @@ Errors name the field and the allowed range, and are raised where the object is 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -44,9 +45,9 @@ class SamplingParams:
             self.stop = (self.stop,)
         self.stop = tuple(self.stop)
         self.stop_token_ids = tuple(int(t) for t in self.stop_token_ids)
-        if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature!r}")
-        if not isinstance(self.top_p, (int, float)) or not 0.0 < self.top_p <= 1.0:
+        if not _real(self.temperature) or self.temperature < 0:
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
+        if not _real(self.top_p) or not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
         if not isinstance(self.top_k, int) or self.top_k < 0:
             raise ValueError(f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")
@@ -54,15 +55,32 @@ class SamplingParams:
             raise ValueError(f"max_tokens must be an integer > 0, got {self.max_tokens!r}")
         if any(not isinstance(s, str) or s == "" for s in self.stop):
             raise ValueError(f"stop must be non-empty strings, got {self.stop!r}")
-        if self.seed is not None and not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer or None, got {self.seed!r}")
-        if self.request_timeout is not None and self.request_timeout <= 0:
-            raise ValueError(f"request_timeout must be > 0 seconds, got {self.request_timeout!r}")
+        if self.seed is not None and (
+            not isinstance(self.seed, int) or not -(2**63) <= self.seed < 2**64
+        ):
+            raise ValueError(
+                f"seed must be an integer in [-2**63, 2**64) or None, got {self.seed!r}"
+            )
+        if self.request_timeout is not None and (
+            not _real(self.request_timeout) or self.request_timeout <= 0
+        ):
+            raise ValueError(
+                f"request_timeout must be a finite number > 0 seconds, got {self.request_timeout!r}"
+            )
 
     @property
     def greedy(self) -> bool:
         """True when decoding is deterministic argmax (temperature 0)."""
         return self.temperature == 0.0
+
+
+def _real(value: object) -> bool:
+    """A finite int or float (bool excluded); NaN passes every ``<`` check, so test it."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
 
 
 def _default_prefix_cache_tokens() -> int:

@@ -43,7 +43,7 @@ from langchain_seed.engine.results import (
 )
 from langchain_seed.engine.runner import ModelRunner
 from langchain_seed.engine.scheduler import ACCEPTANCE_PRIOR, Scheduler, update_acceptance
-from langchain_seed.engine.sequence import SeqStatus, Sequence
+from langchain_seed.engine.sequence import DRAFT_SLACK, SeqStatus, Sequence
 from langchain_seed.engine.stats import EngineStats
 from langchain_seed.engine.text import TextTracker
 from langchain_seed.engine.verify import accept_greedy, accept_sampling, process_logits
@@ -180,6 +180,11 @@ class Engine:
         return int(getattr(config, "max_position_embeddings", 0) or 2048)
 
     @property
+    def vocab_size(self) -> int:
+        """Rows of the target's input embedding: valid token ids are below it."""
+        return int(self.target.model.get_input_embeddings().num_embeddings)
+
+    @property
     def closed(self) -> bool:
         """True after :meth:`close`."""
         return self._closed
@@ -248,19 +253,26 @@ class Engine:
             raise ValueError(f"got {len(plist)} SamplingParams for {count} prompts")
         return plist
 
-    def _make_sequence(
-        self,
-        prompt: Prompt,
-        params: SamplingParams,
-        group: str | None,
-        on_delta: Callable[[str], None] | None,
-    ) -> Sequence:
+    def check_prompt(self, prompt: Prompt, params: SamplingParams | None = None) -> list[int]:
+        """Token ids of ``prompt`` if this engine can run it with ``params``.
+
+        Raises:
+            ValueError: the prompt is empty, has token ids outside the vocabulary, or
+                does not fit the context (or ``max_cache_tokens``) with ``max_tokens``.
+        """
+        params = params if params is not None else SamplingParams()
         if isinstance(prompt, str):
             if not prompt:
                 raise ValueError("prompt is empty")
             ids = self.encode(prompt)
         else:
             ids = [int(t) for t in prompt]
+            bad = [t for t in ids if not 0 <= t < self.vocab_size]
+            if bad:
+                raise ValueError(
+                    f"prompt token ids {bad[:5]} are outside the model's vocabulary "
+                    f"(ids must be in [0, {self.vocab_size}))"
+                )
         if not ids:
             raise ValueError("prompt is empty (no tokens)")
         limit = self.max_context - params.max_tokens
@@ -269,12 +281,22 @@ class Engine:
                 f"prompt is {len(ids)} tokens; the model's context is {self.max_context} tokens "
                 f"and max_tokens is {params.max_tokens}, so prompts may have at most {limit}"
             )
-        seq = Sequence(prompt_ids=ids, params=params, group=group, on_delta=on_delta)
-        if seq.reserved_tokens > self.config.max_cache_tokens:
+        if len(ids) + params.max_tokens + DRAFT_SLACK > self.config.max_cache_tokens:
             raise ValueError(
-                f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) exceeds "
-                f"max_cache_tokens={self.config.max_cache_tokens}"
+                f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) + "
+                f"{DRAFT_SLACK} draft slots exceeds max_cache_tokens={self.config.max_cache_tokens}"
             )
+        return ids
+
+    def _make_sequence(
+        self,
+        prompt: Prompt,
+        params: SamplingParams,
+        group: str | None,
+        on_delta: Callable[[str], None] | None,
+    ) -> Sequence:
+        ids = self.check_prompt(prompt, params)
+        seq = Sequence(prompt_ids=ids, params=params, group=group, on_delta=on_delta)
         if params.request_timeout is not None:
             seq.deadline = time.monotonic() + params.request_timeout
         seq.future = Future()
@@ -390,28 +412,40 @@ class Engine:
 
     # ----- the engine thread -------------------------------------------------------
     def _loop(self) -> None:
-        while True:
+        crash: BaseException | None = None
+        new: list[Sequence] = []
+        try:
+            while True:
+                with self._cv:
+                    while not self._closed and not self._inbox and not self.scheduler.has_work:
+                        self._cv.wait()
+                    if self._closed:
+                        break
+                    new, self._inbox = self._inbox, []
+                    self._cv.notify_all()
+                for seq in new:
+                    self._seed(seq)
+                    self.scheduler.add(seq)
+                try:
+                    with self._step_lock, torch.inference_mode():
+                        self.step()
+                except Exception as exc:  # a failure of the batch: fail its requests, go on
+                    logger.exception("engine step failed")
+                    self._fail_all(exc, include_waiting=False)
+        except BaseException as exc:  # the thread itself broke: nothing may be left hanging
+            logger.exception("engine thread crashed; failing every pending request")
+            crash = exc
             with self._cv:
-                while not self._closed and not self._inbox and not self.scheduler.has_work:
-                    self._cv.wait()
-                if self._closed:
-                    break
-                new, self._inbox = self._inbox, []
+                self._closed = True
                 self._cv.notify_all()
             for seq in new:
-                self._seed(seq)
-                self.scheduler.add(seq)
-            try:
-                with self._step_lock, torch.inference_mode():
-                    self.step()
-            except Exception as exc:  # a failure of the batch: fail its requests, go on
-                logger.exception("engine step failed")
-                self._fail_all(exc, include_waiting=False)
+                if seq not in self.scheduler.waiting:
+                    _resolve_error(seq, exc)
         with self._cv:
             leftover, self._inbox = self._inbox, []
-        closed = EngineClosedError("engine closed before the request finished")
+        error = crash or EngineClosedError("engine closed before the request finished")
         for seq in leftover + list(self.scheduler.waiting) + list(self.scheduler.running):
-            _resolve_error(seq, closed)
+            _resolve_error(seq, error)
         self.scheduler.waiting.clear()
         self.scheduler.running.clear()
 
@@ -717,5 +751,7 @@ def _peak_memory(device: str) -> int:
 
 @atexit.register
 def _close_all() -> None:
+    # A step in flight must end before the interpreter tears torch down (an abort
+    # otherwise); steps are short, so waiting for it is cheap.
     for engine in list(_ALL_ENGINES):
-        engine.close(timeout=1.0)
+        engine.close(timeout=60.0)

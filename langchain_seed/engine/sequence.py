@@ -19,6 +19,9 @@ from langchain_seed.engine.stats import SpecStats
 
 _ids = itertools.count()
 
+DRAFT_SLACK = 17
+"""Cache room a sequence keeps beyond ``max_tokens``: one verify step's drafts (gamma <= 16)."""
+
 
 class SeqStatus(enum.Enum):
     """Where a sequence is in its life."""
@@ -91,7 +94,7 @@ class Sequence:
     @property
     def reserved_tokens(self) -> int:
         """Cache tokens this sequence may need at most (prompt + max_tokens + slack)."""
-        return len(self.prompt_ids) + self.params.max_tokens + 17
+        return len(self.prompt_ids) + self.params.max_tokens + DRAFT_SLACK
 
     @property
     def finished(self) -> bool:

@@ -267,11 +267,12 @@ async def wait_for_cancelled(engine, count: int) -> int:
 async def test_cancelling_ainvoke_cancels_the_engine_request(llm):
     engine = llm.engine
     before = engine.stats().requests_cancelled
-    task = asyncio.create_task(llm.ainvoke("hello", max_tokens=900))
-    await asyncio.sleep(0.2)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    with engine._step_lock:  # no step runs: the request cannot finish before the cancel
+        task = asyncio.create_task(llm.ainvoke("hello", max_tokens=900))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
     assert await wait_for_cancelled(engine, before + 1) == before + 1
 
 
