@@ -76,11 +76,7 @@ class SamplingParams:
 
 def _real(value: object) -> bool:
     """A finite int or float (bool excluded); NaN passes every ``<`` check, so test it."""
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _default_prefix_cache_tokens() -> int:

@@ -24,7 +24,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from collections.abc import Sequence as Seq
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -182,7 +182,8 @@ class Engine:
     @property
     def vocab_size(self) -> int:
         """Rows of the target's input embedding: valid token ids are below it."""
-        return int(self.target.model.get_input_embeddings().num_embeddings)
+        embeddings = cast(torch.nn.Embedding, self.target.model.get_input_embeddings())
+        return int(embeddings.num_embeddings)
 
     @property
     def closed(self) -> bool:
