@@ -115,7 +115,8 @@ class TreeOfThoughts(RunnableSerializable[dict[str, Any], dict[str, Any]]):
     max_nodes: int | None = Field(default=None, ge=1)
     """Most nodes to create (root excluded); reaching it ends the search cleanly."""
     temperature: float | None = Field(default=None, ge=0.0)
-    """Sampling temperature of every call (SeedLLM / ChatSeed); ``None``: the task's."""
+    """Sampling temperature of every call (SeedLLM / ChatSeed); ``None``: the model's own
+    when it was set explicitly (``SeedLLM(temperature=0)``), else the task's."""
     max_tokens: int | None = Field(default=None, ge=1)
     """Token budget of every call (both phases); ``None``: the task's per phase."""
     seed: int | None = None
@@ -251,8 +252,13 @@ class TreeOfThoughts(RunnableSerializable[dict[str, Any], dict[str, Any]]):
             outcome: SearchOutcome = done.value
         return self._result(search, outcome, x, gold, stats)
 
-    def _temperature(self) -> float:
-        return self.task.temperature if self.temperature is None else self.temperature
+    def _temperature(self) -> float | None:
+        """This search's temperature; ``None`` leaves the model's explicit setting alone."""
+        if self.temperature is not None:
+            return self.temperature
+        if "temperature" in getattr(self.llm, "model_fields_set", ()):
+            return None
+        return self.task.temperature
 
     def _result(
         self, search: Search, outcome: SearchOutcome, x: str, gold: str | None, stats: _Stats

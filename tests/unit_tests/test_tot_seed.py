@@ -141,3 +141,21 @@ def test_concurrent_searches_share_the_engine_and_keep_their_trees(seed_llms) ->
     alone = [tot.invoke(i) for i in inputs]
     assert [r["tree"] for r in together] == [r["tree"] for r in alone]
     assert together[0]["tree"] != together[1]["tree"]
+
+
+@pytest.mark.parametrize(
+    ("llm_kwargs", "tot_temperature", "expected"),
+    [
+        ({}, None, 0.5),  # nothing explicit: the task's temperature
+        ({"temperature": 0.0}, None, None),  # the model's explicit setting is kept
+        ({"temperature": 0.0}, 0.9, 0.9),  # the search's own setting wins
+    ],
+)
+def test_temperature_comes_from_the_search_then_the_model_then_the_task(
+    tiny_pair, llm_kwargs, tot_temperature, expected
+) -> None:  # type: ignore[no-untyped-def]
+    from langchain_seed import SeedLLM
+
+    llm = SeedLLM(model=str(tiny_pair.target_path), **llm_kwargs)
+    tot = TreeOfThoughts(llm=llm, task=ByteTask(temperature=0.5), temperature=tot_temperature)
+    assert tot._temperature() == expected
