@@ -607,6 +607,7 @@ class Engine:
 
     def _append(self, seq: Sequence, tokens: list[int]) -> None:
         """Add verified tokens; finish on EOS / stop token / length / stop string."""
+        before = len(seq.output_ids)
         for token in tokens:
             seq.output_ids.append(token)
             seq.stats.generated_tokens += 1
@@ -621,12 +622,28 @@ class Engine:
                 break
         if self.text.update(seq):
             seq.finish_reason = "stop"
+            self._trim_after_stop(seq, before)
         if seq.finish_reason is not None:
             seq.status = SeqStatus.FINISHED
         if seq.on_delta is not None:
             piece = self.text.delta(seq, final=seq.finished)
             if piece:
                 seq.on_delta(piece)
+
+    def _trim_after_stop(self, seq: Sequence, before: int) -> None:
+        """Drop accepted tokens past the one that completed a stop string.
+
+        Token by token decoding would have ended there, so the token ids (and counts) of
+        a speculative step must end there too.
+        """
+        for end in range(before + 1, len(seq.output_ids)):
+            text = self.text.decode(seq.output_ids[:end])
+            if any(stop in text for stop in seq.params.stop):
+                extra = len(seq.output_ids) - end
+                del seq.output_ids[end:]
+                seq.stats.generated_tokens -= extra
+                self._stats.spec.generated_tokens -= extra
+                return
 
     # ----- finishing ---------------------------------------------------------------
     def _fail(self, seq: Sequence, exc: BaseException) -> None:

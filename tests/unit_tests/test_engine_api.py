@@ -189,6 +189,27 @@ def test_sequences_of_one_batch_advance_by_different_amounts(tiny_pair):
     assert good_res.stats.verifications == 4 and bad_res.stats.verifications == 20
 
 
+def test_stop_string_inside_an_accepted_draft_ends_the_token_ids_there(tiny_pair):
+    prompt = "good prompt here"
+    ref = greedy_ref(tiny_pair, prompt, 20)
+    decode = tiny_pair.tokenizer.decode
+    # A stop string completed by the 7th token: a 5-token step accepts it mid-draft.
+    stop = decode(ref[:7], skip_special_tokens=True)[-2:]
+    end = next(k for k in range(1, 21) if stop in decode(ref[:k], skip_special_tokens=True))
+    assert end % 5 != 0  # not at a step boundary, or the test proves nothing
+    config = EngineConfig(
+        model=str(tiny_pair.target_path), drafters=(), gamma=4, adaptive_gamma=False
+    )
+    oracle = OracleDrafter(tiny_pair.tokenizer(prompt).input_ids, ref)
+    with Engine(config, extra_drafters=[oracle]) as engine:
+        [result] = engine.generate([prompt], SamplingParams(max_tokens=20, stop=(stop,)))
+    assert result.finish_reason == "stop"
+    assert result.token_ids == ref[:end]  # what token-by-token decoding returns
+    assert result.stats.generated_tokens == end
+    full = decode(ref, skip_special_tokens=True)
+    assert result.text == full[: full.index(stop)]
+
+
 def test_target_tokens_are_prompt_plus_verified_positions(tiny_pair):
     config = EngineConfig(
         model=str(tiny_pair.target_path),
