@@ -253,7 +253,7 @@ class TreeOfThoughts(RunnableSerializable[dict[str, Any], dict[str, Any]]):
         return self._result(search, outcome, x, gold, stats)
 
     def _temperature(self) -> float | None:
-        """This search's temperature; ``None`` leaves the model's explicit setting alone."""
+        """Temperature of this search; ``None`` leaves the model's explicit setting alone."""
         if self.temperature is not None:
             return self.temperature
         if "temperature" in getattr(self.llm, "model_fields_set", ()):
