@@ -521,9 +521,9 @@ class Engine:
             md = self.model_drafter
             lens = caps
             if adaptive:
-                share = self.scheduler.draft_cost.step_time(len(running)) / max(1, len(running))
+                per_position = self.scheduler.draft_cost.step_time(len(running))
                 lens = self.scheduler.choose_gamma(
-                    running, caps, [self._acceptance(s, "model") for s in running], share
+                    running, caps, [self._acceptance(s, "model") for s in running], per_position
                 )
             t_draft = time.perf_counter()
             forwards = md.runner.forwards
@@ -576,7 +576,8 @@ class Engine:
         logits = self.runner.forward(seqs[0].row, feed)  # [b, q, vocab]
         assert logits is not None
         fed = sum(len(f) for f in feed)
-        self.scheduler.cost.observe(fed, time.perf_counter() - t0)
+        padded = len(feed) * max(len(f) for f in feed)  # what the forward computed
+        self.scheduler.cost.observe(padded, time.perf_counter() - t0)
         argmax = logits.argmax(dim=-1).tolist()  # [b, q]
         finite = torch.isfinite(logits).all(dim=-1).tolist()  # [b, q]
         self._stats.spec.target_tokens += fed

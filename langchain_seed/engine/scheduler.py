@@ -1,21 +1,23 @@
 """Scheduling policies: bookkeeping on ids and counts, never tensors.
 
 ``schedule_admission`` decides which waiting sequences join the batch (memory budget);
-``choose_gamma`` sizes each sequence's draft so that speculation never costs more than
-it saves, from a linear cost model of a target forward fitted online:
+``choose_gamma`` sizes the drafts so that speculation never costs more than it saves, from
+a linear cost model of a target forward fitted online:
 
-    step_time(tokens fed) ~= c0 + c1 * tokens
+    step_time(positions) ~= c0 + c1 * positions
 
-A sequence whose drafts are accepted with probability ``a`` gains ``a**k`` expected
-tokens from its k-th draft token at a cost of ``c1`` (plus the per-token share of the
-draft model's forwards when a model drafts). Draft tokens are added greedily, best
-marginal gain first, while they raise the batch's expected tokens per second; with no
-useful drafts every gamma is 0 and the step is exactly an autoregressive step.
+A verification forward pads every row to the longest one, so a step whose longest draft
+has ``q`` tokens costs ``step_time(b * (q + 1))`` for ``b`` rows, however short the other
+drafts are. A sequence whose drafts are accepted with probability ``a`` gains ``a**k``
+expected tokens from its k-th draft token. ``choose_gamma`` picks the ``q`` (0 .. gamma)
+with the most expected tokens per second and lets every sequence draft up to it; when no
+``q > 0`` beats plain decoding (useless drafts, or a compute-bound batch where extra
+positions cost what they would save) it is 0 and the step is exactly an autoregressive
+step.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 from collections.abc import Sequence as Seq
 
@@ -24,6 +26,7 @@ from langchain_seed.engine.sequence import SeqStatus, Sequence
 
 ACCEPTANCE_PRIOR = 0.6
 ACCEPTANCE_DECAY = 0.7  # weight of the old estimate in the running acceptance average
+PROBE_EVERY = 16  # until the cost model is fitted, every 16th step drafts one token
 
 
 class CostModel:
@@ -33,6 +36,8 @@ class CostModel:
         self.c0, self.c1 = c0, c1
         self.window = window
         self.samples: deque[tuple[int, float]] = deque(maxlen=window)
+        self.fitted = False
+        """True once the coefficients come from measurements rather than the prior."""
 
     def observe(self, tokens: int, seconds: float) -> None:
         """Record one forward that processed ``tokens`` positions in ``seconds``."""
@@ -52,6 +57,7 @@ class CostModel:
         # Keep the ratio in a sane range: timings on a busy machine are noisy.
         self.c0 = intercept
         self.c1 = min(max(slope, 0.002 * intercept), intercept)
+        self.fitted = True
 
     def step_time(self, tokens: int) -> float:
         """Predicted seconds of a forward over ``tokens`` positions."""
@@ -67,6 +73,7 @@ class Scheduler:
         self.running: list[Sequence] = []
         self.cost = CostModel()
         self.draft_cost = CostModel(c0=0.3, c1=0.02)
+        self._gamma_calls = 0
 
     def add(self, seq: Sequence) -> None:
         """Queue a new sequence (it joins the batch at the next step with room)."""
@@ -104,36 +111,35 @@ class Scheduler:
         acceptance: Seq[float],
         extra_cost: float = 0.0,
     ) -> list[int]:
-        """Draft length per sequence maximizing expected tokens per second.
+        """Draft length per sequence maximizing the batch's expected tokens per second.
 
         Args:
-            seqs: running sequences (one verification each).
+            seqs: running sequences (one verification each, one padded forward in all).
             available: most draft tokens each may get (drafts found, gamma cap, tokens left).
             acceptance: estimated per-token acceptance probability of each sequence's draft.
-            extra_cost: seconds each draft token adds besides the verification (the draft
-                model's share), in the cost model's units.
+            extra_cost: seconds each draft position adds besides the verification (one
+                forward of the draft model over the batch), in the cost model's units.
 
         Returns:
-            gamma per sequence, ``0 <= gamma[i] <= available[i]``.
+            gamma per sequence, ``0 <= gamma[i] <= available[i]``; the same cap ``q`` for
+            all (drafts shorter than the longest one are free: the forward pads to it).
         """
-        gammas = [0] * len(seqs)
-        expected = float(len(seqs))  # every verification yields one token
-        seconds = self.cost.step_time(len(seqs))
-        unit = self.cost.c1 + extra_cost
-        heap = [(-a, i, 1) for i, a in enumerate(acceptance) if available[i] > 0 and a > 0]
-        heapq.heapify(heap)
-        while heap:
-            neg_gain, i, k = heapq.heappop(heap)
-            gain = -neg_gain
-            # Adding the draft improves throughput iff gain / unit > expected / seconds.
-            if gain * seconds <= expected * unit:
-                break
-            gammas[i] = k
-            expected += gain
-            seconds += unit
-            if k < available[i]:
-                heapq.heappush(heap, (-(acceptance[i] ** (k + 1)), i, k + 1))
-        return gammas
+        b = len(seqs)
+        if b == 0:
+            return []
+        best_q, best_rate = 0, b / self.cost.step_time(b)
+        expected = float(b)  # every verification yields one token
+        for q in range(1, max(available, default=0) + 1):
+            expected += sum(a**q for a, n in zip(acceptance, available) if n >= q and a > 0)
+            rate = expected / (self.cost.step_time(b * (q + 1)) + q * extra_cost)
+            if rate > best_rate:
+                best_q, best_rate = q, rate
+        self._gamma_calls += 1
+        if best_q == 0 and not self.cost.fitted and self._gamma_calls % PROBE_EVERY == 0:
+            # Steps of one shape teach the cost model nothing about extra positions: an
+            # occasional one-token draft measures them (until the model is fitted).
+            best_q = 1
+        return [min(best_q, n) for n in available]
 
 
 def update_acceptance(seq: Sequence, drafter: str, drafted: int, accepted: int) -> None:
