@@ -12,6 +12,6 @@ def test_demo_runs_chain_tot_and_sc_and_summarises(tiny_pair, capsys, monkeypatc
     assert "loaded in" in out
     assert out.count("Q: ") == 3 and out.count("A: ") == 3  # the chain's three answers
     summary = out[out.index("speed and acceptance") :]
-    for row in ("LCEL batch", "Tree-of-Thoughts", "self-consistency (n=2)"):
+    for row in ("LCEL batch", "ToT game24", "SC (n=2)"):
         assert row in summary
     assert "tokens/s" in summary
