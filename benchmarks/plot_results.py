@@ -41,26 +41,24 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from langchain_seed.bench.report import speedup_bars
+
     methods: list[str] = []
     for w in workloads:
         methods += [m["method"] for m in w["methods"] if m["method"] not in methods]
     fig, ax = plt.subplots(figsize=(2.2 * len(workloads) + 3, 4.5))
-    width = 0.8 / len(methods)
-    for i, method in enumerate(methods):
+    series = {}
+    for method in methods:
         values = []
         for w in workloads:
             base = reference(w)
             row = next((m for m in w["methods"] if m["method"] == method), None)
             ok = row is not None and row.get("error") is None and base is not None
             values.append(row["speedup"].get(base, 0.0) if ok else 0.0)  # type: ignore[index]
-        xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(workloads))]
-        ax.bar(xs, values, width, label=method)
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks(range(len(workloads)))
-    ax.set_xticklabels([f"{w['workload']}\n(vs {reference(w)})" for w in workloads])
-    ax.set_ylabel("speedup (x)")
-    ax.set_title("langchain-seed: speedup per workload (one run each, same prompts)")
-    ax.legend(fontsize=8)
+        series[method] = values
+    labels = [f"{w['workload']}\n(vs {reference(w)})" for w in workloads]
+    title = "langchain-seed: speedup per workload (one run each, same prompts)"
+    speedup_bars(ax, labels, series, title)
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)

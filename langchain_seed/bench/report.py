@@ -212,20 +212,29 @@ def _bars(ax: Any, workloads: list[WorkloadResult]) -> None:
     methods: list[str] = []
     for result in workloads:
         methods.extend(s.method for s in result.methods if s.method not in methods)
-    width = 0.8 / max(len(methods), 1)
-    for i, method in enumerate(methods):
+    series = {}
+    for method in methods:
         values = []
         for result in workloads:
             s = result.summary(method)
             base = _bar_baseline(result)
             values.append(s.speedup.get(base, 0.0) if s and s.error is None and base else 0.0)
-        xs = [w + (i - (len(methods) - 1) / 2) * width for w in range(len(workloads))]
+        series[method] = values
+    labels = [f"{r.workload}\n(vs {_bar_baseline(r) or '-'})" for r in workloads]
+    speedup_bars(ax, labels, series, "speedup per workload")
+
+
+def speedup_bars(ax: Any, labels: list[str], series: dict[str, list[float]], title: str) -> None:
+    """Grouped bars: one group per label, one bar per method (``series[method][group]``)."""
+    width = 0.8 / max(len(series), 1)
+    for i, (method, values) in enumerate(series.items()):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(labels))]
         ax.bar(xs, values, width, label=method)
     ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks(range(len(workloads)))
-    ax.set_xticklabels([f"{r.workload}\n(vs {_bar_baseline(r) or '-'})" for r in workloads])
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels)
     ax.set_ylabel("speedup (x)")
-    ax.set_title("speedup per workload")
+    ax.set_title(title)
     ax.legend(fontsize=8)
 
 
