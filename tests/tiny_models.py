@@ -1,9 +1,11 @@
-"""Tiny random-initialised Llama models and tokenizers for tests (seconds, no download).
+"""Tiny random-initialised models and tokenizers for tests (seconds, no download).
 
-``make_tiny_pair`` builds a target and a draft that share one vocabulary and saves both,
-with their tokenizer, to folders so every loading path is exercised. The byte-level
-tokenizer encodes any text (one token per byte); the word-level one has a vocabulary
-small enough for distribution tests.
+``make_tiny_pair`` builds a Llama target and a draft that share one vocabulary and saves
+both, with their tokenizer, to folders so every loading path is exercised.
+``make_tiny_model`` builds and saves one model of another architecture family (GPT-2:
+learned absolute positions and a 64-token context; Qwen2: biased q/k/v) on the byte
+vocabulary. The byte-level tokenizer encodes any text (one token per byte); the
+word-level one has a vocabulary small enough for distribution tests.
 """
 
 from __future__ import annotations
@@ -87,6 +89,68 @@ def tiny_llama(vocab_size: int, *, seed: int, layers: int = 2, hidden: int = 64,
     return model
 
 
+def tiny_gpt2(
+    vocab_size: int,
+    *,
+    seed: int,
+    layers: int = 2,
+    hidden: int = 64,
+    positions: int = 64,
+    init: float = 0.2,
+):
+    """A random GPT-2: learned absolute positions (``n_positions``), fused biased QKV."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=positions,
+        n_embd=hidden,
+        n_layer=layers,
+        n_head=4,
+        initializer_range=init,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=2,
+    )
+    model = GPT2LMHeadModel(config).eval()
+    model.generation_config.eos_token_id = 1
+    model.generation_config.pad_token_id = 2
+    return model
+
+
+def tiny_qwen2(vocab_size: int, *, seed: int, layers: int = 2, hidden: int = 64, init: float = 0.2):
+    """A random Qwen2: Llama-like with biases on q/k/v (set non-zero so they matter)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        initializer_range=init,
+        use_sliding_window=False,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=2,
+        tie_word_embeddings=False,
+    )
+    model = Qwen2ForCausalLM(config).eval()
+    with torch.no_grad():  # transformers initialises biases to zero: make them count
+        for layer in model.model.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                proj.bias.normal_(0.0, init)
+    model.generation_config.eos_token_id = 1
+    model.generation_config.pad_token_id = 2
+    return model
+
+
 def noisy_copy(model, *, seed: int, noise: float):
     """A draft that agrees with ``model`` often but not always: its weights plus noise."""
     import copy
@@ -126,3 +190,25 @@ def make_tiny_pair(
         tok.save_pretrained(path)
         paths.append(path)
     return TinyPair(paths[0], paths[1], target, draft, tok)
+
+
+FAMILIES = {"gpt2": tiny_gpt2, "llama": tiny_llama, "qwen2": tiny_qwen2}
+
+
+@dataclass
+class TinyModel:
+    """Path and objects of one tiny model saved with the byte tokenizer."""
+
+    path: Path
+    model: object
+    tokenizer: object
+
+
+def make_tiny_model(root: Path, family: str, *, seed: int = 0) -> TinyModel:
+    """Build a tiny ``family`` model (a key of ``FAMILIES``) on the byte vocabulary, save it."""
+    tok = byte_tokenizer()
+    model = FAMILIES[family](len(tok), seed=seed)
+    path = root / f"{family}-{seed}"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return TinyModel(path, model, tok)

@@ -67,23 +67,28 @@ class ModelRunner:
         for i, row_tokens in enumerate(tokens):
             ids[i, : len(row_tokens)] = torch.tensor(row_tokens, dtype=torch.long)
         lengths = torch.tensor(self.cache.lengths[start : start + b], dtype=torch.long)  # [b]
-        positions = lengths[:, None] + torch.arange(q)[None, :]  # [b, q]
-        kv_len = int(positions.max()) + 1
+        fed = torch.tensor([len(t) for t in tokens], dtype=torch.long)  # [b]
+        write_slots = lengths[:, None] + torch.arange(q)[None, :]  # [b, q]
+        # A padded query (j >= fed_i) takes the position of its row's last real token: its
+        # output is discarded, but a position past the row's own would index past the
+        # context of a learned-position model (GPT-2) when a neighbour drafts long.
+        last_real = lengths + (fed - 1).clamp(min=0)  # [b]
+        positions = torch.minimum(write_slots, last_real[:, None])  # [b, q]
+        kv_len = int(write_slots.max()) + 1
         mask: torch.Tensor | None = None
         if int(lengths.max()) > 0:
             slots = torch.arange(kv_len)  # [kv_len]
-            allowed = slots[None, None, :] <= positions[:, :, None]  # [b, q, kv_len]
+            allowed = slots[None, None, :] <= write_slots[:, :, None]  # [b, q, kv_len]
             mask = torch.zeros(allowed.shape, dtype=self.dtype)
             mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
             mask = mask[:, None].to(self.device)  # [b, 1, q, kv_len]
         # else: every row starts empty, so the slot mask is plain causal; letting the model
         # build it keeps SDPA's is_causal fast path (measured ~1.5x faster prefill here).
-        positions = positions.to(self.device)
-        self.cache.begin(rows, positions, kv_len)
+        self.cache.begin(rows, write_slots.to(self.device), kv_len)
         out = self.model(
             input_ids=ids.to(self.device),
             attention_mask=mask,
-            position_ids=positions,
+            position_ids=positions.to(self.device),
             past_key_values=self.cache,
             use_cache=True,
             logits_to_keep=0 if logits == "all" else 1,

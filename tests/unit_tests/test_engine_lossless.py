@@ -1,4 +1,8 @@
-"""Greedy output of every policy x drafter equals transformers ``generate`` token for token."""
+"""Greedy output of every policy x drafter equals transformers ``generate`` token for token.
+
+On the tiny Llama pair (every policy and drafter) and on tiny models of other architecture
+families (GPT-2: learned absolute positions and a 64-token context; Qwen2: biased q/k/v).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import time
 
 import pytest
 import torch
+from tiny_models import TinyModel, make_tiny_model
 
 from langchain_seed.engine import Engine, EngineConfig, SamplingParams
 
@@ -24,11 +29,28 @@ def make_prompts(n: int = 24) -> list[str]:
 
 
 def reference(pair, prompts: list[str], max_new: int) -> list[list[int]]:
+    return generate_reference(pair.target, pair.tokenizer, prompts, max_new)
+
+
+def generate_reference(model, tokenizer, prompts: list[str], max_new: int) -> list[list[int]]:
+    """Greedy continuation of each prompt alone, from transformers' ``generate``.
+
+    The engine ends a request at the model's EOS (id 1 in the tiny models) and also at the
+    tokenizer's (``</s>``, id 257 in the byte vocabulary); so does this reference.
+    """
+    eos = sorted({model.generation_config.eos_token_id, tokenizer.eos_token_id})
     out = []
     for prompt in prompts:
-        ids = pair.tokenizer(prompt, return_tensors="pt").input_ids
+        ids = tokenizer(prompt, return_tensors="pt").input_ids
         with torch.no_grad():
-            gen = pair.target.generate(ids, max_new_tokens=max_new, do_sample=False, pad_token_id=2)
+            gen = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new,
+                do_sample=False,
+                eos_token_id=eos,
+                pad_token_id=2,
+            )
         out.append(gen[0, ids.shape[1] :].tolist())
     return out
 
@@ -89,3 +111,104 @@ def test_adaptive_batched_policy_is_lossless_with_model_and_ngram(tiny_pair, pro
     with Engine(config) as engine:
         results = engine.generate(prompts, SamplingParams(max_tokens=20))
     assert [r.token_ids for r in results] == references
+
+
+# ----- other architecture families -------------------------------------------------------
+GPT2_CONTEXT = 64  # tiny_gpt2's n_positions
+FAMILY_MAX_NEW = 20
+FAMILY_GAMMA = 4  # EngineConfig's default gamma
+# Different lengths, one byte each token; the repetitive ones give the n-gram drafter long
+# drafts. The longest leaves room for max_tokens and a neighbour's full draft in the GPT-2
+# context (prompt + max_tokens + gamma <= 65), which a request at the very limit does not:
+# see test_gpt2_request_at_the_context_limit_next_to_an_8_token_draft_equals_generate.
+FAMILY_PROMPTS = [
+    "a",
+    "xy",
+    "sat on the log",
+    "the cat sat on a mat",
+    "abcdefghij" * 3,
+    "hello world, hello world, hello world",
+    "to see the dog who sat on the log and it",
+]
+
+
+@pytest.fixture(scope="module")
+def family_models(tmp_path_factory) -> dict[str, TinyModel]:
+    """Tiny GPT-2 and Qwen2 on the byte vocabulary, each saved with the tokenizer."""
+    root = tmp_path_factory.mktemp("families")
+    return {family: make_tiny_model(root, family, seed=0) for family in ("gpt2", "qwen2")}
+
+
+@pytest.fixture(scope="module")
+def family_references(family_models) -> dict[str, list[list[int]]]:
+    return {
+        family: generate_reference(tiny.model, tiny.tokenizer, FAMILY_PROMPTS, FAMILY_MAX_NEW)
+        for family, tiny in family_models.items()
+    }
+
+
+def test_family_prompts_leave_room_in_the_gpt2_context(family_models):
+    tokenizer = family_models["gpt2"].tokenizer
+    assert family_models["gpt2"].model.config.n_positions == GPT2_CONTEXT
+    lengths = [len(tokenizer(p).input_ids) for p in FAMILY_PROMPTS]
+    assert len(set(lengths)) == len(lengths)  # all different lengths
+    assert max(lengths) + FAMILY_MAX_NEW + FAMILY_GAMMA <= GPT2_CONTEXT + 1
+
+
+@pytest.mark.parametrize("family", ["gpt2", "qwen2"])
+@pytest.mark.parametrize("policy", ["autoregressive", "batched"])
+@pytest.mark.parametrize("drafter", ["none", "ngram"])
+def test_greedy_equals_generate_for_model_family_policy_and_drafter(
+    family_models, family_references, family, policy, drafter
+):
+    drafters = ("ngram",) if drafter == "ngram" else ()
+    config = EngineConfig(
+        model=str(family_models[family].path),
+        policy=policy,
+        drafters=drafters,
+        max_batch_size=8,
+        gamma=FAMILY_GAMMA,
+        adaptive_gamma=False,
+    )
+    with Engine(config) as engine:
+        results = engine.generate(FAMILY_PROMPTS, SamplingParams(max_tokens=FAMILY_MAX_NEW))
+        stats = engine.stats()
+    for prompt, result, ref in zip(FAMILY_PROMPTS, results, family_references[family]):
+        assert result.token_ids == ref, prompt
+    if policy == "batched" and drafter == "ngram":  # multi-token verification ran
+        assert stats.spec.drafted > 0
+
+
+def test_gpt2_request_at_the_context_limit_next_to_an_8_token_draft_equals_generate(
+    family_models,
+):
+    # The first request fits the 64-position context alone (58 + 6 = 64). Its neighbour's
+    # prompt repeats a 10-token period, so from the first step the n-gram drafter proposes
+    # 8 tokens: the verification forward feeds 9 query positions to every row, and the
+    # first request's padded queries must not get positions past n_positions (GPT-2's
+    # learned position table has exactly 64 rows).
+    tiny = family_models["gpt2"]
+    at_limit = "Quick brown foxes jump over lazy dogs while seven owls sit"
+    neighbour = "abcdefghij" * 3
+    at_limit_len = len(tiny.tokenizer(at_limit).input_ids)
+    assert at_limit_len == 58
+    params = [SamplingParams(max_tokens=GPT2_CONTEXT - at_limit_len), SamplingParams(max_tokens=16)]
+    want = [
+        generate_reference(tiny.model, tiny.tokenizer, [at_limit], params[0].max_tokens)[0],
+        generate_reference(tiny.model, tiny.tokenizer, [neighbour], params[1].max_tokens)[0],
+    ]
+    config = EngineConfig(
+        model=str(tiny.path),
+        policy="batched",
+        drafters=("ngram",),
+        max_batch_size=8,
+        gamma=8,
+        adaptive_gamma=False,
+    )
+    with Engine(config) as engine:
+        alone = engine.generate([at_limit], params[0])[0]
+        assert alone.token_ids == want[0]  # it fits the context by itself
+        together = engine.generate([at_limit, neighbour], params)
+        stats = engine.stats()
+    assert [r.token_ids for r in together] == want
+    assert len(stats.spec.drafted_by_position) == 8  # the neighbour did draft 8 tokens
