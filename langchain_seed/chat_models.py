@@ -334,16 +334,12 @@ class ChatSeed(SeedFields, BaseChatModel):
     def _render(self, messages: list[BaseMessage]) -> list[int]:
         """Messages -> prompt token ids through the tokenizer's chat template."""
         turns = [_to_turn(message) for message in messages]
-        tokenizer = self.engine.tokenizer
         try:
-            ids = tokenizer.apply_chat_template(
-                turns, add_generation_prompt=True, tokenize=True, return_dict=False
-            )
+            return self.engine.render_chat(turns)
         except Exception as err:
             raise ValueError(
                 f"the chat template of {self.model_name} cannot render these messages: {err}"
             ) from err
-        return [int(i) for i in ids]  # type: ignore[union-attr, arg-type]
 
     def _generate(
         self,

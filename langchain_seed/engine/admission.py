@@ -5,6 +5,8 @@ prompt ``P`` needs the KV of ``P[:-1]``. Three sources, cheapest first:
 
 - a *group fork*: sequences admitted together with the same prompt (the N samples of
   self-consistency, ToT siblings) are prefilled once, the others copy the leader's row;
+  a sequence whose prompt equals a *running* sequence's (the late members of a group too
+  large to admit at once) copies that row, which still holds the prompt's KV;
 - the *prefix cache*: the longest cached prefix is copied in, only the rest is prefilled;
 - a *shared header* among prompts admitted together (a level of ToT value prompts): the
   first prompt of each cluster is prefilled in a first wave and inserted into the prefix
@@ -13,6 +15,7 @@ prompt ``P`` needs the KV of ``P[:-1]``. Three sources, cheapest first:
 
 from __future__ import annotations
 
+from collections.abc import Sequence as Seq
 from typing import TYPE_CHECKING
 
 from langchain_seed.engine.prefix_cache import KV, PrefixCache, PrefixHandle
@@ -58,16 +61,24 @@ class Admitter:
             out["draft"] = self.drafter.runner
         return out
 
-    def order(self, seqs: list[Sequence]) -> list[Sequence]:
-        """Order admitted sequences for row assignment: header wave, other leaders, forks."""
+    def order(self, seqs: list[Sequence], running: Seq[Sequence] = ()) -> list[Sequence]:
+        """Order admitted sequences for row assignment: header wave, other leaders, forks.
+
+        ``running`` are the sequences already in the batch: an admitted sequence with the
+        same prompt as one of them forks its row instead of prefilling.
+        """
         leaders: dict[tuple[int, ...], Sequence] = {}
         solo: list[Sequence] = []  # one-token prompts: nothing to prefill or share
         followers: list[Sequence] = []
         self._leader = {}
+        in_batch = {_key(s): s for s in running if s.row >= 0 and not s.finished}
         for seq in seqs:
             key = _key(seq)
             if not key:
                 solo.append(seq)
+            elif key in in_batch:
+                followers.append(seq)
+                self._leader[seq.seq_id] = in_batch[key]
             elif key in leaders:
                 followers.append(seq)
                 self._leader[seq.seq_id] = leaders[key]
@@ -106,8 +117,12 @@ class Admitter:
             if leader is None:
                 continue
             length = len(seq.prompt_ids) - 1
-            for runner in self.runners.values():
-                runner.cache.copy_prefix(leader.row, seq.row, length)
+            for name, runner in self.runners.items():
+                # A running leader's draft cache may lag behind its prompt; the draft model
+                # catches up on the missing tokens at its next proposal.
+                held = min(length, runner.lengths[leader.row])
+                assert name != "target" or held == length, "a running row lost its prompt KV"
+                runner.cache.copy_prefix(leader.row, seq.row, held)
             seq.cached_prefix = length
             seq.stats.cached_prompt_tokens = length
 

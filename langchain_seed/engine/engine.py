@@ -46,7 +46,13 @@ from langchain_seed.engine.scheduler import ACCEPTANCE_PRIOR, Scheduler, update_
 from langchain_seed.engine.sequence import DRAFT_SLACK, SeqStatus, Sequence
 from langchain_seed.engine.stats import EngineStats
 from langchain_seed.engine.text import TextTracker
-from langchain_seed.engine.verify import accept_greedy, accept_sampling, process_logits
+from langchain_seed.engine.verify import (
+    accept_coupled,
+    accept_greedy,
+    accept_sampling,
+    position_noise,
+    process_logits,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +61,7 @@ Prompt = str | list[int]
 _MODELS: dict[tuple[Any, ...], LoadedModel] = {}
 _MODELS_LOCK = threading.Lock()
 _SHARED: dict[tuple[Any, ...], Engine] = {}
+_SHARED_LOCK = threading.Lock()  # guards _SHARED; held while a shared engine is built
 _ALL_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
@@ -136,6 +143,7 @@ class Engine:
         self._closed = False
         self._stats = EngineStats()
         self._step_lock = threading.Lock()  # held while a step mutates state and stats
+        self._shared_key: tuple[Any, ...] | None = None  # set by Engine.shared
         self._thread = threading.Thread(target=self._loop, name="seed-engine", daemon=True)
         self._thread.start()
         _ALL_ENGINES.add(self)
@@ -150,13 +158,15 @@ class Engine:
             cfg.max_cache_tokens, cfg.gamma, cfg.device, cfg.dtype, cfg.prefix_cache_tokens,
             cfg.adaptive_gamma, cfg.max_queue, cfg.queue_full,
         )  # fmt: skip
-        with _MODELS_LOCK:
+        # Check and build under one lock: threads racing for the same configuration
+        # must get one engine (one batch, one KV budget), never one each.
+        with _SHARED_LOCK:
             engine = _SHARED.get(key)
-        if engine is None or engine.closed:
-            engine = cls(cfg)
-            with _MODELS_LOCK:
+            if engine is None or engine.closed:
+                engine = cls(cfg)
+                engine._shared_key = key
                 _SHARED[key] = engine
-        return engine
+            return engine
 
     def _eos_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -195,6 +205,26 @@ class Engine:
         with self._tok_lock:
             return list(self.tokenizer.encode(text))
 
+    def render_chat(self, messages: Seq[dict[str, Any]], **template_kwargs: Any) -> list[int]:
+        """Prompt token ids of chat ``messages`` through the tokenizer's chat template.
+
+        Rendered under the engine's tokenizer lock: the engine thread decodes with the
+        same tokenizer, and fast tokenizers are not safe to share across threads.
+
+        Args:
+            messages: ``{"role": ..., "content": ...}`` turns.
+            **template_kwargs: passed to ``apply_chat_template`` (e.g. ``tools``).
+        """
+        with self._tok_lock:
+            ids = self.tokenizer.apply_chat_template(
+                list(messages),
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=False,
+                **template_kwargs,
+            )
+        return [int(i) for i in ids]  # type: ignore[union-attr, arg-type]
+
     # ----- submission --------------------------------------------------------------
     def submit(
         self,
@@ -215,14 +245,22 @@ class Engine:
         group: str | Seq[str | None] | None = None,
         on_delta: Callable[[str], None] | None = None,
     ) -> list[Future[GenerationResult]]:
-        """Queue several requests atomically (they are admitted together when they fit).
+        """Queue several requests together (they are admitted together when they fit).
 
         ``group`` is one group id for all prompts, or one (or ``None``) per prompt.
+
+        With a bounded queue (``max_queue``), a batch that does not fit waits for room
+        (``queue_full="block"``) or raises (``"error"``). A batch larger than ``max_queue``
+        itself can never fit at once: in ``"block"`` mode it is queued in parts as room
+        frees (a group's members stay in one part when the group fits in the queue); in
+        ``"error"`` mode it raises at once. If the engine closes while a blocked batch
+        waits, its requests not yet queued fail with :class:`EngineClosedError`.
 
         Raises:
             ValueError: an empty or over-long prompt, or a params list of the wrong length.
             EngineClosedError: the engine is closed.
-            QueueFullError: ``max_queue`` requests already wait and ``queue_full="error"``.
+            QueueFullError: ``queue_full="error"`` and the queue has no room for the batch,
+                or the batch is larger than ``max_queue``.
         """
         if isinstance(prompts, str):
             raise ValueError("prompts must be a list of prompts; use submit() for one prompt")
@@ -234,13 +272,52 @@ class Engine:
             if len(groups) != len(prompts):
                 raise ValueError(f"got {len(groups)} groups for {len(prompts)} prompts")
         seqs = [self._make_sequence(p, sp, g, on_delta) for p, sp, g in zip(prompts, plist, groups)]
+        limit = self.config.max_queue
+        if limit is not None and len(seqs) > limit and self.config.queue_full == "error":
+            raise QueueFullError(
+                f"a batch of {len(seqs)} requests exceeds max_queue={limit} and can never be "
+                "queued at once; submit it in parts, raise max_queue, or use queue_full='block' "
+                "(which queues it in parts as room frees)"
+            )
         with self._cv:
             if self._closed:
                 raise EngineClosedError("engine closed")
-            self._wait_for_room(len(seqs))
-            self._inbox.extend(seqs)
-            self._cv.notify_all()
+            queued = 0
+            while queued < len(seqs):
+                part = self._next_part(seqs, queued)
+                try:
+                    self._wait_for_room(part)
+                except EngineClosedError as exc:
+                    if queued == 0:
+                        raise
+                    for seq in seqs[queued:]:
+                        _resolve_error(seq, exc)
+                    break
+                self._inbox.extend(seqs[queued : queued + part])
+                queued += part
+                self._cv.notify_all()
         return [s.future for s in seqs]
+
+    def _next_part(self, seqs: list[Sequence], start: int) -> int:
+        """How many of ``seqs[start:]`` to queue next: all, or a part that fits ``max_queue``.
+
+        A part never splits a group whose members fit in the queue together (siblings are
+        admitted together); a group larger than the queue is split, its late members fork
+        a running sibling's prompt at admission.
+        """
+        limit = self.config.max_queue
+        rest = len(seqs) - start
+        if limit is None or rest <= limit:
+            return rest
+        end = start + limit
+        group = seqs[end - 1].group
+        if group is not None and end < len(seqs) and seqs[end].group == group:
+            first = end - 1
+            while first > start and seqs[first - 1].group == group:
+                first -= 1
+            if first > start:  # end the part before the group; it starts the next part
+                return first - start
+        return limit
 
     def _params_list(
         self, params: SamplingParams | Seq[SamplingParams] | None, count: int
@@ -398,12 +475,25 @@ class Engine:
                 self.model_drafter.runner.forwards = 0
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the engine thread; pending requests fail with :class:`EngineClosedError`."""
+        """Stop the engine thread and free its memory.
+
+        Pending requests fail with :class:`EngineClosedError`; the KV buffers and the
+        prefix cache are released, and a shared engine leaves the registry, so the next
+        :meth:`shared` call builds a fresh one.
+        """
         with self._cv:
             self._closed = True
             self._cv.notify_all()
+        self._unregister()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+
+    def _unregister(self) -> None:
+        if self._shared_key is None:
+            return
+        with _SHARED_LOCK:
+            if _SHARED.get(self._shared_key) is self:
+                del _SHARED[self._shared_key]
 
     def __enter__(self) -> Engine:
         return self
@@ -425,14 +515,14 @@ class Engine:
                     new, self._inbox = self._inbox, []
                     self._cv.notify_all()
                 for seq in new:
-                    self._seed(seq)
+                    self._attach_generator(seq)
                     self.scheduler.add(seq)
-                try:
-                    with self._step_lock, torch.inference_mode():
+                with self._step_lock, torch.inference_mode():
+                    try:
                         self.step()
-                except Exception as exc:  # a failure of the batch: fail its requests, go on
-                    logger.exception("engine step failed")
-                    self._fail_all(exc, include_waiting=False)
+                    except Exception as exc:  # a failure of the batch: fail its requests, go on
+                        logger.exception("engine step failed")
+                        self._fail_all(exc, include_waiting=False)
         except BaseException as exc:  # the thread itself broke: nothing may be left hanging
             logger.exception("engine thread crashed; failing every pending request")
             crash = exc
@@ -442,19 +532,22 @@ class Engine:
             for seq in new:
                 if seq not in self.scheduler.waiting:
                     _resolve_error(seq, exc)
+        self._unregister()
         with self._cv:
             leftover, self._inbox = self._inbox, []
         error = crash or EngineClosedError("engine closed before the request finished")
-        for seq in leftover + list(self.scheduler.waiting) + list(self.scheduler.running):
-            _resolve_error(seq, error)
-        self.scheduler.waiting.clear()
-        self.scheduler.running.clear()
+        with self._step_lock, torch.inference_mode():
+            self._fail_all(error, include_waiting=True, also=leftover)
 
-    def _seed(self, seq: Sequence) -> None:
-        if seq.params.greedy:
+    def _attach_generator(self, seq: Sequence) -> None:
+        """Give an unseeded sampled request its own random stream (rejection rule).
+
+        Seeded requests need none: their noise is keyed by (seed, position).
+        """
+        if seq.params.greedy or seq.params.seed is not None:
             return
-        seed = seq.params.seed if seq.params.seed is not None else random.randrange(2**63)
-        seq.generator = torch.Generator(device=self.runner.device).manual_seed(seed)
+        seq.generator = torch.Generator(device=self.runner.device)
+        seq.generator.manual_seed(random.randrange(2**63))
 
     def step(self) -> None:
         """One engine step (the five steps of the module docstring)."""
@@ -493,7 +586,7 @@ class Engine:
 
     def _admit(self, seqs: list[Sequence]) -> None:
         start = len(self.scheduler.running)
-        seqs = self.admitter.order(seqs)
+        seqs = self.admitter.order(seqs, self.scheduler.running)
         for offset, seq in enumerate(seqs):
             seq.row = start + offset
             seq.status = SeqStatus.RUNNING
@@ -590,6 +683,11 @@ class Engine:
                     )
                 if seq.params.greedy:
                     accepted, nxt = accept_greedy(argmax[i][:n], draft.tokens)
+                elif seq.params.seed is not None:  # repeatable: noise keyed by position
+                    p = process_logits(logits[i, :n], seq.params)  # [n, vocab]
+                    t = len(seq.output_ids)
+                    noise = position_noise(seq.params.seed, range(t, t + n), p.shape[-1], p.device)
+                    accepted, nxt = accept_coupled(p, draft.tokens, noise)
                 else:
                     p = process_logits(logits[i, :n], seq.params)  # [n, vocab]
                     accepted, nxt = accept_sampling(p, draft.tokens, draft.probs, seq.generator)
@@ -648,9 +746,10 @@ class Engine:
 
     # ----- finishing ---------------------------------------------------------------
     def _fail(self, seq: Sequence, exc: BaseException) -> None:
+        """Mark ``seq`` failed with ``exc`` (a cause recorded earlier is kept)."""
         seq.status = SeqStatus.FINISHED
         seq.finish_reason = "error"
-        seq.meta["error"] = exc
+        seq.meta.setdefault("error", exc)
 
     def _reap(self) -> None:
         """Finish cancelled and timed-out requests (running or waiting)."""
@@ -722,25 +821,37 @@ class Engine:
             except Exception:  # cancelled concurrently
                 pass
 
-    def _fail_all(self, exc: BaseException, include_waiting: bool) -> None:
-        for seq in list(self.scheduler.running):
-            self._fail(seq, exc)
+    def _fail_all(
+        self, exc: BaseException, include_waiting: bool, also: Seq[Sequence] = ()
+    ) -> None:
+        """Fail every running request (and waiting ones) with ``exc``; free all state.
+
+        After a failed step the KV rows may be half written, so no row is moved: every
+        affected request is resolved with the cause, its drafter state (consensus group
+        membership, model-draft bookkeeping) and prefix-cache references are released,
+        and the KV buffers and the prefix cache are dropped.
+        """
+        seqs = [*also, *self.scheduler.running]
+        self.scheduler.running.clear()
         if include_waiting:
-            for seq in self.scheduler.waiting:
-                self._fail(seq, exc)
-        try:
-            self._release_finished()
-        except Exception:  # the cache itself may be broken: drop it
-            for seq in self.scheduler.running:
-                _resolve_error(seq, exc)
-            self.scheduler.running.clear()
-        self.runner.cache.release_memory()
-        if self.model_drafter is not None:
-            self.model_drafter.runner.cache.release_memory()
+            seqs += self.scheduler.waiting
+            self.scheduler.waiting.clear()
+        for seq in seqs:
+            self._fail(seq, exc)
+            try:
+                self._resolve(seq)
+            except Exception:  # releasing drafter state failed: the caller still hears why
+                logger.exception("releasing request %s failed", seq.seq_id)
+                self._stats.requests_failed += 1
+                _resolve_error(seq, seq.meta.get("error", exc))
+        self._free_memory()
         self.prefix_cache.clear()
 
     def _idle(self) -> None:
         """Nothing to do: give the KV buffers back (the prefix cache keeps its spans)."""
+        self._free_memory()
+
+    def _free_memory(self) -> None:
         self.runner.cache.release_memory()
         if self.model_drafter is not None:
             self.model_drafter.runner.cache.release_memory()

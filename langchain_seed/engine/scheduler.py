@@ -90,19 +90,53 @@ class Scheduler:
         return sum(s.reserved_tokens for s in self.running)
 
     def schedule_admission(self) -> list[Sequence]:
-        """Pop the waiting sequences that fit (FIFO; group siblings are kept together)."""
+        """Pop the waiting sequences that fit, FIFO, keeping each group together.
+
+        The waiting members of a group are admitted in one step or wait together, so
+        they are prefilled once and forked. Only a group that could never fit whole (more
+        members than ``max_batch_size``, or more tokens than ``max_cache_tokens``) is
+        admitted in parts; its late members fork a running sibling's prompt.
+        """
         admitted: list[Sequence] = []
         budget = self.config.max_cache_tokens - self.reserved_tokens()
         slots = self.config.max_batch_size - len(self.running)
         while self.waiting and slots > 0:
-            seq = self.waiting[0]
-            if seq.reserved_tokens > budget and (self.running or admitted):
-                break
-            self.waiting.popleft()
-            admitted.append(seq)
-            budget -= seq.reserved_tokens
-            slots -= 1
+            head = self.waiting[0]
+            unit = self._unit(head)
+            tokens = sum(s.reserved_tokens for s in unit)
+            if len(unit) > slots or tokens > budget:
+                if not self._never_fits(unit):
+                    break  # wait until the whole unit fits (FIFO: nothing overtakes it)
+                # Admit as many members as fit now (at least one when the batch is empty).
+                part: list[Sequence] = []
+                for seq in unit:
+                    if len(part) == slots:
+                        break
+                    if seq.reserved_tokens > budget and (self.running or admitted or part):
+                        break
+                    part.append(seq)
+                    budget -= seq.reserved_tokens
+                if not part:
+                    break
+                unit, tokens = part, 0
+            else:
+                budget -= tokens
+            for seq in unit:
+                self.waiting.remove(seq)
+            admitted.extend(unit)
+            slots -= len(unit)
         return admitted
+
+    def _unit(self, head: Sequence) -> list[Sequence]:
+        """``head`` and, if it is in a group, every waiting member of its group."""
+        if head.group is None:
+            return [head]
+        return [s for s in self.waiting if s.group == head.group]
+
+    def _never_fits(self, unit: list[Sequence]) -> bool:
+        """True when ``unit`` could not be admitted whole even into an empty batch."""
+        tokens = sum(s.reserved_tokens for s in unit)
+        return len(unit) > self.config.max_batch_size or tokens > self.config.max_cache_tokens
 
     def choose_gamma(
         self,

@@ -12,6 +12,21 @@ pending token):
 Every verification therefore emits ``accepted + 1`` tokens. ``p`` and ``q`` are the
 *processed* distributions (temperature, top-k, top-p applied the same way for draft
 and target), so the output is distributed exactly as the target's own sampler.
+
+Two sampling rules, both exact:
+
+- *rejection* (:func:`accept_sampling`, requests without a seed): Leviathan et al.'s rule
+  with the request's own random stream. The emitted token depends on the draft, so the
+  output repeats only if the drafts do.
+- *coupled* (:func:`accept_coupled`, seeded requests): the token at output position
+  ``t`` is the Gumbel-max sample ``argmax_x p_t(x) / E_t(x)`` with ``E_t ~ Exp(1)``
+  i.i.d. per token, drawn from a stream keyed by ``(seed, t)`` alone
+  (:func:`position_noise`). A draft token is accepted iff it equals that sample. The
+  output is then a function of the seed and the prompt only: the same with or without
+  drafts, next to any neighbours, under any policy and drafter, and equal to plain
+  sampling with that seed. Deterministic drafts are accepted with probability ``p(x)``,
+  as under rejection; a model drafter that samples with the same noise agrees with the
+  target at least ``(1 - TV) / (1 + TV)`` of the time (Gumbel coupling).
 """
 
 from __future__ import annotations
@@ -47,6 +62,64 @@ def process_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor
         remove = remove_sorted.scatter(-1, sorted_idx, remove_sorted)
         scores = scores.masked_fill(remove, float("-inf"))
     return scores.softmax(dim=-1)
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def position_seed(seed: int, position: int) -> int:
+    """The seed of output position ``position``'s noise: splitmix64 of ``(seed, position)``.
+
+    A counter-based stream: a position's draw never depends on how many draws came
+    before it (draft lengths, neighbours, the cost model's timing).
+    """
+    z = (seed + 0x9E3779B97F4A7C15 * (position + 1)) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def position_noise(
+    seed: int, positions: Seq[int], vocab: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """Exponential noise ``E_t(x) ~ Exp(1)`` for each output position ``t`` in ``positions``.
+
+    Returns:
+        ``[len(positions), vocab]`` float32, strictly positive.
+    """
+    rows = []
+    for t in positions:
+        gen = torch.Generator(device=device).manual_seed(position_seed(seed, t))
+        u = torch.rand(vocab, generator=gen, device=device)  # [vocab] in [0, 1)
+        rows.append(-torch.log1p(-u))  # inverse CDF of Exp(1)
+    return torch.stack(rows).clamp_min(1e-30)  # [n, vocab]
+
+
+def sample_coupled(probs: torch.Tensor, noise: torch.Tensor) -> list[int]:
+    """Gumbel-max samples ``argmax_x probs(x) / noise(x)`` per row.
+
+    ``argmax log p - log E`` with ``E ~ Exp(1)`` is ``argmax log p + G`` with Gumbel ``G``:
+    an exact draw from ``probs``; tokens with ``p = 0`` are never chosen.
+
+    Args:
+        probs: ``[n, vocab]`` processed distributions.
+        noise: ``[n, vocab]`` from :func:`position_noise`.
+    """
+    return (probs / noise).argmax(dim=-1).tolist()
+
+
+def accept_coupled(p: torch.Tensor, draft: Seq[int], noise: torch.Tensor) -> tuple[int, int]:
+    """Coupled rule for seeded requests: accept while the draft equals the coupled sample.
+
+    Args:
+        p: ``[g + 1, vocab]`` processed target distributions.
+        draft: ``g`` draft tokens.
+        noise: ``[g + 1, vocab]`` noise of the output positions ``p`` predicts.
+
+    Returns:
+        ``(accepted, next_token)``, as :func:`accept_greedy` on the coupled samples.
+    """
+    return accept_greedy(sample_coupled(p, noise), draft)
 
 
 def sample(probs: torch.Tensor, generator: torch.Generator | None) -> int:

@@ -9,12 +9,15 @@ and fails.
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
 import langchain_seed.engine.engine as engine_module
 from langchain_seed.engine import Engine, EngineConfig, SamplingParams
-from langchain_seed.engine.verify import process_logits
+from langchain_seed.engine.drafters.base import Draft
+from langchain_seed.engine.verify import accept_sampling, process_logits, sample_coupled
 
 PROMPT = [0, 5, 9, 4, 7]  # token ids in the 16-token vocabulary
 SAMPLES = 1500
@@ -51,13 +54,29 @@ def empirical_marginals(results, vocab: int) -> torch.Tensor:
     return counts / counts.sum(dim=1, keepdim=True)
 
 
-def run(pair_paths, policy: str, params: SamplingParams, drafters=("model",), group=None) -> list:
+def run(
+    pair_paths,
+    policy: str,
+    params: SamplingParams,
+    drafters=("model",),
+    group=None,
+    *,
+    seeded: bool = True,
+    extra_drafters=(),
+    temperature: float | None = None,
+) -> tuple[list, object]:
+    """1,500 samples of PROMPT; returns (results, engine stats).
+
+    ``seeded``: every request has its own seed (the coupled rule); otherwise none has
+    one (the rejection rule), and the engine's per-request streams are made repeatable
+    by seeding Python's ``random``, which draws them.
+    """
     target, draft = pair_paths
     config = EngineConfig(
         model=str(target),
         draft_model=str(draft) if "model" in drafters else None,
         policy=policy,
-        drafters=drafters,
+        drafters=tuple(d for d in drafters if d != "extra"),
         max_batch_size=64,
         gamma=3,
         adaptive_gamma=False,
@@ -65,17 +84,48 @@ def run(pair_paths, policy: str, params: SamplingParams, drafters=("model",), gr
     )
     plist = [
         SamplingParams(
-            temperature=params.temperature,
+            temperature=params.temperature if temperature is None else temperature,
             top_k=params.top_k,
             top_p=params.top_p,
             max_tokens=3,
-            seed=1000 + i,
+            seed=1000 + i if seeded else None,
             ignore_eos=True,
         )
         for i in range(SAMPLES)
     ]
-    with Engine(config) as engine:
-        return engine.generate([PROMPT] * SAMPLES, plist, group=group)
+    random.seed(20261201)
+    with Engine(config, extra_drafters=extra_drafters) as engine:
+        results = engine.generate([PROMPT] * SAMPLES, plist, group=group)
+        return results, engine.stats()
+
+
+class ModeDrafter:
+    """Deterministic drafts that are often right: the target's own greedy continuation.
+
+    (A drafter must not look at the target inside the engine; this one holds its own copy
+    of the weights, as a perfect draft model would.) Its drafts are point masses, verified
+    like n-gram and consensus drafts, and accepted often at a low temperature.
+    """
+
+    name = "mode"
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def propose(self, sequences, max_lens):
+        drafts = []
+        for seq, n in zip(sequences, max_lens):
+            ids = list(seq.token_ids)
+            tokens = []
+            with torch.no_grad():
+                for _ in range(n):
+                    tokens.append(int(self.model(torch.tensor([ids])).logits[0, -1].argmax()))
+                    ids.append(tokens[-1])
+            drafts.append(Draft(tokens, None, self.name))
+        return drafts
+
+    def release(self, sequence) -> None:
+        pass
 
 
 @pytest.fixture(scope="module")
@@ -105,52 +155,152 @@ def tv(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 0.5 * (a - b).abs().sum(dim=-1)
 
 
+RULES = {"rejection": False, "coupled": True}  # rule -> seeded
+
+
+def check(results, exact) -> torch.Tensor:
+    """TV distance per position between the samples and the exact marginals."""
+    return tv(empirical_marginals(results, exact.shape[1]), exact)
+
+
+@pytest.mark.parametrize("rule", list(RULES))
 @pytest.mark.parametrize("policy", ["fcfs_rounds", "batched"])
 @pytest.mark.parametrize("case", list(SAMPLING_CASES))
 def test_model_drafter_sampling_matches_target_distribution(
-    tiny_small_vocab_pair, unrelated_draft, policy, case
+    tiny_small_vocab_pair, unrelated_draft, policy, case, rule
 ):
     params = SAMPLING_CASES[case]
     exact = exact_marginals(tiny_small_vocab_pair.target, params)
-    results = run((tiny_small_vocab_pair.target_path, unrelated_draft), policy, params)
-    got = empirical_marginals(results, exact.shape[1])
-    distance = tv(got, exact)
+    results, stats = run(
+        (tiny_small_vocab_pair.target_path, unrelated_draft), policy, params, seeded=RULES[rule]
+    )
+    assert stats.spec.drafted > 0
+    distance = check(results, exact)
     assert (distance < TOLERANCE).all(), f"TV per position {distance.tolist()}"
+
+
+LOW_T = 0.5  # peaked enough that greedy drafts of 2 tokens are accepted often
+
+
+@pytest.fixture(scope="module")
+def mode_drafter(tiny_small_vocab_pair):
+    return ModeDrafter(tiny_small_vocab_pair.target)
+
+
+def run_mode(pair, mode_drafter, seeded: bool):
+    params = SamplingParams(temperature=LOW_T)
+    results, stats = run(
+        (pair.target_path, None),
+        "batched",
+        params,
+        ("extra",),
+        seeded=seeded,
+        extra_drafters=[mode_drafter],
+    )
+    return results, stats, exact_marginals(pair.target, params)
+
+
+@pytest.mark.parametrize("rule", list(RULES))
+def test_deterministic_multi_token_drafts_keep_target_distribution(
+    tiny_small_vocab_pair, mode_drafter, rule
+):
+    results, stats, exact = run_mode(tiny_small_vocab_pair, mode_drafter, RULES[rule])
+    spec = stats.spec
+    assert len(spec.drafted_by_position) >= 2 and spec.drafted_by_position[1] > 0
+    assert spec.accepted > 0 and spec.accepted_by_position[1] > 0, "2-token drafts accepted"
+    assert spec.acceptance_rate > 0.3, spec.acceptance_rate
+    distance = check(results, exact)
+    assert (distance < TOLERANCE).all(), f"TV per position {distance.tolist()}"
+
+
+def never_accept(p, draft, q, generator):
+    """Broken: reject every deterministic draft, draw from p without the draft token."""
+    if not draft:
+        return accept_sampling(p, draft, q, generator)
+    residual = p[0].clone()
+    residual[draft[0]] = 0.0
+    return 0, int(torch.multinomial(residual / residual.sum(), 1, generator=generator))
+
+
+def always_accept(p, draft, q, generator):
+    """Broken: keep the whole draft, whatever p says."""
+    return len(draft), int(torch.multinomial(p[len(draft)], 1, generator=generator))
+
+
+def residual_keeps_draft(p, draft, q, generator):
+    """Broken: on rejection draw from p itself instead of p with the draft token removed."""
+    for k, d in enumerate(draft):
+        if torch.rand((), generator=generator) < p[k, d]:
+            continue
+        return k, int(torch.multinomial(p[k], 1, generator=generator))
+    return len(draft), int(torch.multinomial(p[len(draft)], 1, generator=generator))
+
+
+def coupled_always_accept(p, draft, noise):
+    """Broken coupled rule: keep the whole draft, then the coupled bonus sample."""
+    return len(draft), sample_coupled(p[len(draft) :], noise[len(draft) :])[0]
+
+
+def coupled_never_accept(p, draft, noise):
+    """Broken coupled rule: reject the draft token even when it is the coupled sample."""
+    if not draft:
+        return 0, sample_coupled(p, noise)[0]
+    scores = p[0] / noise[0]
+    scores[draft[0]] = -1.0
+    return 0, int(scores.argmax())
+
+
+BROKEN_RULES = {
+    "never_accept": ("accept_sampling", never_accept, False),
+    "always_accept": ("accept_sampling", always_accept, False),
+    "residual_keeps_draft": ("accept_sampling", residual_keeps_draft, False),
+    "coupled_always_accept": ("accept_coupled", coupled_always_accept, True),
+    "coupled_never_accept": ("accept_coupled", coupled_never_accept, True),
+}
+
+
+@pytest.mark.parametrize("broken", list(BROKEN_RULES))
+def test_each_broken_rule_fails_the_multi_token_draft_check(
+    tiny_small_vocab_pair, mode_drafter, monkeypatch, broken
+):
+    """The same check as above catches every deliberately broken acceptance rule."""
+    name, rule, seeded = BROKEN_RULES[broken]
+    monkeypatch.setattr(engine_module, name, rule)
+    results, _, exact = run_mode(tiny_small_vocab_pair, mode_drafter, seeded)
+    distance = check(results, exact)
+    assert (distance >= TOLERANCE).any(), f"TV per position {distance.tolist()}"
 
 
 @pytest.mark.parametrize("drafters", [("ngram",), ("consensus", "ngram")])
 def test_deterministic_drafters_keep_target_distribution(tiny_small_vocab_pair, drafters):
-    pytest.importorskip("langchain_seed.engine.drafters.consensus")
     params = SAMPLING_CASES["plain"]
     exact = exact_marginals(tiny_small_vocab_pair.target, params)
     # One group: the consensus drafter drafts from the siblings' tokens.
-    results = run((tiny_small_vocab_pair.target_path, None), "batched", params, drafters, "g")
-    got = empirical_marginals(results, exact.shape[1])
-    assert (tv(got, exact) < TOLERANCE).all(), tv(got, exact).tolist()
+    results, _ = run((tiny_small_vocab_pair.target_path, None), "batched", params, drafters, "g")
+    assert (check(results, exact) < TOLERANCE).all(), check(results, exact).tolist()
 
 
-def test_autoregressive_sampling_matches_target_distribution(tiny_small_vocab_pair):
+@pytest.mark.parametrize("rule", list(RULES))
+def test_autoregressive_sampling_matches_target_distribution(tiny_small_vocab_pair, rule):
     params = SAMPLING_CASES["top_p"]
     exact = exact_marginals(tiny_small_vocab_pair.target, params)
-    results = run((tiny_small_vocab_pair.target_path, None), "autoregressive", params, ())
-    got = empirical_marginals(results, exact.shape[1])
-    assert (tv(got, exact) < TOLERANCE).all()
+    results, _ = run(
+        (tiny_small_vocab_pair.target_path, None), "autoregressive", params, (), seeded=RULES[rule]
+    )
+    assert (check(results, exact) < TOLERANCE).all()
 
 
-def test_a_broken_acceptance_rule_fails_the_distribution_check(
+def test_always_accepting_an_unrelated_model_draft_fails_the_distribution_check(
     tiny_small_vocab_pair, unrelated_draft, monkeypatch
 ):
-    """Always accepting the draft must be caught by the same check (the test can fail)."""
-
-    def always_accept(p, draft, q, generator):
-        return len(draft), int(torch.multinomial(p[len(draft)], 1, generator=generator))
-
+    """Always accepting the model draft must be caught by the same check (the test can fail)."""
     monkeypatch.setattr(engine_module, "accept_sampling", always_accept)
     params = SAMPLING_CASES["plain"]
     exact = exact_marginals(tiny_small_vocab_pair.target, params)
-    results = run((tiny_small_vocab_pair.target_path, unrelated_draft), "batched", params)
-    got = empirical_marginals(results, exact.shape[1])
-    assert (tv(got, exact) >= TOLERANCE).any()
+    results, _ = run(
+        (tiny_small_vocab_pair.target_path, unrelated_draft), "batched", params, seeded=False
+    )
+    assert (check(results, exact) >= TOLERANCE).any()
 
 
 def test_same_seed_repeats(tiny_small_vocab_pair):

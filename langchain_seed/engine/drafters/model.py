@@ -17,7 +17,7 @@ import torch
 
 from langchain_seed.engine.drafters.base import Draft
 from langchain_seed.engine.runner import ModelRunner
-from langchain_seed.engine.verify import process_logits
+from langchain_seed.engine.verify import position_noise, process_logits, sample_coupled
 
 if TYPE_CHECKING:
     from langchain_seed.engine.sequence import Sequence
@@ -72,6 +72,13 @@ class ModelDrafter:
                 row_logits = logits[i, len(feed[i]) - 1]  # [vocab]
                 if seq.params.greedy:
                     token = int(row_logits.argmax())
+                elif seq.params.seed is not None:
+                    # Coupled rule: draft with the noise the target's sample at this output
+                    # position will use, so the two agree as often as they can.
+                    q = process_logits(row_logits[None], seq.params)  # [1, vocab]
+                    t = len(seq.output_ids) + depth
+                    noise = position_noise(seq.params.seed, [t], q.shape[-1], q.device)
+                    token = sample_coupled(q, noise)[0]
                 else:
                     q = process_logits(row_logits[None], seq.params)[0]  # [vocab]
                     token = int(torch.multinomial(q, 1, generator=seq.generator))
@@ -92,14 +99,17 @@ class ModelDrafter:
         """Keep only the draft KV of tokens the sequence kept.
 
         After drafting ``d_1 .. d_g`` the draft cache holds the ``N`` earlier tokens and
-        ``d_1 .. d_{g-1}``; the sequence went on with ``new_tokens``. The cache stays
-        valid for ``N`` plus the common prefix of the two (whichever drafter won).
+        ``d_1 .. d_{g-1}``; the sequence went on with ``new_tokens``, whose last token is
+        the new pending one. The cache stays valid for ``N`` plus the common prefix of the
+        drafts and the new tokens *before* the pending one (whichever drafter won), so it
+        holds at most ``N' - 1`` of the sequence's ``N'`` tokens and the next proposal
+        has at least the pending token to feed.
         """
         n_before, drafted = self._drafted.pop(seq.seq_id, (0, []))
         if not drafted:
             return
         common = 0
-        for d, t in zip(drafted[:-1], new_tokens):
+        for d, t in zip(drafted[:-1], new_tokens[:-1]):
             if d != t:
                 break
             common += 1
