@@ -30,6 +30,7 @@ import torch
 
 from langchain_seed.engine.admission import Admitter
 from langchain_seed.engine.config import EngineConfig, SamplingParams
+from langchain_seed.engine.draft_policy import DraftPolicy
 from langchain_seed.engine.drafters.base import Draft, Drafter
 from langchain_seed.engine.drafters.model import ModelDrafter
 from langchain_seed.engine.drafters.ngram import NgramDrafter
@@ -42,7 +43,7 @@ from langchain_seed.engine.results import (
     RequestCancelledError,
 )
 from langchain_seed.engine.runner import ModelRunner
-from langchain_seed.engine.scheduler import ACCEPTANCE_PRIOR, Scheduler, update_acceptance
+from langchain_seed.engine.scheduler import Scheduler
 from langchain_seed.engine.sequence import DRAFT_SLACK, SeqStatus, Sequence
 from langchain_seed.engine.stats import EngineStats
 from langchain_seed.engine.text import TextTracker
@@ -133,6 +134,7 @@ class Engine:
                 self.drafters.append(ConsensusDrafter())
         self.drafters.extend(extra_drafters)
         self.scheduler = Scheduler(cfg)
+        self.policy = DraftPolicy(cfg.gamma)
         self.prefix_cache = PrefixCache(cfg.prefix_cache_tokens)
         self._tok_lock = threading.Lock()
         self.text = TextTracker(self.tokenizer, self._tok_lock)
@@ -603,6 +605,10 @@ class Engine:
 
     # ----- drafting ----------------------------------------------------------------
     def _draft(self, running: list[Sequence], adaptive: bool) -> list[Draft]:
+        """Step 2: drafters propose, the draft policy picks one draft per sequence.
+
+        When ``adaptive`` it also picks one length cap for the step (0 = a plain step).
+        """
         t0 = time.perf_counter()
         caps = [max(0, min(self.config.gamma, seq.remaining - 1)) for seq in running]
         candidates: list[list[Draft]] = [[] for _ in running]
@@ -614,10 +620,9 @@ class Engine:
             md = self.model_drafter
             lens = caps
             if adaptive:
-                per_position = self.scheduler.draft_cost.step_time(len(running))
-                lens = self.scheduler.choose_gamma(
-                    running, caps, [self._acceptance(s, "model") for s in running], per_position
-                )
+                per_position = self.policy.draft_cost.step_time(len(running))
+                acceptance = [self.policy.acceptance.estimate(s, md.name) for s in running]
+                lens = self.policy.choose_length(running, caps, acceptance, per_position)
             t_draft = time.perf_counter()
             forwards = md.runner.forwards
             for i, draft in enumerate(md.propose(running, lens)):
@@ -625,41 +630,21 @@ class Engine:
                     candidates[i].append(draft)
             if md.runner.forwards > forwards:
                 per = (time.perf_counter() - t_draft) / (md.runner.forwards - forwards)
-                self.scheduler.draft_cost.observe(len(running), per)
-        chosen = [self._best(seq, c) for seq, c in zip(running, candidates)]
+                self.policy.draft_cost.observe(len(running), per)
+        chosen = [self.policy.best(seq, c) for seq, c in zip(running, candidates)]
         if adaptive:
-            gammas = self.scheduler.choose_gamma(
+            gammas = self.policy.choose_length(
                 running,
                 [len(d.tokens) for d in chosen],
-                [self._acceptance(s, d.drafter) for s, d in zip(running, chosen)],
+                [self.policy.acceptance.estimate(s, d.drafter) for s, d in zip(running, chosen)],
             )
-            for seq, draft, g in zip(running, chosen, gammas):
+            for draft, g in zip(chosen, gammas):
                 if g < len(draft.tokens):
-                    if g == 0:
-                        self._explore(seq, draft.drafter)
                     draft.tokens = draft.tokens[:g]
                     if draft.probs is not None:
                         draft.probs = draft.probs[:g]
         self._stats.draft_seconds += time.perf_counter() - t0
         return chosen
-
-    def _acceptance(self, seq: Sequence, drafter: str) -> float:
-        return seq.acceptance_by_drafter.get(drafter, ACCEPTANCE_PRIOR)
-
-    def _best(self, seq: Sequence, candidates: list[Draft]) -> Draft:
-        """The candidate with the most expected accepted tokens (sum of a**k)."""
-        best, best_score = Draft(), 0.0
-        for draft in candidates:
-            a = self._acceptance(seq, draft.drafter)
-            score = sum(a**k for k in range(1, len(draft.tokens) + 1))
-            if score > best_score:
-                best, best_score = draft, score
-        return Draft(list(best.tokens), best.probs, best.drafter)
-
-    def _explore(self, seq: Sequence, drafter: str) -> None:
-        """Let an unused drafter's estimate drift back to the prior so it is retried."""
-        a = self._acceptance(seq, drafter)
-        seq.acceptance_by_drafter[drafter] = a + 0.05 * (ACCEPTANCE_PRIOR - a)
 
     # ----- verification ------------------------------------------------------------
     def _verify(self, seqs: list[Sequence], drafts: list[Draft]) -> None:
@@ -669,9 +654,9 @@ class Engine:
         logits = self.runner.forward(seqs[0].row, feed)  # [b, q, vocab]
         assert logits is not None
         fed = sum(len(f) for f in feed)
-        padded = len(feed) * max(len(f) for f in feed)  # what the forward computed
-        self.scheduler.cost.observe(padded, time.perf_counter() - t0)
-        argmax = logits.argmax(dim=-1).tolist()  # [b, q]
+        argmax = logits.argmax(dim=-1).tolist()  # [b, q]; the host sync ends the forward
+        # The forward pads every row to the longest feed: b rows x p positions.
+        self.policy.observe_step(len(feed), max(len(f) for f in feed), time.perf_counter() - t0)
         finite = torch.isfinite(logits).all(dim=-1).tolist()  # [b, q]
         self._stats.spec.target_tokens += fed
         for i, (seq, draft) in enumerate(zip(seqs, drafts)):
@@ -698,7 +683,7 @@ class Engine:
                 seq.stats.target_tokens += n
                 seq.stats.record(draft.drafter or "none", len(draft.tokens), accepted)
                 self._stats.spec.record(draft.drafter or "none", len(draft.tokens), accepted)
-                update_acceptance(seq, draft.drafter, len(draft.tokens), accepted)
+                self.policy.observe(seq, draft.drafter, len(draft.tokens), accepted)
                 self._append(seq, new_tokens)
             except Exception as exc:
                 self._fail(seq, exc)

@@ -51,8 +51,6 @@ class Sequence:
     deadline: float | None = None
     on_delta: Callable[[str], None] | None = None
     """Called on the engine thread with each new piece of text (streaming)."""
-    acceptance: float = 0.6
-    """Running estimate of the per-token draft acceptance probability (adaptive gamma)."""
     text: str = ""
     """Detokenized output so far, already cut at a stop string."""
     emitted_chars: int = 0
@@ -61,8 +59,8 @@ class Sequence:
     """KV-cache row while running (rows of running sequences are contiguous)."""
     generator: Any = None
     """The request's ``torch.Generator`` (sampling only), owned by the engine."""
-    acceptance_by_drafter: dict[str, float] = field(default_factory=dict)
-    """Running acceptance estimate per drafter (adaptive gamma and drafter choice)."""
+    draft_counts: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Per drafter: (accepted draft tokens, rejections) of this sequence's verifications."""
     cached_prefix: int = 0
     """Prompt tokens whose KV was reused (prefix cache or a group sibling)."""
     prefix_handle: Any = None

@@ -1,0 +1,242 @@
+"""Draft policy: which draft each sequence verifies and how long, from measured numbers only.
+
+A step verifies ``b`` rows padded to ``p = q + 1`` positions each (the longest draft ``q``
+plus the pending token). Two models, refitted every step, decide ``q``:
+
+- :class:`StepCost`: ``log seconds = load + shape(b, p)``. ``shape`` is a table of measured
+  relative costs by ``(b, p)`` (the cost is not linear in ``b * p``: at batch 1 on a CPU,
+  2 positions can cost more than 5); ``load`` is one common factor that follows the machine
+  (another process on the cores inflates every entry alike). Each observation moves
+  ``load`` by most of the surprise and its own entry by a little, so a loaded machine does
+  not make rarely measured entries look cheap. Unmeasured entries are priced from the
+  measured one-position cost at that batch size plus :data:`EXTRA_POSITION_PRIOR` per extra
+  position, and measured the first time they are used.
+- :class:`Acceptance`: per-token acceptance probability ``a`` of each drafter, counted
+  engine-wide (per drafter, greedy or sampled) and per sequence. A verification of ``g``
+  draft tokens that accepted ``k`` is ``k`` successes plus one failure when ``k < g`` (a
+  truncated geometric observation), and ``a = successes / (successes + failures)``. A new
+  sequence starts from the engine-wide estimate of the drafter, not from a fixed prior.
+
+With ``a_i`` per sequence, drafting up to ``q`` tokens yields ``sum_{k=1..q} a_i**k``
+expected extra tokens for row ``i``. :meth:`DraftPolicy.choose_length` picks the ``q`` with
+the most expected tokens per second, ``q = 0`` (a plain autoregressive step) unless a
+longer one is predicted to beat it by :data:`MIN_GAIN`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+from collections.abc import Sequence as Seq
+from typing import TYPE_CHECKING
+
+from langchain_seed.engine.drafters.base import Draft
+
+if TYPE_CHECKING:
+    from langchain_seed.engine.sequence import Sequence
+
+EXTRA_POSITION_PRIOR = 0.25
+"""Assumed relative cost of each extra position before it is measured (+25% per token)."""
+MIN_GAIN = 1.02
+"""A draft length must beat plain decoding by 2% in predicted tokens per second."""
+LOAD_RATE = 0.5  # share of a surprise taken by the common load factor
+SHAPE_RATE = 0.3  # share of the rest taken by the observed (b, p) entry
+ACCEPTANCE_PRIOR = (1.0, 1.0)  # pseudo (successes, failures) of an unmeasured drafter: a = 0.5
+SEQUENCE_WEIGHT = 4.0  # pseudo-observations of the engine-wide estimate in a sequence's
+ENGINE_DECAY = 0.998  # engine-wide counts forget slowly: drafters' luck changes with the work
+
+
+class CostModel:
+    """Least-squares fit of ``seconds = c0 + c1 * tokens`` over recent forwards."""
+
+    def __init__(self, c0: float = 1.0, c1: float = 0.15, window: int = 64) -> None:
+        self.c0, self.c1 = c0, c1
+        self.window = window
+        self.samples: deque[tuple[int, float]] = deque(maxlen=window)
+        self.fitted = False
+        """True once the coefficients come from measurements rather than the prior."""
+
+    def observe(self, tokens: int, seconds: float) -> None:
+        """Record one forward that processed ``tokens`` positions in ``seconds``."""
+        self.samples.append((tokens, seconds))
+        if len(self.samples) < 8:
+            return
+        n = len(self.samples)
+        mean_x = sum(x for x, _ in self.samples) / n
+        mean_y = sum(y for _, y in self.samples) / n
+        var = sum((x - mean_x) ** 2 for x, _ in self.samples)
+        if var < 1e-9:
+            return
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in self.samples) / var
+        intercept = mean_y - slope * mean_x
+        if intercept <= 0:
+            return
+        # Keep the ratio in a sane range: timings on a busy machine are noisy.
+        self.c0 = intercept
+        self.c1 = min(max(slope, 0.002 * intercept), intercept)
+        self.fitted = True
+
+    def step_time(self, tokens: int) -> float:
+        """Predicted seconds of a forward over ``tokens`` positions."""
+        return self.c0 + self.c1 * tokens
+
+
+class StepCost:
+    """Relative cost of a verification forward by ``(rows, positions per row)``."""
+
+    def __init__(self) -> None:
+        self.load = 0.0  # log seconds of the common factor
+        self.shape: dict[tuple[int, int], float] = {}  # (b, p) -> log relative cost
+        self.observations = 0
+
+    def measured(self, b: int, p: int) -> bool:
+        """True once a forward of this shape has been timed."""
+        return (b, p) in self.shape
+
+    def relative(self, b: int, p: int) -> float | None:
+        """Predicted cost of ``(b, p)`` in load units, or ``None`` with nothing measured yet."""
+        if (b, p) in self.shape:
+            return math.exp(self.shape[(b, p)])
+        one = self._one_position(b)
+        if one is None:
+            return None
+        return one * (1.0 + EXTRA_POSITION_PRIOR * (p - 1))
+
+    def seconds(self, b: int, p: int) -> float | None:
+        """Predicted seconds of ``(b, p)`` at the current load."""
+        rel = self.relative(b, p)
+        return None if rel is None else rel * math.exp(self.load)
+
+    def observe(self, b: int, p: int, seconds: float) -> None:
+        """Fold one timed forward of ``b`` rows x ``p`` positions into the model."""
+        if seconds <= 0:
+            return
+        self.observations += 1
+        log_t = math.log(seconds)
+        prior = self.relative(b, p)
+        if prior is None:  # the first forward of all sets the scale
+            self.load = log_t
+            self.shape[(b, p)] = 0.0
+            return
+        if (b, p) not in self.shape:  # first time of this shape: the surprise is its own
+            self.shape[(b, p)] = log_t - self.load
+            return
+        error = log_t - (self.load + math.log(prior))
+        self.load += LOAD_RATE * error
+        self.shape[(b, p)] += SHAPE_RATE * (1.0 - LOAD_RATE) * error
+
+    def _one_position(self, b: int) -> float | None:
+        """Relative one-position cost at ``b`` rows: measured, or interpolated from others."""
+        if (b, 1) in self.shape:
+            return math.exp(self.shape[(b, 1)])
+        rows = sorted(k for k, p in self.shape if p == 1)
+        if not rows:
+            return None
+        i = bisect.bisect_left(rows, b)
+        if i == 0 or i == len(rows):
+            near = rows[0] if i == 0 else rows[-1]
+            return math.exp(self.shape[(near, 1)])
+        lo, hi = rows[i - 1], rows[i]
+        w = (b - lo) / (hi - lo)
+        return math.exp((1 - w) * self.shape[(lo, 1)] + w * self.shape[(hi, 1)])
+
+
+class Acceptance:
+    """Measured per-token acceptance of each drafter, engine-wide and per sequence."""
+
+    def __init__(self) -> None:
+        self.engine: dict[tuple[str, bool], list[float]] = {}  # (drafter, greedy) -> [s, f]
+
+    def engine_estimate(self, drafter: str, greedy: bool) -> float:
+        """Engine-wide acceptance of ``drafter`` for greedy or sampled requests."""
+        s, f = self.engine.get((drafter, greedy), ACCEPTANCE_PRIOR)
+        return s / (s + f)
+
+    def estimate(self, seq: Sequence, drafter: str) -> float:
+        """Acceptance of ``drafter`` for ``seq``: its own record, shrunk to the engine's."""
+        prior = self.engine_estimate(drafter, seq.params.greedy)
+        s, f = seq.draft_counts.get(drafter, (0.0, 0.0))
+        return (s + SEQUENCE_WEIGHT * prior) / (s + f + SEQUENCE_WEIGHT)
+
+    def observe(self, seq: Sequence, drafter: str, drafted: int, accepted: int) -> None:
+        """Count one verification of ``drafted`` tokens from ``drafter`` (``accepted`` kept)."""
+        if drafted <= 0:
+            return
+        failure = 1.0 if accepted < drafted else 0.0
+        s, f = seq.draft_counts.get(drafter, (0.0, 0.0))
+        seq.draft_counts[drafter] = (s + accepted, f + failure)
+        key = (drafter, seq.params.greedy)
+        counts = self.engine.setdefault(key, list(ACCEPTANCE_PRIOR))
+        counts[0] = ENGINE_DECAY * counts[0] + accepted
+        counts[1] = ENGINE_DECAY * counts[1] + failure
+
+
+def expected_gain(a: float, q: int) -> float:
+    """Expected accepted tokens of a ``q``-token draft at per-token acceptance ``a``."""
+    return sum(a**k for k in range(1, q + 1))
+
+
+class DraftPolicy:
+    """Draft choice and length for one engine (see the module docstring)."""
+
+    def __init__(self, gamma: int) -> None:
+        self.gamma = gamma
+        self.cost = StepCost()
+        self.acceptance = Acceptance()
+        self.draft_cost = CostModel(c0=0.3, c1=0.02)
+        """Seconds of one draft-model forward over ``b`` rows (linear in ``b``)."""
+
+    def best(self, seq: Sequence, candidates: Seq[Draft]) -> Draft:
+        """The candidate with the most expected accepted tokens (``sum a**k``), copied."""
+        best, best_score = Draft(), 0.0
+        for draft in candidates:
+            score = expected_gain(self.acceptance.estimate(seq, draft.drafter), len(draft.tokens))
+            if score > best_score:
+                best, best_score = draft, score
+        return Draft(list(best.tokens), best.probs, best.drafter)
+
+    def choose_length(
+        self,
+        seqs: Seq[Sequence],
+        available: Seq[int],
+        acceptance: Seq[float],
+        extra_seconds: float = 0.0,
+    ) -> list[int]:
+        """Draft length per sequence maximizing the batch's expected tokens per second.
+
+        Args:
+            seqs: running sequences (one verification each, one padded forward in all).
+            available: most draft tokens each may get (drafts found, gamma cap, tokens left).
+            acceptance: per-token acceptance estimate of each sequence's draft.
+            extra_seconds: seconds each draft position adds besides verification (one
+                forward of the draft model over the batch).
+
+        Returns:
+            ``min(q, available[i])`` for one cap ``q`` (shorter drafts ride free in the
+            padded forward); ``q = 0`` when no length beats plain decoding.
+        """
+        b = len(seqs)
+        if b == 0:
+            return []
+        base = self.cost.seconds(b, 1)
+        if base is None:
+            return [0] * b
+        best_q, best_rate = 0, b / base
+        expected = float(b)  # every verification yields one token
+        for q in range(1, min(self.gamma, max(available, default=0)) + 1):
+            expected += sum(a**q for a, n in zip(acceptance, available) if n >= q and a > 0)
+            seconds = self.cost.seconds(b, q + 1)
+            assert seconds is not None
+            rate = expected / (seconds + q * extra_seconds)
+            if rate > best_rate * (MIN_GAIN if best_q == 0 else 1.0):
+                best_q, best_rate = q, rate
+        return [min(best_q, n) for n in available]
+
+    def observe_step(self, b: int, positions: int, seconds: float) -> None:
+        """Time of one verification forward of ``b`` rows x ``positions`` each."""
+        self.cost.observe(b, positions, seconds)
+
+    def observe(self, seq: Sequence, drafter: str, drafted: int, accepted: int) -> None:
+        """One verification's outcome (acceptance counts)."""
+        self.acceptance.observe(seq, drafter, drafted, accepted)

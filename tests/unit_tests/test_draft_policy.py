@@ -1,0 +1,164 @@
+"""Draft policy: measured step-cost table, measured acceptance, and the length decision."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from langchain_seed.engine.config import SamplingParams
+from langchain_seed.engine.draft_policy import (
+    EXTRA_POSITION_PRIOR,
+    Acceptance,
+    CostModel,
+    DraftPolicy,
+    StepCost,
+    expected_gain,
+)
+from langchain_seed.engine.drafters.base import Draft
+from langchain_seed.engine.sequence import Sequence
+
+
+def seq(greedy: bool = True) -> Sequence:
+    return Sequence(prompt_ids=[1, 2, 3], params=SamplingParams(temperature=0 if greedy else 1))
+
+
+def policy_with_costs(costs: dict[tuple[int, int], float], gamma: int = 4) -> DraftPolicy:
+    """A policy whose cost table has measured ``costs`` (seconds by (rows, positions))."""
+    policy = DraftPolicy(gamma)
+    for _ in range(3):
+        for (b, p), seconds in costs.items():
+            policy.observe_step(b, p, seconds)
+    return policy
+
+
+def lengths(policy: DraftPolicy, acceptance: list[float], available: int = 4) -> list[int]:
+    b = len(acceptance)
+    return policy.choose_length([seq()] * b, [available] * b, acceptance)
+
+
+# ----- StepCost -------------------------------------------------------------------------
+def test_nothing_measured_means_no_drafts():
+    assert lengths(DraftPolicy(4), [0.9, 0.9]) == [0, 0]
+
+
+def test_step_cost_learns_a_table_that_is_not_linear():
+    # The issue's batch-1 row (ms): 2 positions cost more than 5 (CPU kernel shapes).
+    table = {(1, 1): 0.055, (1, 2): 0.092, (1, 3): 0.113, (1, 4): 0.084, (1, 5): 0.080}
+    cost = StepCost()
+    for _ in range(20):
+        for (b, p), seconds in table.items():
+            cost.observe(b, p, seconds)
+    for (b, p), seconds in table.items():
+        assert cost.seconds(b, p) == pytest.approx(seconds, rel=0.05)
+
+
+def test_unmeasured_shapes_are_priced_from_the_one_position_cost():
+    cost = StepCost()
+    for _ in range(5):
+        cost.observe(4, 1, 0.1)
+        cost.observe(16, 1, 0.2)
+    assert cost.seconds(4, 3) == pytest.approx(0.1 * (1 + 2 * EXTRA_POSITION_PRIOR), rel=0.01)
+    # between two measured batch sizes: interpolated in log space
+    assert 0.1 < cost.seconds(8, 1) < 0.2
+
+
+def test_load_moves_every_entry_so_rare_shapes_do_not_look_cheap():
+    """A machine that becomes 2x slower: entries measured only while it was quiet are
+    predicted 2x slower too, so their relative cost (what decides) stays right."""
+    cost = StepCost()
+    for _ in range(10):
+        cost.observe(8, 1, 0.10)
+        cost.observe(8, 5, 0.20)
+    for _ in range(30):  # loaded: only plain steps are seen
+        cost.observe(8, 1, 0.20)
+    assert cost.seconds(8, 1) == pytest.approx(0.20, rel=0.05)
+    ratio = cost.seconds(8, 5) / cost.seconds(8, 1)
+    assert ratio > 1.5, ratio  # quiet ratio was 2.0; a linear absolute fit would say ~1.0
+
+
+# ----- Acceptance -----------------------------------------------------------------------
+def test_acceptance_is_the_truncated_geometric_estimate():
+    acc = Acceptance()
+    s = seq()
+    for _ in range(50):
+        acc.observe(s, "ngram", drafted=4, accepted=1)  # 1 success, 1 failure each time
+    assert acc.estimate(s, "ngram") == pytest.approx(0.5, abs=0.02)
+    for _ in range(50):
+        acc.observe(s, "ngram", drafted=4, accepted=4)  # no failure: a -> 1
+    assert acc.estimate(s, "ngram") > 0.7
+
+
+def test_a_new_sequence_starts_from_the_engine_wide_measurement_not_a_fixed_prior():
+    acc = Acceptance()
+    for _ in range(40):
+        acc.observe(seq(), "consensus", drafted=3, accepted=0)
+    fresh = seq()
+    assert acc.estimate(fresh, "consensus") < 0.1
+    assert acc.estimate(seq(greedy=False), "consensus") == pytest.approx(0.5)  # sampled: apart
+
+
+def test_best_candidate_is_the_one_with_most_expected_tokens():
+    policy = DraftPolicy(4)
+    s = seq()
+    for _ in range(30):
+        policy.observe(s, "good", 4, 4)
+        policy.observe(s, "bad", 4, 0)
+    drafts = [Draft([1, 2, 3, 4], None, "bad"), Draft([5, 6], None, "good")]
+    assert policy.best(s, drafts).drafter == "good"
+    assert policy.best(s, []).tokens == []
+
+
+def test_expected_gain():
+    assert expected_gain(0.5, 3) == pytest.approx(0.5 + 0.25 + 0.125)
+    assert expected_gain(0.9, 0) == 0.0
+
+
+# ----- choose_length -----------------------------------------------------------------------
+def test_memory_bound_forward_drafts_the_most_useful_length():
+    flat = {(8, p): 0.1 * (1 + 0.01 * (p - 1)) for p in range(1, 6)}  # GPU-like: nearly free
+    assert lengths(policy_with_costs(flat), [0.6] * 8) == [4] * 8
+
+
+def test_compute_bound_batch_does_not_speculate():
+    # Each extra position doubles the step: 0.6 expected tokens per row cannot pay for it.
+    dear = {(32, p): 0.1 * p for p in range(1, 6)}
+    assert lengths(policy_with_costs(dear), [0.6] * 32) == [0] * 32
+
+
+def test_short_drafts_lose_and_long_ones_win_when_the_table_says_so():
+    # batch 1 of the issue's table: q=1..2 cost 1.7-2x a plain step, q=3..4 about 1.5x.
+    table = {(1, 1): 0.055, (1, 2): 0.092, (1, 3): 0.113, (1, 4): 0.084, (1, 5): 0.080}
+    policy = policy_with_costs(table)
+    assert lengths(policy, [0.6]) == [4]
+    assert lengths(policy, [0.6], available=2) == [0]  # only 1-2 token drafts: not worth it
+    assert lengths(policy, [0.2]) == [0]
+
+
+def test_useless_drafts_give_autoregressive_steps():
+    flat = {(4, p): 0.1 for p in range(1, 6)}
+    assert lengths(policy_with_costs(flat), [0.0] * 4) == [0] * 4
+
+
+def test_gamma_never_exceeds_the_available_draft_or_the_cap():
+    flat = {(3, p): 0.1 for p in range(1, 10)}
+    policy = policy_with_costs(flat, gamma=4)
+    out = policy.choose_length([seq()] * 3, [0, 2, 8], [0.9, 0.9, 0.9])
+    assert out == [0, 2, 4]
+
+
+def test_draft_model_cost_per_position_limits_the_length():
+    flat = {(4, p): 1.0 * (1 + 0.001 * (p - 1)) for p in range(1, 6)}
+    policy = policy_with_costs(flat)
+    cheap = policy.choose_length([seq()] * 4, [4] * 4, [0.6] * 4, extra_seconds=0.01)
+    dear = policy.choose_length([seq()] * 4, [4] * 4, [0.6] * 4, extra_seconds=2.0)
+    assert cheap == [4] * 4 and dear == [0] * 4
+
+
+def test_cost_model_fits_a_line():
+    model = CostModel()
+    for tokens in (8, 16, 32, 64, 8, 16, 32, 64):
+        model.observe(tokens, 0.5 + 0.01 * tokens)
+    assert model.fitted
+    assert model.c0 == pytest.approx(0.5) and model.c1 == pytest.approx(0.01)
+    assert math.isfinite(model.step_time(10))
