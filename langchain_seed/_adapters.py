@@ -85,8 +85,10 @@ class SeedFields(BaseModel):
     device: str = "cpu"
     """Torch device of the models: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``..."""
 
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    """Weight and activation dtype."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weight and activation dtype. ``"auto"``: bfloat16 for the embedded model on a CPU with
+    native bfloat16 and on CUDA GPUs that support it, float32 otherwise (see
+    :class:`~langchain_seed.engine.EngineConfig`)."""
 
     temperature: float = 0.0
     """Sampling temperature; ``0`` is greedy decoding (deterministic)."""

@@ -73,7 +73,9 @@ class SeedLLM(SeedFields, BaseLLM):
         device: str
             ``"cpu"`` (default) or ``"cuda"``...
         dtype: str
-            ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``.
+            ``"auto"`` (default: bfloat16 for the embedded model on a CPU with native
+            bfloat16 and on CUDA, float32 otherwise), ``"float32"``, ``"bfloat16"``,
+            ``"float16"``.
         engine: Optional[Engine]
             An engine to use instead of the shared one for this configuration.
 

@@ -53,7 +53,9 @@ class BenchConfig:
         draft_model: optional draft model; enables the ``model`` drafter and
             ``assistant_model`` for ``hf_assisted``.
         device: torch device.
-        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+        dtype: ``"float32"``, ``"bfloat16"``, ``"float16"``, or ``"auto"`` (resolved once
+            here, as :class:`~langchain_seed.engine.EngineConfig` does, so every method of
+            the run compares one dtype).
         hf_batch_size: static batch size of ``hf_batched`` (``HuggingFacePipeline(batch_size=B)``).
         max_batch_size: the engine's ``max_batch_size``.
         gamma: most draft tokens per step for the engine policies that speculate.
@@ -77,6 +79,10 @@ class BenchConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if not isinstance(self.gamma, int) or not 0 <= self.gamma <= 16:
             raise ValueError(f"gamma must be an integer in [0, 16], got {self.gamma!r}")
+        if self.dtype == "auto":
+            from langchain_seed.engine.loading import auto_dtype
+
+            self.dtype = auto_dtype(self.model, self.device)
 
 
 @dataclass(slots=True)

@@ -58,7 +58,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--model", default=None, help="target model (default: embedded)")
     parser.add_argument("--draft-model", default=None, help="draft model for 'model' drafting")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument(
+        "--dtype", default="float32", choices=("auto", "float32", "bfloat16", "float16")
+    )
     parser.add_argument("--gamma", type=int, default=4, help="max draft tokens per step")
     parser.add_argument("--hf-batch-size", type=int, default=16, help="hf_batched batch size")
     parser.add_argument("--max-batch-size", type=int, default=32, help="engine max_batch_size")

@@ -51,14 +51,16 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from langchain_seed.cli import main as cli_main
+    from langchain_seed.engine.config import EngineConfig
     from langchain_seed.engine.engine import shared_model
 
     console = Console()
     console.rule("[bold]langchain-seed demo")
     t0 = time.perf_counter()
-    loaded = shared_model(args.model, "cpu", "float32")
+    dtype = EngineConfig(model=args.model).dtype  # what dtype="auto" means on this machine
+    loaded = shared_model(args.model, "cpu", dtype)
     console.print(
-        f"model: [bold]{loaded.name}[/bold] ({loaded.source}) loaded in "
+        f"model: [bold]{loaded.name}[/bold] ({loaded.source}, {dtype}) loaded in "
         f"{time.perf_counter() - t0:.2f} s"
     )
     model_args = ["--model", args.model] if args.model else []
@@ -167,5 +169,6 @@ def _print_summary(console: Any, rows: list[tuple[str, dict[str, Any]]]) -> None
     console.print(table)
     console.print(
         "tokens = generated tokens; accepted/step = tokens a sequence gains per target "
-        "forward (1.00 = no speculation gain). Outputs equal the model's own decoding."
+        "forward (1.00 = no speculation gain). Outputs equal the model's own decoding "
+        "(float32: token for token; bfloat16: up to rounding at near-ties)."
     )

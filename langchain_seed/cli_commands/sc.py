@@ -95,7 +95,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--max-batch-size", type=int, default=32, help="engine max_batch_size")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument(
+        "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16")
+    )
     parser.add_argument("--json", dest="json_path", default=None, help="write results as JSON")
     parser.add_argument("--show-samples", action="store_true", help="print every sample")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

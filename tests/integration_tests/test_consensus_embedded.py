@@ -60,7 +60,9 @@ def references(embedded_model, prompts) -> list[list[int]]:
 
 
 def test_embedded_grouped_greedy_with_consensus_equals_generate(prompts, references):
-    config = EngineConfig(drafters=("consensus", "ngram"), max_batch_size=8, adaptive_gamma=False)
+    config = EngineConfig(
+        drafters=("consensus", "ngram"), max_batch_size=8, adaptive_gamma=False, dtype="float32"
+    )
     params = SamplingParams(max_tokens=MAX_NEW)
     with Engine(config) as engine:
         leaders = [Leader() for _ in prompts]

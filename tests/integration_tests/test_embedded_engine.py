@@ -52,9 +52,30 @@ def gsm8k_refs(embedded_model, gsm8k_ids):
     [("autoregressive", ()), ("fcfs_rounds", ("ngram",)), ("batched", ("ngram",))],
 )
 def test_embedded_greedy_equals_generate_on_gsm8k(gsm8k_ids, gsm8k_refs, policy, drafters):
-    config = EngineConfig(policy=policy, drafters=drafters, max_batch_size=8)
+    config = EngineConfig(policy=policy, drafters=drafters, max_batch_size=8, dtype="float32")
     t0 = time.perf_counter()
     with Engine(config) as engine:
         results = engine.generate(gsm8k_ids, SamplingParams(max_tokens=32))
     assert [r.token_ids for r in results] == gsm8k_refs, f"{policy} diverged"
     assert time.perf_counter() - t0 > 0
+
+
+def test_auto_dtype_is_bfloat16_on_a_cpu_with_native_bfloat16():
+    from langchain_seed.engine.loading import cpu_has_native_bf16
+
+    expected = "bfloat16" if cpu_has_native_bf16() else "float32"
+    assert EngineConfig().dtype == expected
+    assert EngineConfig(dtype="float32").dtype == "float32"
+
+
+def test_bfloat16_batched_greedy_mostly_equals_bfloat16_one_at_a_time(gsm8k_ids):
+    """In bfloat16 a batch changes rounding, so a near-tie may flip against decoding the
+    same prompt alone; report the share of identical outputs (and catch a broken path)."""
+    config = EngineConfig(policy="batched", drafters=("ngram",), max_batch_size=8, dtype="bfloat16")
+    params = SamplingParams(max_tokens=32)
+    with Engine(config) as engine:
+        batched = [r.token_ids for r in engine.generate(gsm8k_ids, params)]
+        alone = [engine.generate([ids], params)[0].token_ids for ids in gsm8k_ids]
+    same = sum(a == b for a, b in zip(batched, alone)) / len(alone)
+    print(f"bfloat16: {same:.0%} of greedy outputs identical to one-at-a-time decoding")
+    assert same >= 0.5

@@ -64,13 +64,13 @@ def _tree(llm: Any) -> dict:
 def batched_result() -> dict:
     from langchain_seed import SeedLLM
 
-    return _tree(SeedLLM(policy="batched", drafters=("consensus", "ngram")))
+    return _tree(SeedLLM(policy="batched", drafters=("consensus", "ngram"), dtype="float32"))
 
 
 def test_batched_tree_equals_autoregressive_tree(batched_result) -> None:  # type: ignore[no-untyped-def]
     from langchain_seed import SeedLLM
 
-    reference = _tree(SeedLLM(policy="autoregressive", drafters=()))
+    reference = _tree(SeedLLM(policy="autoregressive", drafters=(), dtype="float32"))
     assert len(batched_result["tree"]) >= 3  # the model proposed well-formed steps at 2 levels
     assert batched_result["tree"] == reference["tree"]
     assert batched_result["answer"] == reference["answer"]

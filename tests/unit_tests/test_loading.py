@@ -57,3 +57,22 @@ def test_hub_id_not_in_cache_offline_says_how_to_provide_it(monkeypatch, tmp_pat
 def test_bad_dtype_names_the_choices():
     with pytest.raises(ValueError, match="dtype"):
         loading.resolve_dtype("int4")
+
+
+def test_native_bfloat16_is_read_from_the_cpu_flags():
+    from langchain_seed.engine.loading import cpu_has_native_bf16
+
+    assert cpu_has_native_bf16("flags\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile\n")
+    assert cpu_has_native_bf16("Features\t: fp asimd bf16 i8mm\n")  # Arm
+    assert not cpu_has_native_bf16("flags\t: fpu sse2 avx2 avx512f avx512bw\n")
+
+
+def test_auto_dtype_keeps_a_models_own_dtype_choice_explicit(tiny_pair):
+    from langchain_seed.engine import EngineConfig
+    from langchain_seed.engine.loading import auto_dtype
+
+    assert auto_dtype(str(tiny_pair.target_path), "cpu") == "float32"
+    assert EngineConfig(model=str(tiny_pair.target_path)).dtype == "float32"
+    assert EngineConfig(model="x", dtype="bfloat16").dtype == "bfloat16"
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        EngineConfig(model="x", dtype="half")
