@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     from langchain_seed.cli import main as cli_main
     from langchain_seed.engine.config import EngineConfig
-    from langchain_seed.engine.engine import shared_model
+    from langchain_seed.engine.engine import Engine, shared_model
 
     console = Console()
     console.rule("[bold]langchain-seed demo")
@@ -68,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
 
     console.rule("[bold]1. An LCEL chain: three questions, one engine batch")
     rows.append(("LCEL batch", _chat_batch(console, args.model)))
+    # Each part uses its own engine configuration; an idle engine thread left alive slows
+    # the next part's on a small CPU, so each part's engines close when it ends.
+    Engine.close_shared()
 
     with tempfile.TemporaryDirectory() as tmp:
         console.rule("[bold]2. Tree-of-Thoughts: Game of 24")
@@ -77,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         if args.quick:
             tot_args += ["--steps", "2"]
         status = cli_main(tot_args)
+        Engine.close_shared()
         if tot_json.exists():
             rows.append(("ToT game24", _tot_row(json.loads(tot_json.read_text()))))
 
@@ -87,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         if args.quick:
             sc_args += ["--max-tokens", "96"]
         status = cli_main(sc_args) or status
+        Engine.close_shared()
         if sc_json.exists():
             rows.append((f"SC (n={args.samples})", _sc_row(json.loads(sc_json.read_text()))))
 

@@ -170,6 +170,20 @@ class Engine:
                 _SHARED[key] = engine
             return engine
 
+    @staticmethod
+    def close_shared() -> int:
+        """Close every shared engine of this process; returns how many were closed.
+
+        Each engine owns a thread, and on a small CPU a second engine thread, even idle,
+        slows the one at work (each thread that runs torch gets its own OpenMP team): close
+        the engines of a finished job before starting one with another configuration.
+        """
+        with _SHARED_LOCK:
+            engines = list(_SHARED.values())
+        for engine in engines:
+            engine.close()
+        return len(engines)
+
     def _eos_ids(self) -> set[int]:
         ids: set[int] = set()
         gen_eos = getattr(self.target.model.generation_config, "eos_token_id", None)

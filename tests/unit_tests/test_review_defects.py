@@ -381,3 +381,11 @@ def test_chat_template_is_rendered_under_the_engine_tokenizer_lock(model_path, m
         chat.invoke([HumanMessage("hello")])
         chat.batch([[HumanMessage("hi")], [HumanMessage("there")]])
     assert held and all(held), held
+
+
+def test_close_shared_closes_every_shared_engine(model_path):
+    first = Engine.shared(EngineConfig(model=model_path, max_batch_size=6))
+    second = Engine.shared(EngineConfig(model=model_path, max_batch_size=7))
+    assert Engine.close_shared() >= 2
+    assert first.closed and second.closed
+    assert engine_module._SHARED == {}
