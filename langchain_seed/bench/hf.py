@@ -28,6 +28,7 @@ from langchain_seed.bench.backends import (
     empty_stats,
     sample_seeds,
 )
+from langchain_seed.engine import compute
 from langchain_seed.engine.config import SamplingParams
 
 if TYPE_CHECKING:
@@ -203,14 +204,19 @@ class HFBackend(GenBackend):
             gen_config.stop_strings = list(params.stop)
             kwargs["tokenizer"] = self._tokenizer
         device = self.model.device
-        with torch.inference_mode():
-            # sequences: [batch * n, width + new]
-            sequences = cast(Any, self.model).generate(
-                input_ids=input_ids.to(device),
-                attention_mask=attention_mask.to(device),
-                generation_config=gen_config,
-                **kwargs,
-            )
+
+        def generate() -> Any:
+            with torch.inference_mode():
+                return cast(Any, self.model).generate(  # [batch * n, width + new]
+                    input_ids=input_ids.to(device),
+                    attention_mask=attention_mask.to(device),
+                    generation_config=gen_config,
+                    **kwargs,
+                )
+
+        # On the engines' compute thread: torch on a second thread would slow both (one
+        # OpenMP team per thread), and every method must be measured alike.
+        sequences = compute.run(generate)
         new = sequences[:, width:].tolist()
         results: list[list[Completion]] = []
         for i, prompt in enumerate(prompts):

@@ -1,7 +1,10 @@
 """Engine: submit / step / generate / stream. Thin glue over scheduler, runner and drafters.
 
-One engine thread owns the models. Callers on any thread or event loop submit requests
-and get a :class:`concurrent.futures.Future` (or await / iterate). Every step:
+One engine thread owns the queue and the batch; each step runs on the process-wide
+compute thread (:mod:`langchain_seed.engine.compute`: one OpenMP team for all engines).
+Callers on any thread or event loop submit requests and get a
+:class:`concurrent.futures.Future` (or await / iterate); ``on_delta`` callbacks run on the
+compute thread. Every step:
 
 1. admit waiting requests within the memory budget (prefill, prefix reuse, group fork);
 2. choose a draft length per running sequence and draft (batched);
@@ -28,6 +31,7 @@ from typing import Any, cast
 
 import torch
 
+from langchain_seed.engine import compute
 from langchain_seed.engine.admission import Admitter
 from langchain_seed.engine.config import EngineConfig, SamplingParams
 from langchain_seed.engine.draft_policy import DraftPolicy
@@ -501,7 +505,9 @@ class Engine:
             self._closed = True
             self._cv.notify_all()
         self._unregister()
-        if threading.current_thread() is not self._thread:
+        # From a callback (on the compute thread, inside a step) or the engine thread itself,
+        # joining would wait for the step that is calling: the thread ends after it.
+        if threading.current_thread() is not self._thread and not compute.on_compute_thread():
             self._thread.join(timeout)
 
     def _unregister(self) -> None:
@@ -533,12 +539,8 @@ class Engine:
                 for seq in new:
                     self._attach_generator(seq)
                     self.scheduler.add(seq)
-                with self._step_lock, torch.inference_mode():
-                    try:
-                        self.step()
-                    except Exception as exc:  # a failure of the batch: fail its requests, go on
-                        logger.exception("engine step failed")
-                        self._fail_all(exc, include_waiting=False)
+                with self._step_lock:
+                    compute.run(self._guarded_step)
         except BaseException as exc:  # the thread itself broke: nothing may be left hanging
             logger.exception("engine thread crashed; failing every pending request")
             crash = exc
@@ -552,8 +554,22 @@ class Engine:
         with self._cv:
             leftover, self._inbox = self._inbox, []
         error = crash or EngineClosedError("engine closed before the request finished")
-        with self._step_lock, torch.inference_mode():
-            self._fail_all(error, include_waiting=True, also=leftover)
+
+        def fail_all() -> None:
+            with torch.inference_mode():
+                self._fail_all(error, include_waiting=True, also=leftover)
+
+        with self._step_lock:
+            compute.run(fail_all)
+
+    def _guarded_step(self) -> None:
+        """One step on the compute thread; a failure fails the batch, the engine goes on."""
+        with torch.inference_mode():
+            try:
+                self.step()
+            except Exception as exc:
+                logger.exception("engine step failed")
+                self._fail_all(exc, include_waiting=False)
 
     def _attach_generator(self, seq: Sequence) -> None:
         """Give an unseeded sampled request its own random stream (rejection rule).
