@@ -36,3 +36,23 @@ def tiny_pair(tmp_path_factory: pytest.TempPathFactory) -> TinyPair:
 def tiny_small_vocab_pair(tmp_path_factory: pytest.TempPathFactory) -> TinyPair:
     """Tiny 16-token-vocabulary pair for distribution tests."""
     return make_tiny_pair(tmp_path_factory.mktemp("tiny16"), vocab="16", seed=1, noise=0.2)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread is many times faster.
+
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture(scope="module")
+def model_path(tiny_pair: TinyPair) -> str:
+    """Folder of the tiny byte-vocabulary target model."""
+    return str(tiny_pair.target_path)

@@ -28,19 +28,7 @@ from langchain_seed.engine.verify import position_noise, process_logits, sample_
 
 WORDS = "the cat sat on a mat and then it ran off to see the dog who sat on the log".split()
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is many times faster."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
-@pytest.fixture(scope="module")
-def model_path(tiny_pair) -> str:
-    return str(tiny_pair.target_path)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def greedy_ref(pair, prompt: str, max_new: int) -> list[int]:
