@@ -68,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
     console.rule("[bold]1. An LCEL chain: three questions, one engine batch")
     rows.append(("LCEL batch", _chat_batch(console, args.model)))
-    # Each part uses its own engine configuration; an idle engine thread left alive slows
-    # the next part's on a small CPU, so each part's engines close when it ends.
+    # Each part uses its own engine configuration: its engines close when it ends, so
+    # their KV buffers and prefix caches do not outlive it.
     Engine.close_shared()
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -178,9 +178,8 @@ class Engine:
     def close_shared() -> int:
         """Close every shared engine of this process; returns how many were closed.
 
-        Each engine owns a thread, and on a small CPU a second engine thread, even idle,
-        slows the one at work (each thread that runs torch gets its own OpenMP team): close
-        the engines of a finished job before starting one with another configuration.
+        Each shared engine keeps its thread, its KV buffers and its prefix cache until it is
+        closed: close the engines of a finished job to give that memory back.
         """
         with _SHARED_LOCK:
             engines = list(_SHARED.values())
@@ -698,14 +697,15 @@ class Engine:
                     )
                 if seq.params.greedy:
                     accepted, nxt = accept_greedy(argmax[i][:n], draft.tokens)
-                elif seq.params.seed is not None:  # repeatable: noise keyed by position
-                    p = process_logits(logits[i, :n], seq.params)  # [n, vocab]
-                    t = len(seq.output_ids)
-                    noise = position_noise(seq.params.seed, range(t, t + n), p.shape[-1], p.device)
-                    accepted, nxt = accept_coupled(p, draft.tokens, noise)
                 else:
                     p = process_logits(logits[i, :n], seq.params)  # [n, vocab]
-                    accepted, nxt = accept_sampling(p, draft.tokens, draft.probs, seq.generator)
+                    if seq.params.seed is not None:  # repeatable: noise keyed by position
+                        t = len(seq.output_ids)  # output positions t .. t + n - 1
+                        positions = range(t, t + n)
+                        noise = position_noise(seq.params.seed, positions, p.shape[-1], p.device)
+                        accepted, nxt = accept_coupled(p, draft.tokens, noise)
+                    else:
+                        accepted, nxt = accept_sampling(p, draft.tokens, draft.probs, seq.generator)
                 self.runner.keep(seq.row, self.runner.lengths[seq.row] + 1 + accepted)
                 new_tokens = [*draft.tokens[:accepted], nxt]
                 if self.model_drafter is not None:

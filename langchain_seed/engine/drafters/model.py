@@ -70,18 +70,8 @@ class ModelDrafter:
                     continue
                 self.runner.keep(seq.row, self.runner.lengths[seq.row] + len(feed[i]))
                 row_logits = logits[i, len(feed[i]) - 1]  # [vocab]
-                if seq.params.greedy:
-                    token = int(row_logits.argmax())
-                elif seq.params.seed is not None:
-                    # Coupled rule: draft with the noise the target's sample at this output
-                    # position will use, so the two agree as often as they can.
-                    q = process_logits(row_logits[None], seq.params)  # [1, vocab]
-                    t = len(seq.output_ids) + depth
-                    noise = position_noise(seq.params.seed, [t], q.shape[-1], q.device)
-                    token = sample_coupled(q, noise)[0]
-                else:
-                    q = process_logits(row_logits[None], seq.params)[0]  # [vocab]
-                    token = int(torch.multinomial(q, 1, generator=seq.generator))
+                token, q = self._draft_token(seq, row_logits, len(seq.output_ids) + depth)
+                if q is not None:
                     probs[i].append(q)
                 drafts[i].tokens.append(token)
                 next_feed.append([token] if depth + 1 < g else [])
@@ -94,6 +84,25 @@ class ModelDrafter:
                 drafts[i].probs = torch.stack(probs[i])  # [g, vocab]
         self.seconds += time.perf_counter() - t0
         return drafts
+
+    @staticmethod
+    def _draft_token(
+        seq: Sequence, logits: torch.Tensor, position: int
+    ) -> tuple[int, torch.Tensor | None]:
+        """The draft token at output ``position`` from ``logits`` (``[vocab]``).
+
+        Returns the token and, for the rejection rule (sampled without a seed), its
+        processed distribution q (``[vocab]``); ``None`` where verification needs no q.
+        """
+        if seq.params.greedy:
+            return int(logits.argmax()), None
+        q = process_logits(logits[None], seq.params)  # [1, vocab]
+        if seq.params.seed is not None:
+            # Coupled rule: draft with the noise the target's sample at this output
+            # position will use, so the two agree as often as they can.
+            noise = position_noise(seq.params.seed, [position], q.shape[-1], q.device)
+            return sample_coupled(q, noise)[0], None
+        return int(torch.multinomial(q[0], 1, generator=seq.generator)), q[0]
 
     def rollback(self, seq: Sequence, new_tokens: Seq[int]) -> None:
         """Keep only the draft KV of tokens the sequence kept.
