@@ -88,11 +88,6 @@ class StepCost:
     def __init__(self) -> None:
         self.load = 0.0  # log seconds of the common factor
         self.shape: dict[tuple[int, int], float] = {}  # (b, p) -> log relative cost
-        self.observations = 0
-
-    def measured(self, b: int, p: int) -> bool:
-        """True once a forward of this shape has been timed."""
-        return (b, p) in self.shape
 
     def relative(self, b: int, p: int) -> float | None:
         """Predicted cost of ``(b, p)`` in load units, or ``None`` with nothing measured yet."""
@@ -112,7 +107,6 @@ class StepCost:
         """Fold one timed forward of ``b`` rows x ``p`` positions into the model."""
         if seconds <= 0:
             return
-        self.observations += 1
         log_t = math.log(seconds)
         prior = self.relative(b, p)
         if prior is None:  # the first forward of all sets the scale
