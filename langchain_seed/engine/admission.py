@@ -123,7 +123,6 @@ class Admitter:
                 held = min(length, runner.lengths[leader.row])
                 assert name != "target" or held == length, "a running row lost its prompt KV"
                 runner.cache.copy_prefix(leader.row, seq.row, held)
-            seq.cached_prefix = length
             seq.stats.cached_prompt_tokens = length
 
     def _prefill_wave(self, wave: list[Sequence]) -> None:
@@ -143,7 +142,6 @@ class Admitter:
             else:
                 for runner in runners.values():
                     runner.keep(seq.row, 0)
-            seq.cached_prefix = cached
             seq.stats.cached_prompt_tokens = cached
             seq.stats.target_tokens += len(key) - cached
             feeds.append(list(key[cached:]))

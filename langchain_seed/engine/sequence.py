@@ -61,8 +61,8 @@ class Sequence:
     """The request's ``torch.Generator`` (sampling only), owned by the engine."""
     draft_counts: dict[str, tuple[float, float]] = field(default_factory=dict)
     """Per drafter: (accepted draft tokens, rejections) of this sequence's verifications."""
-    cached_prefix: int = 0
-    """Prompt tokens whose KV was reused (prefix cache or a group sibling)."""
+    detok: Any = None
+    """Incremental detokenization state, owned by :class:`~langchain_seed.engine.text.TextTracker`."""
     prefix_handle: Any = None
     """Prefix-cache nodes this sequence holds a reference on while it runs."""
     future: Any = None
