@@ -192,7 +192,54 @@ def make_tiny_pair(
     return TinyPair(paths[0], paths[1], target, draft, tok)
 
 
-FAMILIES = {"gpt2": tiny_gpt2, "llama": tiny_llama, "qwen2": tiny_qwen2}
+def tiny_mistral_sliding(vocab_size: int, *, seed: int, window: int = 8, init: float = 0.2):
+    """A random Mistral whose every layer attends to the last ``window`` tokens only."""
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(seed)
+    config = MistralConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        sliding_window=window,
+        initializer_range=init,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=2,
+        tie_word_embeddings=False,
+    )
+    model = MistralForCausalLM(config).eval()
+    model.generation_config.eos_token_id = 1
+    model.generation_config.pad_token_id = 2
+    return model
+
+
+def tiny_qwen2_sliding(vocab_size: int, *, seed: int, window: int = 8):
+    """A random Qwen2 mixing full and sliding-window layers (``config.layer_types``)."""
+    model = tiny_qwen2(vocab_size, seed=seed, layers=3)
+    config = model.config
+    config.use_sliding_window = True
+    config.sliding_window = window
+    config.layer_types = ["full_attention", "sliding_attention", "sliding_attention"]
+    for layer, kind in zip(model.model.layers, config.layer_types):
+        layer.self_attn.sliding_window = window if kind == "sliding_attention" else None
+        layer.attention_type = kind
+    model.model.has_sliding_layers = True
+    return model
+
+
+FAMILIES = {
+    "gpt2": tiny_gpt2,
+    "llama": tiny_llama,
+    "qwen2": tiny_qwen2,
+    "mistral_sliding": tiny_mistral_sliding,
+    "qwen2_sliding": tiny_qwen2_sliding,
+}
 
 
 @dataclass
@@ -202,13 +249,20 @@ class TinyModel:
     path: Path
     model: object
     tokenizer: object
+    draft_path: Path | None = None
+    """A noisy copy of the model (a draft that agrees often), when asked for."""
 
 
-def make_tiny_model(root: Path, family: str, *, seed: int = 0) -> TinyModel:
+def make_tiny_model(root: Path, family: str, *, seed: int = 0, draft: bool = False) -> TinyModel:
     """Build a tiny ``family`` model (a key of ``FAMILIES``) on the byte vocabulary, save it."""
     tok = byte_tokenizer()
     model = FAMILIES[family](len(tok), seed=seed)
     path = root / f"{family}-{seed}"
     model.save_pretrained(path)
     tok.save_pretrained(path)
-    return TinyModel(path, model, tok)
+    draft_path = None
+    if draft:
+        draft_path = root / f"{family}-{seed}-draft"
+        noisy_copy(model, seed=seed + 1, noise=0.03).save_pretrained(draft_path)
+        tok.save_pretrained(draft_path)
+    return TinyModel(path, model, tok, draft_path)

@@ -22,7 +22,6 @@ from langchain_seed.engine.prefix_cache import KV, PrefixCache, PrefixHandle
 from langchain_seed.engine.runner import ModelRunner
 
 if TYPE_CHECKING:
-    from langchain_seed.engine.drafters.model import ModelDrafter
     from langchain_seed.engine.sequence import Sequence
 
 MIN_SHARED_HEADER = 32
@@ -42,24 +41,19 @@ def _common(a: tuple[int, ...], b: tuple[int, ...]) -> int:
 
 
 class Admitter:
-    """Prefills admitted sequences (target and draft model) using forks and the prefix cache."""
+    """Prefills admitted sequences using forks and the prefix cache.
 
-    def __init__(
-        self, runner: ModelRunner, drafter: ModelDrafter | None, prefix_cache: PrefixCache
-    ) -> None:
-        self.runner = runner
-        self.drafter = drafter
+    Args:
+        runners: every model whose cache is filled, by name: ``"target"`` and the draft
+            model's, if any (the prefix cache stores each model's KV under that name).
+        prefix_cache: the engine's prefix cache.
+    """
+
+    def __init__(self, runners: dict[str, ModelRunner], prefix_cache: PrefixCache) -> None:
+        self.runners = runners
         self.prefix_cache = prefix_cache
         self._waves: list[list[Sequence]] = []
         self._leader: dict[int, Sequence] = {}
-
-    @property
-    def runners(self) -> dict[str, ModelRunner]:
-        """Models whose caches are filled: the target and, if any, the draft model."""
-        out = {"target": self.runner}
-        if self.drafter is not None:
-            out["draft"] = self.drafter.runner
-        return out
 
     def order(self, seqs: list[Sequence], running: Seq[Sequence] = ()) -> list[Sequence]:
         """Order admitted sequences for row assignment: header wave, other leaders, forks.
@@ -166,8 +160,10 @@ class Admitter:
         if kv is None:
             return 0, out, handle
         out["target"] = kv
-        if self.drafter is not None:
+        others = [name for name in self.runners if name != "target"]
+        if others:
             # Spans are inserted with every model's KV, so the draft's is there too.
             _, path = self.prefix_cache.match(key)
-            out["draft"] = self.prefix_cache.gather(path, cached, "draft")
+            for name in others:
+                out[name] = self.prefix_cache.gather(path, cached, name)
         return cached, out, handle

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import bisect
 import math
+import time
 from collections import deque
 from collections.abc import Sequence as Seq
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from langchain_seed.engine.drafters.base import Draft
 
@@ -181,6 +182,46 @@ class DraftPolicy:
         self.draft_cost = CostModel(c0=0.3, c1=0.02)
         """Seconds of one draft-model forward over ``b`` rows (linear in ``b``)."""
 
+    def draft(self, running: Seq[Sequence], drafters: Seq[Any], adaptive: bool) -> list[Draft]:
+        """One draft per running sequence: propose, pick the best candidate, size it.
+
+        Free drafters propose up to the cap (``gamma`` and the tokens left); a costly
+        drafter (the draft model) is asked for the length :meth:`choose_length` picks with
+        its own per-position cost, and timed. When ``adaptive``, one length cap for the
+        step is then chosen over the chosen drafts (0 = a plain step).
+        """
+        caps = [max(0, min(self.gamma, seq.remaining - 1)) for seq in running]
+        candidates: list[list[Draft]] = [[] for _ in running]
+        for drafter in drafters:
+            lens = caps
+            costly = getattr(drafter, "costly", False)
+            if costly and adaptive:
+                per_position = self.draft_cost.step_time(len(running))
+                acceptance = [self.acceptance.estimate(s, drafter.name) for s in running]
+                lens = self.choose_length(running, caps, acceptance, per_position)
+            before, t0 = getattr(drafter, "forwards", 0), time.perf_counter()
+            proposed = drafter.propose(running, lens)
+            if costly and drafter.forwards > before:
+                _synchronize(drafter)
+                per = (time.perf_counter() - t0) / (drafter.forwards - before)
+                self.draft_cost.observe(len(running), per)
+            for i, draft in enumerate(proposed):
+                if draft.tokens:
+                    candidates[i].append(draft)
+        chosen = [self.best(seq, c) for seq, c in zip(running, candidates)]
+        if adaptive:
+            gammas = self.choose_length(
+                running,
+                [len(d.tokens) for d in chosen],
+                [self.acceptance.estimate(s, d.drafter) for s, d in zip(running, chosen)],
+            )
+            for draft, g in zip(chosen, gammas):
+                if g < len(draft.tokens):
+                    draft.tokens = draft.tokens[:g]
+                    if draft.probs is not None:
+                        draft.probs = draft.probs[:g]
+        return chosen
+
     def best(self, seq: Sequence, candidates: Seq[Draft]) -> Draft:
         """The candidate with the most expected accepted tokens (``sum a**k``), copied."""
         best, best_score = Draft(), 0.0
@@ -234,3 +275,10 @@ class DraftPolicy:
     def observe(self, seq: Sequence, drafter: str, drafted: int, accepted: int) -> None:
         """One verification's outcome (acceptance counts)."""
         self.acceptance.observe(seq, drafter, drafted, accepted)
+
+
+def _synchronize(drafter: Any) -> None:
+    """Wait for a drafter's device work before reading the clock (CUDA runs async)."""
+    runner = getattr(drafter, "runner", None)
+    if runner is not None:
+        runner.synchronize()

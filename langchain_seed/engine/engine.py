@@ -1,82 +1,55 @@
-"""Engine: submit / step / generate / stream. Thin glue over scheduler, runner and drafters.
+"""Engine: the decoding half. :meth:`Engine.step` is the design's five steps.
 
-One engine thread owns the queue and the batch; each step runs on the process-wide
-compute thread (:mod:`langchain_seed.engine.compute`: one OpenMP team for all engines).
-Callers on any thread or event loop submit requests and get a
-:class:`concurrent.futures.Future` (or await / iterate); ``on_delta`` callbacks run on the
-compute thread. Every step:
+Every step:
 
-1. admit waiting requests within the memory budget (prefill, prefix reuse, group fork);
-2. choose a draft length per running sequence and draft (batched);
-3. verify every sequence in one target forward (``fcfs_rounds``: one per forward);
-4. accept per sequence, roll rejected drafts back in both caches;
-5. finish sequences (EOS, stop, length) and resolve their futures.
+1. **admit** waiting requests within the KV budget (prefill, prefix reuse, group fork);
+2. **draft**: every drafter proposes, the draft policy picks one draft per sequence and
+   its length (:mod:`~langchain_seed.engine.draft_policy`);
+3. **verify** every sequence in one target forward (``fcfs_rounds``: one per sequence);
+4. **accept** per sequence (:mod:`~langchain_seed.engine.sampling`), roll rejected drafts
+   back in every cache;
+5. **finish** sequences (EOS, stop, length) and resolve their futures.
+
+The runner owns the tensors, the scheduler the queue and the budget, the drafters their
+own state (told through hooks when a sequence was verified, moved or released). The
+submission side (queue, futures, streaming, the thread) is
+:class:`~langchain_seed.engine.service.EngineService`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import atexit
-import copy
 import logging
-import queue
-import random
 import threading
 import time
-import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
 from collections.abc import Sequence as Seq
-from concurrent.futures import Future
 from typing import Any, cast
 
 import torch
 
-from langchain_seed.engine import compute
 from langchain_seed.engine.admission import Admitter
-from langchain_seed.engine.config import EngineConfig, SamplingParams
+from langchain_seed.engine.config import EngineConfig
 from langchain_seed.engine.draft_policy import DraftPolicy
-from langchain_seed.engine.drafters.base import Draft, Drafter
+from langchain_seed.engine.drafters.base import Draft, Drafter, call_hook
 from langchain_seed.engine.drafters.model import ModelDrafter
 from langchain_seed.engine.drafters.ngram import NgramDrafter
-from langchain_seed.engine.loading import LoadedModel, load_model
+from langchain_seed.engine.loading import LoadedModel
 from langchain_seed.engine.prefix_cache import PrefixCache
-from langchain_seed.engine.results import (
-    EngineClosedError,
-    GenerationResult,
-    QueueFullError,
-    RequestCancelledError,
-)
-from langchain_seed.engine.runner import ModelRunner
+from langchain_seed.engine.results import GenerationResult, RequestCancelledError
+from langchain_seed.engine.runner import ModelRunner, Verdict
 from langchain_seed.engine.scheduler import Scheduler
-from langchain_seed.engine.sequence import DRAFT_SLACK, SeqStatus, Sequence
+from langchain_seed.engine.sequence import SeqStatus, Sequence
+from langchain_seed.engine.service import (
+    EngineService,
+    Prompt,
+    _resolve_error,
+    shared_model,
+)
 from langchain_seed.engine.stats import EngineStats
 from langchain_seed.engine.text import TextTracker
-from langchain_seed.engine.verify import (
-    accept_coupled,
-    accept_greedy,
-    accept_sampling,
-    position_noise,
-    process_logits,
-)
+
+__all__ = ["Engine", "Prompt", "check_same_vocabulary", "shared_model"]
 
 logger = logging.getLogger(__name__)
-
-Prompt = str | list[int]
-
-_MODELS: dict[tuple[Any, ...], LoadedModel] = {}
-_MODELS_LOCK = threading.Lock()
-_SHARED: dict[tuple[Any, ...], Engine] = {}
-_SHARED_LOCK = threading.Lock()  # guards _SHARED; held while a shared engine is built
-_ALL_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
-
-
-def shared_model(model: str | None, device: str, dtype: str) -> LoadedModel:
-    """Load a model once per process per ``(model, device, dtype)``."""
-    key = (model, device, dtype)
-    with _MODELS_LOCK:
-        if key not in _MODELS:
-            _MODELS[key] = load_model(model, device=device, dtype=dtype)
-        return _MODELS[key]
 
 
 def check_same_vocabulary(target: LoadedModel, draft: LoadedModel) -> None:
@@ -92,13 +65,14 @@ def check_same_vocabulary(target: LoadedModel, draft: LoadedModel) -> None:
         )
 
 
-class Engine:
+class Engine(EngineService):
     """Continuous-batching engine with scheduled speculative decoding.
 
     Args:
         config: what to load and how to schedule; keyword arguments build one instead.
         extra_drafters: custom :class:`Drafter` objects asked next to the configured ones
-            (any object with ``name``, ``propose`` and ``release``).
+            (any object with ``name``, ``propose`` and ``release``; see
+            :class:`~langchain_seed.engine.drafters.base.Drafter` for the optional hooks).
 
     Example:
         .. code-block:: python
@@ -121,13 +95,9 @@ class Engine:
         cfg = self.config
         self.target = shared_model(cfg.model, cfg.device, cfg.dtype)
         self.tokenizer = self.target.tokenizer
-        self.model_drafter: ModelDrafter | None = None
-        if cfg.draft_model is not None:
-            draft = shared_model(cfg.draft_model, cfg.device, cfg.dtype)
-            check_same_vocabulary(self.target, draft)
-            if "model" in cfg.drafters:
-                self.model_drafter = ModelDrafter(draft.model, cfg.max_batch_size, cfg.device)
-        self.runner = ModelRunner(self.target.model, cfg.max_batch_size, cfg.device)
+        self.runner = ModelRunner(
+            self.target.model, cfg.max_batch_size, cfg.device, cfg.max_cache_tokens
+        )
         self.drafters: list[Drafter] = []
         for name in cfg.drafters:
             if name == "ngram":
@@ -136,56 +106,37 @@ class Engine:
                 from langchain_seed.engine.drafters.consensus import ConsensusDrafter
 
                 self.drafters.append(ConsensusDrafter())
+            elif name == "model" and cfg.draft_model is not None:
+                draft = shared_model(cfg.draft_model, cfg.device, cfg.dtype)
+                check_same_vocabulary(self.target, draft)
+                self.drafters.append(
+                    ModelDrafter(draft.model, cfg.max_batch_size, cfg.device, cfg.max_cache_tokens)
+                )
         self.drafters.extend(extra_drafters)
         self.scheduler = Scheduler(cfg)
         self.policy = DraftPolicy(cfg.gamma)
         self.prefix_cache = PrefixCache(cfg.prefix_cache_tokens)
         self._tok_lock = threading.Lock()
         self.text = TextTracker(self.tokenizer, self._tok_lock)
-        self.admitter = Admitter(self.runner, self.model_drafter, self.prefix_cache)
+        self.admitter = Admitter(self.runners, self.prefix_cache)
         self.eos_ids = self._eos_ids()
-        self._cv = threading.Condition()
-        self._inbox: list[Sequence] = []
-        self._closed = False
         self._stats = EngineStats()
-        self._step_lock = threading.Lock()  # held while a step mutates state and stats
-        self._shared_key: tuple[Any, ...] | None = None  # set by Engine.shared
-        self._thread = threading.Thread(target=self._loop, name="seed-engine", daemon=True)
-        self._thread.start()
-        _ALL_ENGINES.add(self)
+        self._start_service()
 
-    # ----- construction helpers ----------------------------------------------------
-    @classmethod
-    def shared(cls, config: EngineConfig | None = None, **kwargs: Any) -> Engine:
-        """The process-wide engine for this configuration (created on first use)."""
-        cfg = config if config is not None else EngineConfig(**kwargs)
-        key = (
-            cfg.model, cfg.draft_model, cfg.policy, cfg.drafters, cfg.max_batch_size,
-            cfg.max_cache_tokens, cfg.gamma, cfg.device, cfg.dtype, cfg.prefix_cache_tokens,
-            cfg.adaptive_gamma, cfg.max_queue, cfg.queue_full,
-        )  # fmt: skip
-        # Check and build under one lock: threads racing for the same configuration
-        # must get one engine (one batch, one KV budget), never one each.
-        with _SHARED_LOCK:
-            engine = _SHARED.get(key)
-            if engine is None or engine.closed:
-                engine = cls(cfg)
-                engine._shared_key = key
-                _SHARED[key] = engine
-            return engine
+    @property
+    def runners(self) -> dict[str, ModelRunner]:
+        """Every model whose KV cache follows the batch's rows: the target and draft models."""
+        out = {"target": self.runner}
+        for drafter in self.drafters:
+            runner = getattr(drafter, "runner", None)
+            if isinstance(runner, ModelRunner):
+                out[drafter.name] = runner
+        return out
 
-    @staticmethod
-    def close_shared() -> int:
-        """Close every shared engine of this process; returns how many were closed.
-
-        Each shared engine keeps its thread, its KV buffers and its prefix cache until it is
-        closed: close the engines of a finished job to give that memory back.
-        """
-        with _SHARED_LOCK:
-            engines = list(_SHARED.values())
-        for engine in engines:
-            engine.close()
-        return len(engines)
+    @property
+    def model_drafter(self) -> ModelDrafter | None:
+        """The draft-model drafter, if one is configured."""
+        return next((d for d in self.drafters if isinstance(d, ModelDrafter)), None)
 
     def _eos_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -214,11 +165,6 @@ class Engine:
         embeddings = cast(torch.nn.Embedding, self.target.model.get_input_embeddings())
         return int(embeddings.num_embeddings)
 
-    @property
-    def closed(self) -> bool:
-        """True after :meth:`close`."""
-        return self._closed
-
     def encode(self, text: str) -> list[int]:
         """Token ids of a prompt text (special tokens as the tokenizer adds them)."""
         with self._tok_lock:
@@ -244,384 +190,47 @@ class Engine:
             )
         return [int(i) for i in ids]  # type: ignore[union-attr, arg-type]
 
-    # ----- submission --------------------------------------------------------------
-    def submit(
-        self,
-        prompt: Prompt,
-        params: SamplingParams | None = None,
-        *,
-        group: str | None = None,
-        on_delta: Callable[[str], None] | None = None,
-    ) -> Future[GenerationResult]:
-        """Queue one request; it joins the running batch at the next step."""
-        return self.submit_many([prompt], params, group=group, on_delta=on_delta)[0]
-
-    def submit_many(
-        self,
-        prompts: Seq[Prompt],
-        params: SamplingParams | Seq[SamplingParams] | None = None,
-        *,
-        group: str | Seq[str | None] | None = None,
-        on_delta: Callable[[str], None] | None = None,
-    ) -> list[Future[GenerationResult]]:
-        """Queue several requests together (they are admitted together when they fit).
-
-        ``group`` is one group id for all prompts, or one (or ``None``) per prompt.
-
-        With a bounded queue (``max_queue``), a batch that does not fit waits for room
-        (``queue_full="block"``) or raises (``"error"``). A batch larger than ``max_queue``
-        itself can never fit at once: in ``"block"`` mode it is queued in parts as room
-        frees (a group's members stay in one part when the group fits in the queue); in
-        ``"error"`` mode it raises at once. If the engine closes while a blocked batch
-        waits, its requests not yet queued fail with :class:`EngineClosedError`.
-
-        Raises:
-            ValueError: an empty or over-long prompt, or a params list of the wrong length.
-            EngineClosedError: the engine is closed.
-            QueueFullError: ``queue_full="error"`` and the queue has no room for the batch,
-                or the batch is larger than ``max_queue``.
-        """
-        if isinstance(prompts, str):
-            raise ValueError("prompts must be a list of prompts; use submit() for one prompt")
-        plist = self._params_list(params, len(prompts))
-        if group is None or isinstance(group, str):
-            groups: list[str | None] = [group] * len(prompts)
-        else:
-            groups = list(group)
-            if len(groups) != len(prompts):
-                raise ValueError(f"got {len(groups)} groups for {len(prompts)} prompts")
-        seqs = [self._make_sequence(p, sp, g, on_delta) for p, sp, g in zip(prompts, plist, groups)]
-        limit = self.config.max_queue
-        if limit is not None and len(seqs) > limit and self.config.queue_full == "error":
-            raise QueueFullError(
-                f"a batch of {len(seqs)} requests exceeds max_queue={limit} and can never be "
-                "queued at once; submit it in parts, raise max_queue, or use queue_full='block' "
-                "(which queues it in parts as room frees)"
-            )
-        with self._cv:
-            if self._closed:
-                raise EngineClosedError("engine closed")
-            queued = 0
-            while queued < len(seqs):
-                part = self._next_part(seqs, queued)
-                try:
-                    self._wait_for_room(part)
-                except EngineClosedError as exc:
-                    if queued == 0:
-                        raise
-                    for seq in seqs[queued:]:
-                        _resolve_error(seq, exc)
-                    break
-                self._inbox.extend(seqs[queued : queued + part])
-                queued += part
-                self._cv.notify_all()
-        return [s.future for s in seqs]
-
-    def _next_part(self, seqs: list[Sequence], start: int) -> int:
-        """How many of ``seqs[start:]`` to queue next: all, or a part that fits ``max_queue``.
-
-        A part never splits a group whose members fit in the queue together (siblings are
-        admitted together); a group larger than the queue is split, its late members fork
-        a running sibling's prompt at admission.
-        """
-        limit = self.config.max_queue
-        rest = len(seqs) - start
-        if limit is None or rest <= limit:
-            return rest
-        end = start + limit
-        group = seqs[end - 1].group
-        if group is not None and end < len(seqs) and seqs[end].group == group:
-            first = end - 1
-            while first > start and seqs[first - 1].group == group:
-                first -= 1
-            if first > start:  # end the part before the group; it starts the next part
-                return first - start
-        return limit
-
-    def _params_list(
-        self, params: SamplingParams | Seq[SamplingParams] | None, count: int
-    ) -> list[SamplingParams]:
-        if params is None:
-            return [SamplingParams()] * count
-        if isinstance(params, SamplingParams):
-            return [params] * count
-        plist = list(params)
-        if len(plist) != count:
-            raise ValueError(f"got {len(plist)} SamplingParams for {count} prompts")
-        return plist
-
-    def check_prompt(self, prompt: Prompt, params: SamplingParams | None = None) -> list[int]:
-        """Token ids of ``prompt`` if this engine can run it with ``params``.
-
-        Raises:
-            ValueError: the prompt is empty, has token ids outside the vocabulary, or
-                does not fit the context (or ``max_cache_tokens``) with ``max_tokens``.
-        """
-        params = params if params is not None else SamplingParams()
-        if isinstance(prompt, str):
-            if not prompt:
-                raise ValueError("prompt is empty")
-            ids = self.encode(prompt)
-        else:
-            ids = [int(t) for t in prompt]
-            bad = [t for t in ids if not 0 <= t < self.vocab_size]
-            if bad:
-                raise ValueError(
-                    f"prompt token ids {bad[:5]} are outside the model's vocabulary "
-                    f"(ids must be in [0, {self.vocab_size}))"
-                )
-        if not ids:
-            raise ValueError("prompt is empty (no tokens)")
-        limit = self.max_context - params.max_tokens
-        if len(ids) > limit:
-            raise ValueError(
-                f"prompt is {len(ids)} tokens; the model's context is {self.max_context} tokens "
-                f"and max_tokens is {params.max_tokens}, so prompts may have at most {limit}"
-            )
-        if len(ids) + params.max_tokens + DRAFT_SLACK > self.config.max_cache_tokens:
-            raise ValueError(
-                f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) + "
-                f"{DRAFT_SLACK} draft slots exceeds max_cache_tokens={self.config.max_cache_tokens}"
-            )
-        return ids
-
-    def _make_sequence(
-        self,
-        prompt: Prompt,
-        params: SamplingParams,
-        group: str | None,
-        on_delta: Callable[[str], None] | None,
-    ) -> Sequence:
-        ids = self.check_prompt(prompt, params)
-        seq = Sequence(prompt_ids=ids, params=params, group=group, on_delta=on_delta)
-        if params.request_timeout is not None:
-            seq.deadline = time.monotonic() + params.request_timeout
-        seq.future = Future()
-        seq.stats.prompt_tokens = len(ids)
-        return seq
-
-    def _wait_for_room(self, count: int) -> None:
-        limit = self.config.max_queue
-        if limit is None:
-            return
-        while len(self._inbox) + len(self.scheduler.waiting) + count > limit:
-            if self.config.queue_full == "error":
-                raise QueueFullError(
-                    f"submission queue is full (max_queue={limit}); retry later or use "
-                    "queue_full='block'"
-                )
-            self._cv.wait(timeout=0.1)
-            if self._closed:
-                raise EngineClosedError("engine closed")
-
-    # ----- convenience -------------------------------------------------------------
-    def generate(
-        self,
-        prompts: Seq[Prompt],
-        params: SamplingParams | Seq[SamplingParams] | None = None,
-        *,
-        group: str | Seq[str | None] | None = None,
-    ) -> list[GenerationResult]:
-        """Run ``prompts`` to completion (one batch) and return their results in order."""
-        return [f.result() for f in self.submit_many(prompts, params, group=group)]
-
-    async def agenerate(
-        self,
-        prompts: Seq[Prompt],
-        params: SamplingParams | Seq[SamplingParams] | None = None,
-        *,
-        group: str | Seq[str | None] | None = None,
-    ) -> list[GenerationResult]:
-        """Async :meth:`generate`; cancelling the awaiting task cancels the requests."""
-        futures = self.submit_many(prompts, params, group=group)
-        wrapped = [asyncio.wrap_future(f) for f in futures]
-        try:
-            return list(await asyncio.gather(*wrapped))
-        except asyncio.CancelledError:
-            for f in futures:
-                f.cancel()
-            raise
-
-    def stream(
-        self, prompt: Prompt, params: SamplingParams | None = None, *, group: str | None = None
-    ) -> Iterator[str]:
-        """Yield text deltas of one request as the engine produces them."""
-        pieces: queue.Queue[str | None] = queue.Queue()
-        future = self.submit(prompt, params, group=group, on_delta=pieces.put)
-        future.add_done_callback(lambda _: pieces.put(None))
-        try:
-            while (piece := pieces.get()) is not None:
-                yield piece
-            future.result()
-        finally:
-            future.cancel()
-
-    async def astream(
-        self, prompt: Prompt, params: SamplingParams | None = None, *, group: str | None = None
-    ) -> AsyncIterator[str]:
-        """Async :meth:`stream` (no thread hop per token: the engine posts to this loop)."""
-        loop = asyncio.get_running_loop()
-        pieces: asyncio.Queue[str | None] = asyncio.Queue()
-
-        def post(piece: str | None) -> None:
-            loop.call_soon_threadsafe(pieces.put_nowait, piece)
-
-        future = self.submit(prompt, params, group=group, on_delta=post)
-        future.add_done_callback(lambda _: post(None))
-        try:
-            while (piece := await pieces.get()) is not None:
-                yield piece
-            future.result()
-        finally:
-            future.cancel()
-
-    def stats(self) -> EngineStats:
-        """A snapshot of the engine-wide counters (taken between steps, safe to keep)."""
-        with self._step_lock:
-            stats = copy.deepcopy(self._stats)
-            stats.target_forwards = self.runner.forwards
-            stats.draft_forwards = self.model_drafter.forwards if self.model_drafter else 0
-            stats.prefix_cache = self.prefix_cache.stats()
-        stats.peak_memory_bytes = _peak_memory(self.config.device)
-        return stats
-
-    def reset_stats(self) -> None:
-        """Start counting afresh (forward counters included)."""
-        with self._step_lock:
-            self._stats = EngineStats()
-            self.runner.forwards = 0
-            if self.model_drafter:
-                self.model_drafter.runner.forwards = 0
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop the engine thread and free its memory.
-
-        Pending requests fail with :class:`EngineClosedError`; the KV buffers and the
-        prefix cache are released, and a shared engine leaves the registry, so the next
-        :meth:`shared` call builds a fresh one.
-        """
-        with self._cv:
-            self._closed = True
-            self._cv.notify_all()
-        self._unregister()
-        # From a callback (on the compute thread, inside a step) or the engine thread itself,
-        # joining would wait for the step that is calling: the thread ends after it.
-        if threading.current_thread() is not self._thread and not compute.on_compute_thread():
-            self._thread.join(timeout)
-
-    def _unregister(self) -> None:
-        if self._shared_key is None:
-            return
-        with _SHARED_LOCK:
-            if _SHARED.get(self._shared_key) is self:
-                del _SHARED[self._shared_key]
-
-    def __enter__(self) -> Engine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # ----- the engine thread -------------------------------------------------------
-    def _loop(self) -> None:
-        crash: BaseException | None = None
-        new: list[Sequence] = []
-        try:
-            while True:
-                with self._cv:
-                    while not self._closed and not self._inbox and not self.scheduler.has_work:
-                        self._cv.wait()
-                    if self._closed:
-                        break
-                    new, self._inbox = self._inbox, []
-                    self._cv.notify_all()
-                for seq in new:
-                    self._attach_generator(seq)
-                    self.scheduler.add(seq)
-                with self._step_lock:
-                    compute.run(self._guarded_step)
-        except BaseException as exc:  # the thread itself broke: nothing may be left hanging
-            logger.exception("engine thread crashed; failing every pending request")
-            crash = exc
-            with self._cv:
-                self._closed = True
-                self._cv.notify_all()
-            for seq in new:
-                if seq not in self.scheduler.waiting:
-                    _resolve_error(seq, exc)
-        self._unregister()
-        with self._cv:
-            leftover, self._inbox = self._inbox, []
-        error = crash or EngineClosedError("engine closed before the request finished")
-
-        def fail_all() -> None:
-            with torch.inference_mode():
-                self._fail_all(error, include_waiting=True, also=leftover)
-
-        with self._step_lock:
-            compute.run(fail_all)
-
-    def _guarded_step(self) -> None:
-        """One step on the compute thread; a failure fails the batch, the engine goes on."""
-        with torch.inference_mode():
-            try:
-                self.step()
-            except Exception as exc:
-                logger.exception("engine step failed")
-                self._fail_all(exc, include_waiting=False)
-
-    def _attach_generator(self, seq: Sequence) -> None:
-        """Give an unseeded sampled request its own random stream (rejection rule).
-
-        Seeded requests need none: their noise is keyed by (seed, position).
-        """
-        if seq.params.greedy or seq.params.seed is not None:
-            return
-        seq.generator = torch.Generator(device=self.runner.device)
-        seq.generator.manual_seed(random.randrange(2**63))
-
+    # ----- the step ----------------------------------------------------------------
     def step(self) -> None:
-        """One engine step (the five steps of the module docstring)."""
+        """One engine step: admit, draft, verify, accept, finish (the module docstring)."""
         t0 = time.perf_counter()
-        timed = self._stats.prefill_seconds + self._stats.draft_seconds + self._stats.verify_seconds
+        timed = self._stats.phase_seconds()
         self._reap()
         admitted = self.scheduler.schedule_admission()
         if admitted:
             t_prefill = time.perf_counter()
-            self._admit(admitted)
+            self._admit(admitted)  # 1. admit
             self._stats.prefill_seconds += time.perf_counter() - t_prefill
-        running = self.scheduler.running
+        running = list(self.scheduler.running)
         if running:
             self._stats.steps += 1
             self._stats.peak_batch_size = max(self._stats.peak_batch_size, len(running))
-            policy = self.config.policy
-            speculates = bool(self.drafters or self.model_drafter) and self.config.gamma > 0
-            if policy == "autoregressive" or not speculates:
-                self._verify(running, [Draft() for _ in running])
-            elif policy == "batched":
-                self._verify(running, self._draft(running, adaptive=self.config.adaptive_gamma))
-            else:  # fcfs_rounds: batched drafting, then one target forward per sequence, FIFO
-                drafts = self._draft(running, adaptive=False)
-                order = sorted(range(len(running)), key=lambda i: running[i].arrival)
-                batch = list(running)
-                for i in order:
-                    if not batch[i].finished:
-                        self._verify([batch[i]], [drafts[i]])
-            self._release_finished()
-        phases = (
-            self._stats.prefill_seconds + self._stats.draft_seconds + self._stats.verify_seconds
-        )
-        self._stats.scheduler_seconds += max(0.0, time.perf_counter() - t0 - (phases - timed))
+            drafts = self._draft(running)  # 2. draft
+            if self.config.policy == "fcfs_rounds":  # one forward per sequence, FIFO
+                for i in sorted(range(len(running)), key=lambda i: running[i].arrival):
+                    verdicts = self._verify([running[i]], [drafts[i]])  # 3. verify
+                    self._accept([running[i]], [drafts[i]], verdicts)  # 4. accept
+            else:
+                verdicts = self._verify(running, drafts)  # 3. verify
+                self._accept(running, drafts, verdicts)  # 4. accept
+            self._release_finished()  # 5. finish
+        elapsed = time.perf_counter() - t0
+        self._stats.scheduler_seconds += max(0.0, elapsed - (self._stats.phase_seconds() - timed))
         if not self.scheduler.has_work:
-            self._idle()
+            self._free_memory()  # idle: give the KV pools back (the prefix cache keeps its spans)
 
     def _admit(self, seqs: list[Sequence]) -> None:
-        start = len(self.scheduler.running)
-        seqs = self.admitter.order(seqs, self.scheduler.running)
+        """Step 1: rows for the admitted sequences, a KV layout that fits, their prompt KV."""
+        running = self.scheduler.running
+        start = len(running)
+        seqs = self.admitter.order(seqs, running)
+        capacity = self.scheduler.capacity([*running, *seqs])
+        for runner in self.runners.values():
+            runner.cache.layout(capacity, live_rows=start)
         for offset, seq in enumerate(seqs):
             seq.row = start + offset
             seq.status = SeqStatus.RUNNING
-        self.scheduler.running.extend(seqs)
+        running.extend(seqs)
         try:
             self.admitter.admit(seqs)
         except Exception as exc:
@@ -632,85 +241,42 @@ class Engine:
             self._stats.spec.cached_prompt_tokens += seq.stats.cached_prompt_tokens
             self._stats.spec.target_tokens += seq.stats.target_tokens
 
-    # ----- drafting ----------------------------------------------------------------
-    def _draft(self, running: list[Sequence], adaptive: bool) -> list[Draft]:
-        """Step 2: drafters propose, the draft policy picks one draft per sequence.
-
-        When ``adaptive`` it also picks one length cap for the step (0 = a plain step).
-        """
+    def _draft(self, running: list[Sequence]) -> list[Draft]:
+        """Step 2: one draft per sequence from the drafters, sized by the draft policy."""
+        cfg = self.config
+        if cfg.policy == "autoregressive" or not self.drafters or cfg.gamma == 0:
+            return [Draft() for _ in running]
         t0 = time.perf_counter()
-        caps = [max(0, min(self.config.gamma, seq.remaining - 1)) for seq in running]
-        candidates: list[list[Draft]] = [[] for _ in running]
-        for drafter in self.drafters:
-            for i, draft in enumerate(drafter.propose(running, caps)):
-                if draft.tokens:
-                    candidates[i].append(draft)
-        if self.model_drafter is not None:
-            md = self.model_drafter
-            lens = caps
-            if adaptive:
-                per_position = self.policy.draft_cost.step_time(len(running))
-                acceptance = [self.policy.acceptance.estimate(s, md.name) for s in running]
-                lens = self.policy.choose_length(running, caps, acceptance, per_position)
-            t_draft = time.perf_counter()
-            forwards = md.runner.forwards
-            for i, draft in enumerate(md.propose(running, lens)):
-                if draft.tokens:
-                    candidates[i].append(draft)
-            if md.runner.forwards > forwards:
-                per = (time.perf_counter() - t_draft) / (md.runner.forwards - forwards)
-                self.policy.draft_cost.observe(len(running), per)
-        chosen = [self.policy.best(seq, c) for seq, c in zip(running, candidates)]
-        if adaptive:
-            gammas = self.policy.choose_length(
-                running,
-                [len(d.tokens) for d in chosen],
-                [self.policy.acceptance.estimate(s, d.drafter) for s, d in zip(running, chosen)],
-            )
-            for draft, g in zip(chosen, gammas):
-                if g < len(draft.tokens):
-                    draft.tokens = draft.tokens[:g]
-                    if draft.probs is not None:
-                        draft.probs = draft.probs[:g]
+        adaptive = cfg.adaptive_gamma and cfg.policy == "batched"
+        drafts = self.policy.draft(running, self.drafters, adaptive=adaptive)
         self._stats.draft_seconds += time.perf_counter() - t0
-        return chosen
+        return drafts
 
-    # ----- verification ------------------------------------------------------------
-    def _verify(self, seqs: list[Sequence], drafts: list[Draft]) -> None:
-        """One target forward over ``seqs`` (contiguous rows), then per-sequence acceptance."""
+    def _verify(self, seqs: list[Sequence], drafts: list[Draft]) -> list[Verdict]:
+        """Step 3: one target forward over ``seqs`` (contiguous rows) and its verdicts."""
         t0 = time.perf_counter()
-        feed = [[seq.last_token, *d.tokens] for seq, d in zip(seqs, drafts)]
-        logits = self.runner.forward(seqs[0].row, feed)  # [b, q, vocab]
-        assert logits is not None
-        fed = sum(len(f) for f in feed)
-        argmax = logits.argmax(dim=-1).tolist()  # [b, q]; the host sync ends the forward
-        # The forward pads every row to the longest feed: b rows x p positions.
-        self.policy.observe_step(len(feed), max(len(f) for f in feed), time.perf_counter() - t0)
-        finite = torch.isfinite(logits).all(dim=-1).tolist()  # [b, q]
-        self._stats.spec.target_tokens += fed
-        for i, (seq, draft) in enumerate(zip(seqs, drafts)):
+        verdicts = self.runner.verify(seqs, drafts)  # ends with the step's one host copy
+        seconds = time.perf_counter() - t0
+        positions = 1 + max(len(d.tokens) for d in drafts)  # every row padded to the longest
+        self.policy.observe_step(len(seqs), positions, seconds)
+        self._stats.spec.target_tokens += sum(1 + len(d.tokens) for d in drafts)
+        self._stats.verify_seconds += seconds
+        return verdicts
+
+    def _accept(self, seqs: list[Sequence], drafts: list[Draft], verdicts: list[Verdict]) -> None:
+        """Step 4: keep each row's accepted tokens, roll the rest back, tell the drafters."""
+        t0 = time.perf_counter()
+        for seq, draft, verdict in zip(seqs, drafts, verdicts):
             try:
-                n = len(feed[i])
-                if not all(finite[i][:n]):
+                if not verdict.finite:
                     raise FloatingPointError(
                         f"non-finite logits (NaN/inf) from the target for request {seq.seq_id}"
                     )
-                if seq.params.greedy:
-                    accepted, nxt = accept_greedy(argmax[i][:n], draft.tokens)
-                else:
-                    p = process_logits(logits[i, :n], seq.params)  # [n, vocab]
-                    if seq.params.seed is not None:  # repeatable: noise keyed by position
-                        t = len(seq.output_ids)  # output positions t .. t + n - 1
-                        positions = range(t, t + n)
-                        noise = position_noise(seq.params.seed, positions, p.shape[-1], p.device)
-                        accepted, nxt = accept_coupled(p, draft.tokens, noise)
-                    else:
-                        accepted, nxt = accept_sampling(p, draft.tokens, draft.probs, seq.generator)
+                accepted = verdict.accepted
                 self.runner.keep(seq.row, self.runner.lengths[seq.row] + 1 + accepted)
-                new_tokens = [*draft.tokens[:accepted], nxt]
-                if self.model_drafter is not None:
-                    self.model_drafter.rollback(seq, new_tokens)
-                seq.stats.target_tokens += n
+                new_tokens = [*draft.tokens[:accepted], verdict.next_token]
+                call_hook(self.drafters, "verified", seq, new_tokens)
+                seq.stats.target_tokens += 1 + len(draft.tokens)
                 seq.stats.record(draft.drafter or "none", len(draft.tokens), accepted)
                 self._stats.spec.record(draft.drafter or "none", len(draft.tokens), accepted)
                 self.policy.observe(seq, draft.drafter, len(draft.tokens), accepted)
@@ -798,9 +364,9 @@ class Engine:
                 continue
             last = running[-1]
             if last is not seq:
-                self.runner.cache.move_row(last.row, seq.row)
-                if self.model_drafter is not None:
-                    self.model_drafter.move_row(last.row, seq.row)
+                for runner in self.runners.values():
+                    runner.cache.move_row(last.row, seq.row)
+                call_hook(self.drafters, "row_moved", last.row, seq.row)
                 last.row = seq.row
                 running[i] = last
             running.pop()
@@ -809,8 +375,6 @@ class Engine:
     def _resolve(self, seq: Sequence) -> None:
         for drafter in self.drafters:
             drafter.release(seq)
-        if self.model_drafter is not None:
-            self.model_drafter.release(seq)
         self.prefix_cache.release(seq.prefix_handle)
         seq.prefix_handle = None
         seq.row = -1
@@ -862,41 +426,19 @@ class Engine:
         self._free_memory()
         self.prefix_cache.clear()
 
-    def _idle(self) -> None:
-        """Nothing to do: give the KV buffers back (the prefix cache keeps its spans)."""
-        self._free_memory()
-
     def _free_memory(self) -> None:
-        self.runner.cache.release_memory()
-        if self.model_drafter is not None:
-            self.model_drafter.runner.cache.release_memory()
+        for runner in self.runners.values():
+            runner.cache.release_memory()
+        call_hook(self.drafters, "reset")
 
+    def _forward_counts(self) -> tuple[int, int]:
+        draft = sum(r.forwards for name, r in self.runners.items() if name != "target")
+        return self.runner.forwards, draft
 
-def _resolve_error(seq: Sequence, exc: BaseException) -> None:
-    seq.status = SeqStatus.FINISHED
-    future = seq.future
-    if future is None or future.done():
-        return
-    try:
-        future.set_exception(exc)
-    except Exception:  # cancelled concurrently
-        pass
+    def _kv_bytes(self) -> tuple[int, int]:
+        caches = [r.cache for r in self.runners.values()]
+        return sum(c.nbytes() for c in caches), sum(c.budget_bytes() or 0 for c in caches)
 
-
-def _peak_memory(device: str) -> int:
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return int(torch.cuda.max_memory_allocated())
-    try:
-        import resource
-
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-    except ImportError:  # pragma: no cover - Windows
-        return 0
-
-
-@atexit.register
-def _close_all() -> None:
-    # A step in flight must end before the interpreter tears torch down (an abort
-    # otherwise); steps are short, so waiting for it is cheap.
-    for engine in list(_ALL_ENGINES):
-        engine.close(timeout=60.0)
+    def _reset_forward_counts(self) -> None:
+        for runner in self.runners.values():
+            runner.forwards = 0

@@ -1,48 +1,130 @@
-"""Model forwards over ragged batches. All tensors of the engine live here and in verify.py.
+"""Model forwards over ragged batches and the tensor side of verification.
 
-A forward feeds every row of a contiguous row range its own number of tokens (``n_i``,
-padded to ``q = max n_i``). Row ``i``'s tokens go to slots ``len_i .. len_i + q - 1`` of
-its KV row with positions ``len_i + j``; the 4D mask lets query ``j`` see slots
-``<= len_i + j``, so padding never leaks into real positions and the output of every
-real position equals an unbatched forward. Lengths are not advanced here: the engine
-decides how many fed tokens each row keeps (:meth:`ModelRunner.keep`).
+Every tensor of a step lives here, in :mod:`~langchain_seed.engine.sampling` and in the
+KV cache; the engine sees token lists. A forward feeds every row of a contiguous row range
+its own number of tokens (``n_i``, padded to ``q = max n_i``). Row ``i``'s tokens go to
+slots ``len_i .. len_i + q - 1`` of its KV row with positions ``len_i + j``; the mask lets
+query ``j`` see slots ``<= len_i + j`` (and, for sliding-window layers, only the last
+``window`` of them), so padding never leaks into real positions and the output of every
+real position equals an unbatched forward. A padded query takes its row's last real
+position, so positions never pass the model's context. Masks and positions are built on
+the model's device from one small host-to-device copy of the row lengths.
+
+Lengths are not advanced by :meth:`ModelRunner.forward`: the engine decides how many fed
+tokens each row keeps (:meth:`ModelRunner.keep`); the cache owns them.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence as Seq
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from langchain_seed.engine.kv_cache import SlotCache
+from langchain_seed.engine.sampling import (
+    accept_matching,
+    accept_rejection,
+    position_noise,
+    process_logits,
+    sample_coupled,
+)
+
+if TYPE_CHECKING:
+    from langchain_seed.engine.drafters.base import Draft
+    from langchain_seed.engine.sequence import Sequence
+
+SUPPORTED_LAYER_TYPES = frozenset({"full_attention", "sliding_attention"})
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One row's verification: draft tokens kept, the emitted token, finite logits."""
+
+    accepted: int
+    next_token: int
+    finite: bool
+
+
+def attention_windows(model: torch.nn.Module, name: str = "") -> tuple[int | None, bool]:
+    """The model's sliding window and whether it applies per layer type.
+
+    Returns:
+        ``(window, per_layer_type)``: ``(None, False)`` for full attention everywhere;
+        ``(w, False)`` when every layer attends to the last ``w`` tokens (Mistral);
+        ``(w, True)`` when ``config.layer_types`` mixes full and sliding layers (Gemma 2/3,
+        Qwen2 with ``use_sliding_window``): the runner then passes one mask per type.
+
+    Raises:
+        ValueError: the model uses an attention pattern the runner cannot mask (chunked
+            or linear attention layers), naming the model and the setting.
+    """
+    config: Any = model.config
+    text = getattr(config, "get_text_config", lambda: config)()
+    label = name or getattr(config, "_name_or_path", "") or type(model).__name__
+    if getattr(text, "attention_chunk_size", None):
+        raise ValueError(
+            f"model {label!r} uses chunked attention (attention_chunk_size="
+            f"{text.attention_chunk_size}), which this engine cannot mask; use backend='vllm'"
+        )
+    window = getattr(text, "sliding_window", None)
+    layer_types = getattr(text, "layer_types", None)
+    if layer_types:
+        unknown = sorted(set(layer_types) - SUPPORTED_LAYER_TYPES)
+        if unknown:
+            raise ValueError(
+                f"model {label!r} has layer_types {unknown}; this engine supports "
+                f"{sorted(SUPPORTED_LAYER_TYPES)}"
+            )
+        if "sliding_attention" in layer_types and window:
+            return int(window), True
+        return None, False
+    return (int(window), False) if window else (None, False)
 
 
 class ModelRunner:
-    """Owns one model and its :class:`SlotCache`."""
+    """Owns one model and its :class:`SlotCache`.
 
-    def __init__(self, model: torch.nn.Module, max_rows: int, device: str | torch.device) -> None:
+    Args:
+        model: a transformers causal LM.
+        max_rows: most rows at once.
+        device: the model's device.
+        budget_tokens: KV slots of the cache's pool (its whole memory).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        max_rows: int,
+        device: str | torch.device,
+        budget_tokens: int,
+    ) -> None:
         self.model = model
         self.device = torch.device(device)
         config: Any = model.config
         text_config = getattr(config, "get_text_config", lambda: config)()
         self.num_layers = int(text_config.num_hidden_layers)
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])  # type: ignore[operator]
-        self.dtype = next(model.parameters()).dtype
-        self.cache = SlotCache(self.num_layers, max_rows)
+        self.dtype: torch.dtype = getattr(model, "dtype", None) or torch.float32
+        self.window, self.window_per_type = attention_windows(model)
+        self.cache = SlotCache(self.num_layers, max_rows, budget_tokens)
         self.forwards = 0
         self.tokens_processed = 0
-        self.seconds = 0.0
 
     @property
     def lengths(self) -> list[int]:
-        """Cached tokens per row."""
+        """Cached tokens per row (owned by the cache)."""
         return self.cache.lengths
 
     def keep(self, row: int, length: int) -> None:
         """Set row ``row`` to hold its first ``length`` tokens (rollback of rejected drafts)."""
-        self.cache.lengths[row] = length
+        self.cache.set_length(row, length)
+
+    def synchronize(self) -> None:
+        """Wait for the device's queued work (so a host clock times what ran)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     @torch.inference_mode()
     def forward(
@@ -57,48 +139,63 @@ class ModelRunner:
                 LM head (prefill).
 
         Returns:
-            Logits ``[b, q, vocab]`` (float32) or ``None``.
+            Logits ``[b, q, vocab]`` (float32, on the device) or ``None``.
         """
-        t0 = time.perf_counter()
         b = len(tokens)
         q = max(1, max(len(t) for t in tokens))
-        rows = slice(start, start + b)
-        ids = torch.zeros((b, q), dtype=torch.long)  # [b, q]
-        for i, row_tokens in enumerate(tokens):
-            ids[i, : len(row_tokens)] = torch.tensor(row_tokens, dtype=torch.long)
-        lengths = torch.tensor(self.cache.lengths[start : start + b], dtype=torch.long)  # [b]
-        fed = torch.tensor([len(t) for t in tokens], dtype=torch.long)  # [b]
-        write_slots = lengths[:, None] + torch.arange(q)[None, :]  # [b, q]
-        # A padded query (j >= fed_i) takes the position of its row's last real token: its
-        # output is discarded, but a position past the row's own would index past the
-        # context of a learned-position model (GPT-2) when a neighbour drafts long.
-        last_real = lengths + (fed - 1).clamp(min=0)  # [b]
-        positions = torch.minimum(write_slots, last_real[:, None])  # [b, q]
-        kv_len = int(write_slots.max()) + 1
-        mask: torch.Tensor | None = None
-        if int(lengths.max()) > 0:
-            slots = torch.arange(kv_len)  # [kv_len]
-            allowed = slots[None, None, :] <= write_slots[:, :, None]  # [b, q, kv_len]
-            mask = torch.zeros(allowed.shape, dtype=self.dtype)
-            mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
-            mask = mask[:, None].to(self.device)  # [b, 1, q, kv_len]
-        # else: every row starts empty, so the slot mask is plain causal; letting the model
-        # build it keeps SDPA's is_causal fast path (measured ~1.5x faster prefill here).
-        self.cache.begin(rows, write_slots.to(self.device), kv_len)
+        dev = self.device
+        host = [list(t) + [0] * (q - len(t)) for t in tokens]
+        host_lengths = self.cache.lengths[start : start + b]
+        fed = [len(t) for t in tokens]
+        ids = torch.tensor(host, dtype=torch.long).to(dev, non_blocking=True)  # [b, q]
+        meta = torch.tensor([host_lengths, fed], dtype=torch.long).to(dev, non_blocking=True)
+        lengths, counts = meta[0], meta[1]  # [b], [b]
+        steps = torch.arange(q, device=dev)[None, :]  # [1, q]
+        # A padded query (j >= fed_i) writes to the slot after its row's real tokens (never
+        # attended, overwritten later) so no row writes past its own reservation, and takes
+        # the position of its row's last real token: a position past the row's own would
+        # index past the context of a learned-position model (GPT-2) when a neighbour
+        # drafts long.
+        write_slots = lengths[:, None] + torch.minimum(steps, counts[:, None])  # [b, q]
+        positions = lengths[:, None] + torch.minimum(steps, (counts - 1).clamp(min=0)[:, None])
+        kv_len = max(n + min(f, q - 1) for n, f in zip(host_lengths, fed)) + 1
+        mask: torch.Tensor | dict[str, torch.Tensor] | None = None
+        if max(host_lengths) > 0:
+            mask = self._mask(write_slots, kv_len)
+        # else: every row starts empty, so the slot mask is plain causal (sliding too);
+        # letting the model build it keeps SDPA's is_causal fast path (~1.5x faster prefill).
+        self.cache.begin(slice(start, start + b), write_slots, kv_len)
         out = self.model(
-            input_ids=ids.to(self.device),
+            input_ids=ids,
             attention_mask=mask,
-            position_ids=positions.to(self.device),
+            position_ids=positions,
             past_key_values=self.cache,
             use_cache=True,
             logits_to_keep=0 if logits == "all" else 1,
         )
         self.forwards += 1
-        self.tokens_processed += sum(len(t) for t in tokens)
-        self.seconds += time.perf_counter() - t0
+        self.tokens_processed += sum(fed)
         if logits == "none":
             return None
         return out.logits.float()  # [b, q, vocab]
+
+    def _mask(self, write_slots: torch.Tensor, kv_len: int) -> torch.Tensor | dict[str, Any]:
+        """Additive ``[b, 1, q, kv_len]`` mask in the compute dtype (one per layer type)."""
+        slots = torch.arange(kv_len, device=write_slots.device)  # [kv_len]
+        allowed = slots[None, None, :] <= write_slots[:, :, None]  # [b, q, kv_len]
+        full = self._additive(allowed)
+        if self.window is None:
+            return full
+        in_window = slots[None, None, :] > write_slots[:, :, None] - self.window
+        sliding = self._additive(allowed & in_window)
+        if self.window_per_type:
+            return {"full_attention": full, "sliding_attention": sliding}
+        return sliding
+
+    def _additive(self, allowed: torch.Tensor) -> torch.Tensor:
+        mask = torch.zeros(allowed.shape, dtype=self.dtype, device=allowed.device)
+        mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
+        return mask[:, None]  # [b, 1, q, kv_len]
 
     def prefill(self, start: int, tokens: Seq[Seq[int]], chunk: int = 2048) -> None:
         """Append ``tokens[i]`` to row ``start + i`` in chunks (no logits), advancing lengths."""
@@ -108,5 +205,93 @@ class ModelRunner:
             piece = [list(t[offset : offset + chunk]) for t in tokens]
             self.forward(start, piece, logits="none")
             for i, p in enumerate(piece):
-                self.cache.lengths[start + i] += len(p)
+                self.keep(start + i, self.lengths[start + i] + len(p))
             offset += chunk
+
+    @torch.inference_mode()
+    def verify(self, seqs: Seq[Sequence], drafts: Seq[Draft]) -> list[Verdict]:
+        """One forward over ``seqs`` (contiguous rows) feeding pending token + draft; accept.
+
+        Greedy rows accept while the draft equals the argmax, seeded rows while it equals
+        the coupled sample, other sampled rows by rejection sampling; all rows in a few
+        batched tensor operations, and one device-to-host copy for the whole batch.
+        """
+        feed = [[seq.last_token, *d.tokens] for seq, d in zip(seqs, drafts)]
+        logits = self.forward(seqs[0].row, feed)  # [b, q, vocab]
+        assert logits is not None
+        b, q, _ = logits.shape
+        dev = logits.device
+        drafted = torch.tensor(
+            [d.tokens + [0] * (q - 1 - len(d.tokens)) for d in drafts], dtype=torch.long
+        ).to(dev)  # [b, q - 1]
+        lengths = torch.tensor([len(d.tokens) for d in drafts], dtype=torch.long).to(dev)
+        valid = torch.arange(q, device=dev)[None, :] <= lengths[:, None]  # [b, q]
+        finite = (torch.isfinite(logits).all(dim=-1) | ~valid).all(dim=-1)  # [b]
+        accepted = torch.zeros(b, dtype=torch.long, device=dev)
+        next_token = torch.zeros(b, dtype=torch.long, device=dev)
+        targets = logits.argmax(dim=-1)  # [b, q]: greedy rows' targets
+        matching = [i for i, s in enumerate(seqs) if s.params.greedy or s.params.seed is not None]
+        for rows, params in _by_params(seqs):
+            if params.greedy:
+                continue
+            probs = process_logits(logits[rows], params)  # [r, q, vocab]
+            seeded = [j for j, i in enumerate(rows) if seqs[i].params.seed is not None]
+            if seeded:
+                noise = torch.stack(
+                    [_noise(seqs[rows[j]], q, probs.shape[-1], dev) for j in seeded]
+                )  # [s, q, vocab]
+                idx = torch.tensor([rows[j] for j in seeded], device=dev)
+                targets[idx] = sample_coupled(probs[seeded], noise)
+            others = [j for j in range(len(rows)) if seqs[rows[j]].params.seed is None]
+            if others:
+                idx = torch.tensor([rows[j] for j in others], device=dev)
+                got = accept_rejection(
+                    probs[others],
+                    drafted[idx],
+                    lengths[idx],
+                    _draft_probs([drafts[rows[j]] for j in others], q - 1, probs.shape[-1], dev),
+                    torch.stack([_uniforms(seqs[rows[j]], q, dev) for j in others]),
+                )
+                accepted[idx], next_token[idx] = got
+        if matching:
+            idx = torch.tensor(matching, device=dev)
+            accepted[idx], next_token[idx] = accept_matching(
+                targets[idx], drafted[idx], lengths[idx]
+            )
+        host = torch.stack([accepted, next_token, finite.long()]).tolist()  # the one sync
+        return [Verdict(a, t, bool(f)) for a, t, f in zip(*host)]
+
+
+def _by_params(seqs: Seq[Sequence]) -> list[tuple[list[int], Any]]:
+    """Row indices grouped by identical sampling settings (one warper call per group)."""
+    groups: dict[tuple[Any, ...], tuple[list[int], Any]] = {}
+    for i, seq in enumerate(seqs):
+        p = seq.params
+        key = (p.greedy, p.temperature, p.top_k, p.top_p)
+        groups.setdefault(key, ([], p))[0].append(i)
+    return list(groups.values())
+
+
+def _noise(seq: Sequence, q: int, vocab: int, device: torch.device) -> torch.Tensor:
+    """Coupled noise of the ``q`` output positions a seeded row verifies."""
+    t, seed = len(seq.output_ids), seq.params.seed
+    assert seed is not None
+    return position_noise(seed, range(t, t + q), vocab, device)  # [q, vocab]
+
+
+def _uniforms(seq: Sequence, q: int, device: torch.device) -> torch.Tensor:
+    """``q`` U(0, 1) draws from the row's own generator (``[q]``)."""
+    return torch.rand(q, generator=seq.generator, device=device)
+
+
+def _draft_probs(
+    drafts: Seq[Draft], g: int, vocab: int, device: torch.device
+) -> torch.Tensor | None:
+    """``[r, g, vocab]`` draft distributions (zeros where a draft is deterministic)."""
+    if all(d.probs is None for d in drafts) or g == 0:
+        return None
+    out = torch.zeros(len(drafts), g, vocab, device=device)
+    for i, d in enumerate(drafts):
+        if d.probs is not None and len(d.tokens):
+            out[i, : len(d.tokens)] = d.probs[: len(d.tokens)]
+    return out

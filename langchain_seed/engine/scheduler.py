@@ -1,15 +1,21 @@
 """Admission scheduling: bookkeeping on ids and counts, never tensors.
 
 ``schedule_admission`` decides which waiting sequences join the batch within the memory
-budget and the batch size, keeping a group's members together. Draft sizing lives in
+budget and the batch size, keeping a group's members together. The KV pool is laid out as
+one row of ``capacity`` slots per running sequence, the capacity fitting the largest
+reservation (:func:`~langchain_seed.engine.kv_cache.row_capacity`), so a set of sequences
+fits when ``len(set) * capacity(set) <= max_cache_tokens``: what is admitted is what is
+allocated. Draft sizing lives in
 :mod:`langchain_seed.engine.draft_policy`.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence as Seq
 
 from langchain_seed.engine.config import EngineConfig
+from langchain_seed.engine.kv_cache import row_capacity
 from langchain_seed.engine.sequence import SeqStatus, Sequence
 
 
@@ -31,9 +37,14 @@ class Scheduler:
         """True while any sequence runs or waits."""
         return bool(self.waiting or self.running)
 
-    def reserved_tokens(self) -> int:
-        """Cache tokens reserved by the running sequences."""
-        return sum(s.reserved_tokens for s in self.running)
+    def capacity(self, seqs: Seq[Sequence]) -> int:
+        """KV slots per row that a batch of ``seqs`` needs."""
+        need = max((s.reserved_tokens for s in seqs), default=1)
+        return row_capacity(need, self.config.max_cache_tokens)
+
+    def fits(self, seqs: Seq[Sequence]) -> bool:
+        """True when ``seqs`` fit the KV pool together (rows x capacity within the budget)."""
+        return len(seqs) * self.capacity(seqs) <= self.config.max_cache_tokens
 
     def schedule_admission(self) -> list[Sequence]:
         """Pop the waiting sequences that fit, FIFO, keeping each group together.
@@ -44,13 +55,11 @@ class Scheduler:
         admitted in parts; its late members fork a running sibling's prompt.
         """
         admitted: list[Sequence] = []
-        budget = self.config.max_cache_tokens - self.reserved_tokens()
         slots = self.config.max_batch_size - len(self.running)
         while self.waiting and slots > 0:
             head = self.waiting[0]
             unit = self._unit(head)
-            tokens = sum(s.reserved_tokens for s in unit)
-            if len(unit) > slots or tokens > budget:
+            if len(unit) > slots or not self.fits([*self.running, *admitted, *unit]):
                 if not self._never_fits(unit):
                     break  # wait until the whole unit fits (FIFO: nothing overtakes it)
                 # Admit as many members as fit now (at least one when the batch is empty).
@@ -58,15 +67,14 @@ class Scheduler:
                 for seq in unit:
                     if len(part) == slots:
                         break
-                    if seq.reserved_tokens > budget and (self.running or admitted or part):
+                    if (self.running or admitted or part) and not self.fits(
+                        [*self.running, *admitted, *part, seq]
+                    ):
                         break
                     part.append(seq)
-                    budget -= seq.reserved_tokens
                 if not part:
                     break
-                unit, tokens = part, 0
-            else:
-                budget -= tokens
+                unit = part
             for seq in unit:
                 self.waiting.remove(seq)
             admitted.extend(unit)
@@ -81,5 +89,4 @@ class Scheduler:
 
     def _never_fits(self, unit: list[Sequence]) -> bool:
         """True when ``unit`` could not be admitted whole even into an empty batch."""
-        tokens = sum(s.reserved_tokens for s in unit)
-        return len(unit) > self.config.max_batch_size or tokens > self.config.max_cache_tokens
+        return len(unit) > self.config.max_batch_size or not self.fits(unit)

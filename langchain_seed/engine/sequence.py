@@ -62,7 +62,7 @@ class Sequence:
     draft_counts: dict[str, tuple[float, float]] = field(default_factory=dict)
     """Per drafter: (accepted draft tokens, rejections) of this sequence's verifications."""
     detok: Any = None
-    """Incremental detokenization state, owned by :class:`~langchain_seed.engine.text.TextTracker`."""
+    """Incremental detokenization state, owned by the engine's ``TextTracker``."""
     prefix_handle: Any = None
     """Prefix-cache nodes this sequence holds a reference on while it runs."""
     future: Any = None

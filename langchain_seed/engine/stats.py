@@ -111,11 +111,19 @@ class EngineStats:
     peak_batch_size: int = 0
     peak_memory_bytes: int = 0
     """Peak RSS on CPU, peak allocated CUDA memory on a GPU."""
+    kv_pool_bytes: int = 0
+    """Bytes held by the KV pools of every model (at most ``kv_budget_bytes``)."""
+    kv_budget_bytes: int = 0
+    """Bytes of ``max_cache_tokens`` slots in every model's pool (0 before the first step)."""
     prefill_seconds: float = 0.0
     draft_seconds: float = 0.0
     verify_seconds: float = 0.0
     scheduler_seconds: float = 0.0
     prefix_cache: dict[str, Any] = field(default_factory=dict)
+
+    def phase_seconds(self) -> float:
+        """Seconds in prefill, drafting and verification so far."""
+        return self.prefill_seconds + self.draft_seconds + self.verify_seconds
 
     @property
     def generated_tokens(self) -> int:

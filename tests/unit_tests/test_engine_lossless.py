@@ -132,11 +132,17 @@ FAMILY_PROMPTS = [
 ]
 
 
+FAMILY_NAMES = ("gpt2", "qwen2", "mistral_sliding", "qwen2_sliding")
+"""Learned positions (GPT-2), biases (Qwen2), sliding windows of 8 tokens on every layer
+(Mistral) and on some layers (Qwen2 with ``layer_types``): prompts and outputs are longer
+than the window, so a full causal mask would change the output."""
+
+
 @pytest.fixture(scope="module")
 def family_models(tmp_path_factory) -> dict[str, TinyModel]:
-    """Tiny GPT-2 and Qwen2 on the byte vocabulary, each saved with the tokenizer."""
+    """Tiny models of each family on the byte vocabulary, each with a noisy-copy draft."""
     root = tmp_path_factory.mktemp("families")
-    return {family: make_tiny_model(root, family, seed=0) for family in ("gpt2", "qwen2")}
+    return {family: make_tiny_model(root, family, seed=0, draft=True) for family in FAMILY_NAMES}
 
 
 @pytest.fixture(scope="module")
@@ -155,28 +161,76 @@ def test_family_prompts_leave_room_in_the_gpt2_context(family_models):
     assert max(lengths) + FAMILY_MAX_NEW + FAMILY_GAMMA <= GPT2_CONTEXT + 1
 
 
-@pytest.mark.parametrize("family", ["gpt2", "qwen2"])
-@pytest.mark.parametrize("policy", ["autoregressive", "batched"])
-@pytest.mark.parametrize("drafter", ["none", "ngram"])
+FAMILY_DRAFTERS = {
+    "none": (),
+    "ngram": ("ngram",),
+    "consensus": ("consensus", "ngram"),
+    "model": ("model",),
+}
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+@pytest.mark.parametrize("policy", ["autoregressive", "fcfs_rounds", "batched"])
+@pytest.mark.parametrize("drafter", list(FAMILY_DRAFTERS))
 def test_greedy_equals_generate_for_model_family_policy_and_drafter(
     family_models, family_references, family, policy, drafter
 ):
-    drafters = ("ngram",) if drafter == "ngram" else ()
+    tiny = family_models[family]
     config = EngineConfig(
-        model=str(family_models[family].path),
+        model=str(tiny.path),
+        draft_model=str(tiny.draft_path) if drafter == "model" else None,
         policy=policy,
-        drafters=drafters,
+        drafters=FAMILY_DRAFTERS[drafter],
         max_batch_size=8,
         gamma=FAMILY_GAMMA,
         adaptive_gamma=False,
     )
+    groups = ["g" if i % 2 else None for i in range(len(FAMILY_PROMPTS))]  # consensus groups
     with Engine(config) as engine:
-        results = engine.generate(FAMILY_PROMPTS, SamplingParams(max_tokens=FAMILY_MAX_NEW))
+        results = engine.generate(
+            FAMILY_PROMPTS, SamplingParams(max_tokens=FAMILY_MAX_NEW), group=groups
+        )
         stats = engine.stats()
     for prompt, result, ref in zip(FAMILY_PROMPTS, results, family_references[family]):
         assert result.token_ids == ref, prompt
-    if policy == "batched" and drafter == "ngram":  # multi-token verification ran
+    if policy != "autoregressive" and drafter in ("ngram", "model"):  # multi-token verification
         assert stats.spec.drafted > 0
+
+
+def test_sliding_window_changes_the_output_so_the_family_tests_can_fail(family_models):
+    """The same weights with full attention decode differently: the window matters here."""
+    tiny = family_models["mistral_sliding"]
+    model = tiny.model
+    window = model.config.sliding_window
+    model.config.sliding_window = None
+    try:
+        full = generate_reference(model, tiny.tokenizer, FAMILY_PROMPTS, FAMILY_MAX_NEW)
+    finally:
+        model.config.sliding_window = window
+    windowed = generate_reference(model, tiny.tokenizer, FAMILY_PROMPTS, FAMILY_MAX_NEW)
+    assert full != windowed
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "named"),
+    [
+        ("layer_types", ["full_attention", "chunked_attention"], "chunked_attention"),
+        ("attention_chunk_size", 16, "attention_chunk_size"),
+    ],
+)
+def test_attention_the_engine_cannot_mask_is_refused_naming_the_setting(
+    family_models, setting, value, named
+):
+    from langchain_seed.engine.runner import attention_windows
+
+    model = family_models["qwen2"].model
+    old = getattr(model.config, setting, None)
+    setattr(model.config, setting, value)
+    try:
+        with pytest.raises(ValueError, match=named):
+            attention_windows(model, "tiny-qwen2")
+    finally:
+        setattr(model.config, setting, old)
 
 
 def test_gpt2_request_at_the_context_limit_next_to_an_8_token_draft_equals_generate(

@@ -14,10 +14,15 @@ import random
 import pytest
 import torch
 
-import langchain_seed.engine.engine as engine_module
+import langchain_seed.engine.runner as runner_module
 from langchain_seed.engine import Engine, EngineConfig, SamplingParams
 from langchain_seed.engine.drafters.base import Draft
-from langchain_seed.engine.verify import accept_sampling, process_logits, sample_coupled
+from langchain_seed.engine.sampling import (
+    accept_matching,
+    accept_rejection,
+    process_logits,
+    sample_inverse_cdf,
+)
 
 PROMPT = [0, 5, 9, 4, 7]  # token ids in the 16-token vocabulary
 SAMPLES = 1500
@@ -213,49 +218,55 @@ def test_deterministic_multi_token_drafts_keep_target_distribution(
     assert (distance < TOLERANCE).all(), f"TV per position {distance.tolist()}"
 
 
-def never_accept(p, draft, q, generator):
+# Broken rules, batched like the real ones: p [r, g + 1, V], drafts [r, g], lengths [r],
+# q [r, g, V] or None, uniforms [r, g + 1]; targets [r, g + 1] for the matching rule.
+def never_accept(p, drafts, lengths, q, uniforms):
     """Broken: reject every deterministic draft, draw from p without the draft token."""
-    if not draft:
-        return accept_sampling(p, draft, q, generator)
-    residual = p[0].clone()
-    residual[draft[0]] = 0.0
-    return 0, int(torch.multinomial(residual / residual.sum(), 1, generator=generator))
+    rows = torch.arange(p.shape[0])
+    dist = p[:, 0].clone()
+    has = lengths > 0
+    if drafts.shape[1]:
+        dist[rows[has], drafts[has, 0]] = 0.0
+    return torch.zeros_like(lengths), sample_inverse_cdf(dist, uniforms[:, -1])
 
 
-def always_accept(p, draft, q, generator):
+def always_accept(p, drafts, lengths, q, uniforms):
     """Broken: keep the whole draft, whatever p says."""
-    return len(draft), int(torch.multinomial(p[len(draft)], 1, generator=generator))
+    rows = torch.arange(p.shape[0])
+    return lengths.clone(), sample_inverse_cdf(p[rows, lengths], uniforms[:, -1])
 
 
-def residual_keeps_draft(p, draft, q, generator):
+def residual_keeps_draft(p, drafts, lengths, q, uniforms):
     """Broken: on rejection draw from p itself instead of p with the draft token removed."""
-    for k, d in enumerate(draft):
-        if torch.rand((), generator=generator) < p[k, d]:
-            continue
-        return k, int(torch.multinomial(p[k], 1, generator=generator))
-    return len(draft), int(torch.multinomial(p[len(draft)], 1, generator=generator))
+    accepted, _ = accept_rejection(p, drafts, lengths, q, uniforms)
+    rows = torch.arange(p.shape[0])
+    return accepted, sample_inverse_cdf(p[rows, accepted], uniforms[:, -1])
 
 
-def coupled_always_accept(p, draft, noise):
+def coupled_always_accept(targets, drafts, lengths):
     """Broken coupled rule: keep the whole draft, then the coupled bonus sample."""
-    return len(draft), sample_coupled(p[len(draft) :], noise[len(draft) :])[0]
+    return lengths.clone(), targets.gather(1, lengths[:, None])[:, 0]
 
 
-def coupled_never_accept(p, draft, noise):
+def coupled_never_accept(targets, drafts, lengths):
     """Broken coupled rule: reject the draft token even when it is the coupled sample."""
-    if not draft:
-        return 0, sample_coupled(p, noise)[0]
-    scores = p[0] / noise[0]
-    scores[draft[0]] = -1.0
-    return 0, int(scores.argmax())
+    accepted, nxt = accept_matching(targets, drafts, lengths)
+    first = targets[:, 0]
+    if drafts.shape[1]:
+        clash = (lengths > 0) & (first == drafts[:, 0])
+        first = torch.where(clash, (drafts[:, 0] + 1) % VOCAB, first)
+    return torch.zeros_like(accepted), first
+
+
+VOCAB = 16  # the tiny model's vocabulary (PROMPT's ids are below it)
 
 
 BROKEN_RULES = {
-    "never_accept": ("accept_sampling", never_accept, False),
-    "always_accept": ("accept_sampling", always_accept, False),
-    "residual_keeps_draft": ("accept_sampling", residual_keeps_draft, False),
-    "coupled_always_accept": ("accept_coupled", coupled_always_accept, True),
-    "coupled_never_accept": ("accept_coupled", coupled_never_accept, True),
+    "never_accept": ("accept_rejection", never_accept, False),
+    "always_accept": ("accept_rejection", always_accept, False),
+    "residual_keeps_draft": ("accept_rejection", residual_keeps_draft, False),
+    "coupled_always_accept": ("accept_matching", coupled_always_accept, True),
+    "coupled_never_accept": ("accept_matching", coupled_never_accept, True),
 }
 
 
@@ -265,7 +276,7 @@ def test_each_broken_rule_fails_the_multi_token_draft_check(
 ):
     """The same check as above catches every deliberately broken acceptance rule."""
     name, rule, seeded = BROKEN_RULES[broken]
-    monkeypatch.setattr(engine_module, name, rule)
+    monkeypatch.setattr(runner_module, name, rule)
     results, _, exact = run_mode(tiny_small_vocab_pair, mode_drafter, seeded)
     distance = check(results, exact)
     assert (distance >= TOLERANCE).any(), f"TV per position {distance.tolist()}"
@@ -294,7 +305,7 @@ def test_always_accepting_an_unrelated_model_draft_fails_the_distribution_check(
     tiny_small_vocab_pair, unrelated_draft, monkeypatch
 ):
     """Always accepting the model draft must be caught by the same check (the test can fail)."""
-    monkeypatch.setattr(engine_module, "accept_sampling", always_accept)
+    monkeypatch.setattr(runner_module, "accept_rejection", always_accept)
     params = SAMPLING_CASES["plain"]
     exact = exact_marginals(tiny_small_vocab_pair.target, params)
     results, _ = run(

@@ -13,6 +13,7 @@ import torch
 from langchain_core.messages import HumanMessage
 
 import langchain_seed.engine.engine as engine_module
+import langchain_seed.engine.service as service_module
 from langchain_seed import ChatSeed
 from langchain_seed.engine import (
     Engine,
@@ -23,8 +24,8 @@ from langchain_seed.engine import (
 )
 from langchain_seed.engine.config import SamplingParams as Params
 from langchain_seed.engine.drafters.model import ModelDrafter
+from langchain_seed.engine.sampling import position_noise, process_logits, sample_coupled
 from langchain_seed.engine.sequence import Sequence
-from langchain_seed.engine.verify import position_noise, process_logits, sample_coupled
 
 WORDS = "the cat sat on a mat and then it ran off to see the dog who sat on the log".split()
 
@@ -149,7 +150,7 @@ def coupled_reference(pair, prompt: str, params: SamplingParams) -> list[int]:
             logits = pair.target(torch.tensor([ids + out])).logits[0, -1]
             p = process_logits(logits[None], params)
             noise = position_noise(params.seed, [t], p.shape[-1])
-            out.append(sample_coupled(p, noise)[0])
+            out.append(int(sample_coupled(p, noise)[0]))
     return out
 
 
@@ -286,13 +287,14 @@ def test_late_members_of_a_group_larger_than_the_batch_fork_the_prompt(tiny_pair
 
 
 # ----- 6. model-drafter rollback -------------------------------------------------------------
-def test_model_drafter_rollback_never_keeps_the_pending_token(tiny_pair):
+def test_model_drafter_verified_hook_never_keeps_the_pending_token(tiny_pair):
     """When another drafter won and the emitted token equals the model's first draft
     token, the draft cache must still stop before the pending token, and the next
     proposal must draft."""
-    drafter = ModelDrafter(tiny_pair.draft, max_rows=2, device="cpu")
+    drafter = ModelDrafter(tiny_pair.draft, max_rows=2, device="cpu", budget_tokens=512)
     seq = Sequence(prompt_ids=tiny_pair.tokenizer("the cat sat").input_ids, params=Params())
     seq.row = 0
+    drafter.runner.cache.layout(256, live_rows=0)
     with torch.inference_mode():
         drafter.runner.prefill(0, [seq.prompt_ids[:-1]])
         [draft] = drafter.propose([seq], [3])
@@ -301,14 +303,14 @@ def test_model_drafter_rollback_never_keeps_the_pending_token(tiny_pair):
         # that happens to equal the model's first draft token.
         new_tokens = [draft.tokens[0]]
         seq.output_ids.extend(new_tokens)
-        drafter.rollback(seq, new_tokens)
+        drafter.verified(seq, new_tokens)
         assert drafter.runner.lengths[0] <= seq.num_tokens - 1
         [again] = drafter.propose([seq], [3])
     assert len(again.tokens) == 3
 
 
 def test_model_drafts_every_step_in_a_busy_batch(tiny_pair, monkeypatch):
-    """Engine-level: after every rollback the draft cache holds at most N - 1 tokens."""
+    """Engine-level: after every verified hook the draft cache holds at most N - 1 tokens."""
     config = EngineConfig(
         model=str(tiny_pair.target_path),
         draft_model=str(tiny_pair.draft_path),
@@ -319,7 +321,7 @@ def test_model_drafts_every_step_in_a_busy_batch(tiny_pair, monkeypatch):
     with Engine(config) as engine:
         md = engine.model_drafter
         assert md is not None
-        rollback = md.rollback
+        rollback = md.verified
         violations: list[tuple[int, int]] = []
 
         def checked(seq, new_tokens):
@@ -328,7 +330,7 @@ def test_model_drafts_every_step_in_a_busy_batch(tiny_pair, monkeypatch):
             if held > seq.num_tokens + len(new_tokens) - 1:
                 violations.append((held, seq.num_tokens + len(new_tokens)))
 
-        monkeypatch.setattr(md, "rollback", checked)
+        monkeypatch.setattr(md, "verified", checked)
         prompts = [" ".join(WORDS[i : i + 3 + i % 4] * 3) for i in range(12)]
         engine.generate(prompts, SamplingParams(max_tokens=24, ignore_eos=True))
     assert violations == []
@@ -341,7 +343,7 @@ def test_closed_shared_engine_leaves_the_registry_and_frees_its_memory(model_pat
     engine.generate(["the cat sat on the mat"], SamplingParams(max_tokens=4))
     assert engine.prefix_cache.stats()["memory_bytes"] > 0
     engine.close()
-    assert engine not in engine_module._SHARED.values()
+    assert engine not in service_module._SHARED.values()
     assert engine.prefix_cache.stats()["memory_bytes"] == 0
     assert engine.prefix_cache.tokens_stored == 0
     assert engine.runner.cache.nbytes() == 0
@@ -376,4 +378,4 @@ def test_close_shared_closes_every_shared_engine(model_path):
     second = Engine.shared(EngineConfig(model=model_path, max_batch_size=7))
     assert Engine.close_shared() >= 2
     assert first.closed and second.closed
-    assert engine_module._SHARED == {}
+    assert service_module._SHARED == {}

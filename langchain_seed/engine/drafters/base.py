@@ -1,10 +1,24 @@
-"""The one drafter protocol: ``propose(sequences, max_lens) -> drafts``."""
+"""The one drafter protocol: ``propose(sequences, max_lens) -> drafts``, plus optional hooks.
+
+A drafter may also define any of these; the engine calls them when present:
+
+- ``verified(sequence, new_tokens)``: after verification, with the tokens the sequence
+  kept (accepted draft tokens and the emitted one);
+- ``row_moved(src, dst)``: the sequence in row ``src`` now lives in row ``dst``;
+- ``reset()``: the engine is idle and dropped its KV memory;
+- ``runner``: a :class:`~langchain_seed.engine.runner.ModelRunner` whose KV cache follows
+  the batch's rows (filled at admission and moved with the rows by the engine);
+- ``costly = True``: drafting costs a forward per position, so the draft policy sizes
+  ``max_lens`` before asking (:meth:`~langchain_seed.engine.draft_policy.DraftPolicy.draft`)
+  and times it through ``forwards`` (forwards so far).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import torch
@@ -43,3 +57,11 @@ class Drafter(Protocol):
     def release(self, sequence: Sequence) -> None:
         """Forget state held for a sequence that finished or was cancelled."""
         ...
+
+
+def call_hook(drafters: Iterable[Any], hook: str, *args: Any) -> None:
+    """Call the optional ``hook`` of every drafter that defines it."""
+    for drafter in drafters:
+        method = getattr(drafter, hook, None)
+        if method is not None:
+            method(*args)

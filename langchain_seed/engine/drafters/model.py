@@ -3,13 +3,14 @@
 The draft model keeps its own :class:`SlotCache` with the same rows as the target. Its
 cache may lag behind the sequence (it holds ``D <= N - 1`` of the ``N`` tokens); the
 first draft forward of a step feeds every row its missing tokens (ragged), each further
-draft position is one forward for the whole batch. After verification the engine calls
-:meth:`ModelDrafter.rollback` so the draft cache keeps only tokens the sequence kept.
+draft position is one forward for the whole batch, and one host copy brings every row's
+draft token back. After verification the engine calls the :meth:`ModelDrafter.verified`
+hook so the draft cache keeps only tokens the sequence kept; it moves the cache's rows
+with the target's (the ``runner`` attribute).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence as Seq
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,7 @@ import torch
 
 from langchain_seed.engine.drafters.base import Draft
 from langchain_seed.engine.runner import ModelRunner
-from langchain_seed.engine.verify import position_noise, process_logits, sample_coupled
+from langchain_seed.engine.sampling import position_noise, process_logits, sample_coupled
 
 if TYPE_CHECKING:
     from langchain_seed.engine.sequence import Sequence
@@ -27,10 +28,17 @@ class ModelDrafter:
     """Draft tokens from a small model sharing the target's vocabulary."""
 
     name = "model"
+    costly = True
+    """Every draft position is a forward: the draft policy sizes drafts before asking."""
 
-    def __init__(self, model: torch.nn.Module, max_rows: int, device: str | torch.device) -> None:
-        self.runner = ModelRunner(model, max_rows, device)
-        self.seconds = 0.0
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        max_rows: int,
+        device: str | torch.device,
+        budget_tokens: int,
+    ) -> None:
+        self.runner = ModelRunner(model, max_rows, device, budget_tokens)
         self._drafted: dict[int, tuple[int, list[int]]] = {}  # seq_id -> (N, draft tokens)
 
     @property
@@ -38,21 +46,12 @@ class ModelDrafter:
         """Draft-model forwards so far."""
         return self.runner.forwards
 
-    def move_row(self, src: int, dst: int) -> None:
-        """Follow the target cache when the engine compacts rows."""
-        self.runner.cache.move_row(src, dst)
-
-    def copy_prefix(self, src: int, dst: int, length: int) -> None:
-        """Fork a group sibling's cached prompt."""
-        self.runner.cache.copy_prefix(src, dst, min(length, self.runner.lengths[src]))
-
     @torch.inference_mode()
     def propose(self, sequences: Seq[Sequence], max_lens: Seq[int]) -> list[Draft]:
         """Draft ``max_lens[i]`` tokens for ``sequences[i]`` (rows contiguous from the first)."""
         drafts = [Draft([], None, self.name) for _ in sequences]
         if not sequences or max(max_lens, default=0) <= 0:
             return drafts
-        t0 = time.perf_counter()
         start = sequences[0].row
         probs: list[list[torch.Tensor]] = [[] for _ in sequences]
         feed: list[list[int]] = []
@@ -63,48 +62,51 @@ class ModelDrafter:
         for depth in range(max(max_lens)):
             logits = self.runner.forward(start, feed)  # [b, q, vocab]
             assert logits is not None
-            next_feed: list[list[int]] = []
-            for i, (seq, g) in enumerate(zip(sequences, max_lens)):
-                if depth >= g or not feed[i]:
-                    next_feed.append([])
-                    continue
+            active = [i for i, g in enumerate(max_lens) if depth < g and feed[i]]
+            last = torch.tensor([len(feed[i]) - 1 for i in active], device=logits.device)
+            rows = logits[torch.tensor(active, device=logits.device), last]  # [a, vocab]
+            picked = rows.argmax(dim=-1)  # greedy rows' drafts
+            for j, i in enumerate(active):
+                seq = sequences[i]
                 self.runner.keep(seq.row, self.runner.lengths[seq.row] + len(feed[i]))
-                row_logits = logits[i, len(feed[i]) - 1]  # [vocab]
-                token, q = self._draft_token(seq, row_logits, len(seq.output_ids) + depth)
-                if q is not None:
-                    probs[i].append(q)
-                drafts[i].tokens.append(token)
-                next_feed.append([token] if depth + 1 < g else [])
-            feed = next_feed
+                if not seq.params.greedy:
+                    token, q = self._draft_token(seq, rows[j], len(seq.output_ids) + depth)
+                    picked[j] = token
+                    if q is not None:
+                        probs[i].append(q)
+            chosen = picked.tolist()  # one host copy per draft position
+            feed = [[] for _ in sequences]
+            for j, i in enumerate(active):
+                drafts[i].tokens.append(int(chosen[j]))
+                if depth + 1 < max_lens[i]:
+                    feed[i] = [int(chosen[j])]
             if not any(feed):
                 break
         for i, seq in enumerate(sequences):
             self._drafted[seq.seq_id][1].extend(drafts[i].tokens)
             if probs[i]:
                 drafts[i].probs = torch.stack(probs[i])  # [g, vocab]
-        self.seconds += time.perf_counter() - t0
         return drafts
 
     @staticmethod
     def _draft_token(
         seq: Sequence, logits: torch.Tensor, position: int
-    ) -> tuple[int, torch.Tensor | None]:
-        """The draft token at output ``position`` from ``logits`` (``[vocab]``).
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The sampled draft token at output ``position`` from ``logits`` (``[vocab]``).
 
-        Returns the token and, for the rejection rule (sampled without a seed), its
-        processed distribution q (``[vocab]``); ``None`` where verification needs no q.
+        Returns the token (a 0-d device tensor: no host copy) and, for the rejection rule
+        (sampled without a seed), its processed distribution q (``[vocab]``); ``None``
+        where verification needs no q.
         """
-        if seq.params.greedy:
-            return int(logits.argmax()), None
         q = process_logits(logits[None], seq.params)  # [1, vocab]
         if seq.params.seed is not None:
             # Coupled rule: draft with the noise the target's sample at this output
             # position will use, so the two agree as often as they can.
             noise = position_noise(seq.params.seed, [position], q.shape[-1], q.device)
             return sample_coupled(q, noise)[0], None
-        return int(torch.multinomial(q[0], 1, generator=seq.generator)), q[0]
+        return torch.multinomial(q[0], 1, generator=seq.generator)[0], q[0]
 
-    def rollback(self, seq: Sequence, new_tokens: Seq[int]) -> None:
+    def verified(self, seq: Sequence, new_tokens: Seq[int]) -> None:
         """Keep only the draft KV of tokens the sequence kept.
 
         After drafting ``d_1 .. d_g`` the draft cache holds the ``N`` earlier tokens and

@@ -1,0 +1,519 @@
+"""The engine as a service: submission, the queue, futures, streaming, the engine thread.
+
+:class:`EngineService` is the half of :class:`~langchain_seed.engine.engine.Engine` that
+callers talk to; the other half, :meth:`Engine.step`, decodes. One engine thread owns the
+queue and the batch; each step runs on the process-wide compute thread
+(:mod:`langchain_seed.engine.compute`: one OpenMP team for all engines). Callers on any
+thread or event loop submit requests and get a :class:`concurrent.futures.Future` (or await
+/ iterate); ``on_delta`` callbacks run on the compute thread. Loaded models and shared
+engines are process-wide registries here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import copy
+import logging
+import queue
+import random
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Sequence as Seq
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, Self, cast
+
+import torch
+
+from langchain_seed.engine import compute
+from langchain_seed.engine.config import EngineConfig, SamplingParams
+from langchain_seed.engine.loading import LoadedModel, load_model
+from langchain_seed.engine.results import EngineClosedError, GenerationResult, QueueFullError
+from langchain_seed.engine.sequence import DRAFT_SLACK, SeqStatus, Sequence
+from langchain_seed.engine.stats import EngineStats
+
+if TYPE_CHECKING:
+    from langchain_seed.engine.engine import Engine
+
+logger = logging.getLogger(__name__)
+
+Prompt = str | list[int]
+
+_MODELS: dict[tuple[Any, ...], LoadedModel] = {}
+_MODELS_LOCK = threading.Lock()
+_SHARED: dict[tuple[Any, ...], Engine] = {}
+_SHARED_LOCK = threading.Lock()  # guards _SHARED; held while a shared engine is built
+_ALL_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def shared_model(model: str | None, device: str, dtype: str) -> LoadedModel:
+    """Load a model once per process per ``(model, device, dtype)``."""
+    key = (model, device, dtype)
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = load_model(model, device=device, dtype=dtype)
+        return _MODELS[key]
+
+
+class EngineService:
+    """Submission, streaming and the engine thread around :meth:`step` (see the module docstring).
+
+    Subclasses build ``config``, ``scheduler``, ``runner``, ``prefix_cache``, the draft
+    state and ``_stats``, then call :meth:`_start_service`; they implement :meth:`step`,
+    :meth:`_fail_all`, :meth:`encode`, ``vocab_size``, ``max_context`` and
+    :meth:`_forward_counts`.
+    """
+
+    config: EngineConfig
+    scheduler: Any
+    runner: Any
+    prefix_cache: Any
+    _stats: EngineStats
+
+    def _start_service(self) -> None:
+        self._cv = threading.Condition()
+        self._inbox: list[Sequence] = []
+        self._closed = False
+        self._step_lock = threading.Lock()  # held while a step mutates state and stats
+        self._shared_key: tuple[Any, ...] | None = None  # set by Engine.shared
+        self._thread = threading.Thread(target=self._loop, name="seed-engine", daemon=True)
+        self._thread.start()
+        _ALL_ENGINES.add(self)  # type: ignore[arg-type]
+
+    def step(self) -> None:  # pragma: no cover - implemented by Engine
+        """One engine step."""
+        raise NotImplementedError
+
+    def _fail_all(
+        self, exc: BaseException, include_waiting: bool, also: Seq[Sequence] = ()
+    ) -> None:  # pragma: no cover - implemented by Engine
+        raise NotImplementedError
+
+    def encode(self, text: str) -> list[int]:  # pragma: no cover - implemented by Engine
+        """Token ids of a prompt text."""
+        raise NotImplementedError
+
+    @property
+    def vocab_size(self) -> int:  # pragma: no cover - implemented by Engine
+        """Valid token ids are below it."""
+        raise NotImplementedError
+
+    @property
+    def max_context(self) -> int:  # pragma: no cover - implemented by Engine
+        """Context length of the target model in tokens."""
+        raise NotImplementedError
+
+    def _forward_counts(self) -> tuple[int, int]:  # pragma: no cover - implemented by Engine
+        """(target forwards, draft-model forwards) so far."""
+        raise NotImplementedError
+
+    def _reset_forward_counts(self) -> None:  # pragma: no cover - implemented by Engine
+        raise NotImplementedError
+
+    def _kv_bytes(self) -> tuple[int, int]:  # pragma: no cover - implemented by Engine
+        """(bytes the KV pools hold now, bytes of their budget) over every model."""
+        raise NotImplementedError
+
+    @classmethod
+    def shared(cls, config: EngineConfig | None = None, **kwargs: Any) -> Engine:
+        """The process-wide engine for this configuration (created on first use)."""
+        build = cast("Callable[[EngineConfig], Engine]", cls)
+        cfg = config if config is not None else EngineConfig(**kwargs)
+        key = (
+            cfg.model, cfg.draft_model, cfg.policy, cfg.drafters, cfg.max_batch_size,
+            cfg.max_cache_tokens, cfg.gamma, cfg.device, cfg.dtype, cfg.prefix_cache_tokens,
+            cfg.adaptive_gamma, cfg.max_queue, cfg.queue_full,
+        )  # fmt: skip
+        # Check and build under one lock: threads racing for the same configuration
+        # must get one engine (one batch, one KV budget), never one each.
+        with _SHARED_LOCK:
+            engine = _SHARED.get(key)
+            if engine is None or engine.closed:
+                engine = build(cfg)
+                engine._shared_key = key
+                _SHARED[key] = engine
+            return engine
+
+    @staticmethod
+    def close_shared() -> int:
+        """Close every shared engine of this process; returns how many were closed.
+
+        Each shared engine keeps its thread, its KV buffers and its prefix cache until it is
+        closed: close the engines of a finished job to give that memory back.
+        """
+        with _SHARED_LOCK:
+            engines = list(_SHARED.values())
+        for engine in engines:
+            engine.close()
+        return len(engines)
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    # ----- submission --------------------------------------------------------------
+    def submit(
+        self,
+        prompt: Prompt,
+        params: SamplingParams | None = None,
+        *,
+        group: str | None = None,
+        on_delta: Callable[[str], None] | None = None,
+    ) -> Future[GenerationResult]:
+        """Queue one request; it joins the running batch at the next step."""
+        return self.submit_many([prompt], params, group=group, on_delta=on_delta)[0]
+
+    def submit_many(
+        self,
+        prompts: Seq[Prompt],
+        params: SamplingParams | Seq[SamplingParams] | None = None,
+        *,
+        group: str | Seq[str | None] | None = None,
+        on_delta: Callable[[str], None] | None = None,
+    ) -> list[Future[GenerationResult]]:
+        """Queue several requests together (they are admitted together when they fit).
+
+        ``group`` is one group id for all prompts, or one (or ``None``) per prompt.
+
+        With a bounded queue (``max_queue``), a batch that does not fit waits for room
+        (``queue_full="block"``) or raises (``"error"``). A batch larger than ``max_queue``
+        itself can never fit at once: in ``"block"`` mode it is queued in parts as room
+        frees (a group's members stay in one part when the group fits in the queue); in
+        ``"error"`` mode it raises at once. If the engine closes while a blocked batch
+        waits, its requests not yet queued fail with :class:`EngineClosedError`.
+
+        Raises:
+            ValueError: an empty or over-long prompt, or a params list of the wrong length.
+            EngineClosedError: the engine is closed.
+            QueueFullError: ``queue_full="error"`` and the queue has no room for the batch,
+                or the batch is larger than ``max_queue``.
+        """
+        if isinstance(prompts, str):
+            raise ValueError("prompts must be a list of prompts; use submit() for one prompt")
+        plist = self._params_list(params, len(prompts))
+        if group is None or isinstance(group, str):
+            groups: list[str | None] = [group] * len(prompts)
+        else:
+            groups = list(group)
+            if len(groups) != len(prompts):
+                raise ValueError(f"got {len(groups)} groups for {len(prompts)} prompts")
+        seqs = [self._make_sequence(p, sp, g, on_delta) for p, sp, g in zip(prompts, plist, groups)]
+        limit = self.config.max_queue
+        if limit is not None and len(seqs) > limit and self.config.queue_full == "error":
+            raise QueueFullError(
+                f"a batch of {len(seqs)} requests exceeds max_queue={limit} and can never be "
+                "queued at once; submit it in parts, raise max_queue, or use queue_full='block' "
+                "(which queues it in parts as room frees)"
+            )
+        with self._cv:
+            if self._closed:
+                raise EngineClosedError("engine closed")
+            queued = 0
+            while queued < len(seqs):
+                part = self._next_part(seqs, queued)
+                try:
+                    self._wait_for_room(part)
+                except EngineClosedError as exc:
+                    if queued == 0:
+                        raise
+                    for seq in seqs[queued:]:
+                        _resolve_error(seq, exc)
+                    break
+                self._inbox.extend(seqs[queued : queued + part])
+                queued += part
+                self._cv.notify_all()
+        return [s.future for s in seqs]
+
+    def _next_part(self, seqs: list[Sequence], start: int) -> int:
+        """How many of ``seqs[start:]`` to queue next: all, or a part that fits ``max_queue``.
+
+        A part never splits a group whose members fit in the queue together (siblings are
+        admitted together); a group larger than the queue is split, its late members fork
+        a running sibling's prompt at admission.
+        """
+        limit = self.config.max_queue
+        rest = len(seqs) - start
+        if limit is None or rest <= limit:
+            return rest
+        end = start + limit
+        group = seqs[end - 1].group
+        if group is not None and end < len(seqs) and seqs[end].group == group:
+            first = end - 1
+            while first > start and seqs[first - 1].group == group:
+                first -= 1
+            if first > start:  # end the part before the group; it starts the next part
+                return first - start
+        return limit
+
+    def _params_list(
+        self, params: SamplingParams | Seq[SamplingParams] | None, count: int
+    ) -> list[SamplingParams]:
+        if params is None:
+            return [SamplingParams()] * count
+        if isinstance(params, SamplingParams):
+            return [params] * count
+        plist = list(params)
+        if len(plist) != count:
+            raise ValueError(f"got {len(plist)} SamplingParams for {count} prompts")
+        return plist
+
+    def check_prompt(self, prompt: Prompt, params: SamplingParams | None = None) -> list[int]:
+        """Token ids of ``prompt`` if this engine can run it with ``params``.
+
+        Raises:
+            ValueError: the prompt is empty, has token ids outside the vocabulary, or
+                does not fit the context (or ``max_cache_tokens``) with ``max_tokens``.
+        """
+        params = params if params is not None else SamplingParams()
+        if isinstance(prompt, str):
+            if not prompt:
+                raise ValueError("prompt is empty")
+            ids = self.encode(prompt)
+        else:
+            ids = [int(t) for t in prompt]
+            bad = [t for t in ids if not 0 <= t < self.vocab_size]
+            if bad:
+                raise ValueError(
+                    f"prompt token ids {bad[:5]} are outside the model's vocabulary "
+                    f"(ids must be in [0, {self.vocab_size}))"
+                )
+        if not ids:
+            raise ValueError("prompt is empty (no tokens)")
+        limit = self.max_context - params.max_tokens
+        if len(ids) > limit:
+            raise ValueError(
+                f"prompt is {len(ids)} tokens; the model's context is {self.max_context} tokens "
+                f"and max_tokens is {params.max_tokens}, so prompts may have at most {limit}"
+            )
+        if len(ids) + params.max_tokens + DRAFT_SLACK > self.config.max_cache_tokens:
+            raise ValueError(
+                f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) + "
+                f"{DRAFT_SLACK} draft slots exceeds max_cache_tokens={self.config.max_cache_tokens}"
+            )
+        return ids
+
+    def _make_sequence(
+        self,
+        prompt: Prompt,
+        params: SamplingParams,
+        group: str | None,
+        on_delta: Callable[[str], None] | None,
+    ) -> Sequence:
+        ids = self.check_prompt(prompt, params)
+        seq = Sequence(prompt_ids=ids, params=params, group=group, on_delta=on_delta)
+        if params.request_timeout is not None:
+            seq.deadline = time.monotonic() + params.request_timeout
+        seq.future = Future()
+        seq.stats.prompt_tokens = len(ids)
+        return seq
+
+    def _wait_for_room(self, count: int) -> None:
+        limit = self.config.max_queue
+        if limit is None:
+            return
+        while len(self._inbox) + len(self.scheduler.waiting) + count > limit:
+            if self.config.queue_full == "error":
+                raise QueueFullError(
+                    f"submission queue is full (max_queue={limit}); retry later or use "
+                    "queue_full='block'"
+                )
+            self._cv.wait(timeout=0.1)
+            if self._closed:
+                raise EngineClosedError("engine closed")
+
+    # ----- convenience -------------------------------------------------------------
+    def generate(
+        self,
+        prompts: Seq[Prompt],
+        params: SamplingParams | Seq[SamplingParams] | None = None,
+        *,
+        group: str | Seq[str | None] | None = None,
+    ) -> list[GenerationResult]:
+        """Run ``prompts`` to completion (one batch) and return their results in order."""
+        return [f.result() for f in self.submit_many(prompts, params, group=group)]
+
+    async def agenerate(
+        self,
+        prompts: Seq[Prompt],
+        params: SamplingParams | Seq[SamplingParams] | None = None,
+        *,
+        group: str | Seq[str | None] | None = None,
+    ) -> list[GenerationResult]:
+        """Async :meth:`generate`; cancelling the awaiting task cancels the requests."""
+        futures = self.submit_many(prompts, params, group=group)
+        wrapped = [asyncio.wrap_future(f) for f in futures]
+        try:
+            return list(await asyncio.gather(*wrapped))
+        except asyncio.CancelledError:
+            for f in futures:
+                f.cancel()
+            raise
+
+    def stream(
+        self, prompt: Prompt, params: SamplingParams | None = None, *, group: str | None = None
+    ) -> Iterator[str]:
+        """Yield text deltas of one request as the engine produces them."""
+        pieces: queue.Queue[str | None] = queue.Queue()
+        future = self.submit(prompt, params, group=group, on_delta=pieces.put)
+        future.add_done_callback(lambda _: pieces.put(None))
+        try:
+            while (piece := pieces.get()) is not None:
+                yield piece
+            future.result()
+        finally:
+            future.cancel()
+
+    async def astream(
+        self, prompt: Prompt, params: SamplingParams | None = None, *, group: str | None = None
+    ) -> AsyncIterator[str]:
+        """Async :meth:`stream` (no thread hop per token: the engine posts to this loop)."""
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def post(piece: str | None) -> None:
+            loop.call_soon_threadsafe(pieces.put_nowait, piece)
+
+        future = self.submit(prompt, params, group=group, on_delta=post)
+        future.add_done_callback(lambda _: post(None))
+        try:
+            while (piece := await pieces.get()) is not None:
+                yield piece
+            future.result()
+        finally:
+            future.cancel()
+
+    def stats(self) -> EngineStats:
+        """A snapshot of the engine-wide counters (taken between steps, safe to keep)."""
+        with self._step_lock:
+            stats = copy.deepcopy(self._stats)
+            stats.target_forwards, stats.draft_forwards = self._forward_counts()
+            stats.kv_pool_bytes, stats.kv_budget_bytes = self._kv_bytes()
+            stats.prefix_cache = self.prefix_cache.stats()
+        stats.peak_memory_bytes = _peak_memory(self.config.device)
+        return stats
+
+    def reset_stats(self) -> None:
+        """Start counting afresh (forward counters included)."""
+        with self._step_lock:
+            self._stats = EngineStats()
+            self._reset_forward_counts()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the engine thread and free its memory.
+
+        Pending requests fail with :class:`EngineClosedError`; the KV buffers and the
+        prefix cache are released, and a shared engine leaves the registry, so the next
+        :meth:`shared` call builds a fresh one.
+        """
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        self._unregister()
+        # From a callback (on the compute thread, inside a step) or the engine thread itself,
+        # joining would wait for the step that is calling: the thread ends after it.
+        if threading.current_thread() is not self._thread and not compute.on_compute_thread():
+            self._thread.join(timeout)
+
+    def _unregister(self) -> None:
+        if self._shared_key is None:
+            return
+        with _SHARED_LOCK:
+            if _SHARED.get(self._shared_key) is self:
+                del _SHARED[self._shared_key]
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----- the engine thread -------------------------------------------------------
+    def _loop(self) -> None:
+        crash: BaseException | None = None
+        new: list[Sequence] = []
+        try:
+            while True:
+                with self._cv:
+                    while not self._closed and not self._inbox and not self.scheduler.has_work:
+                        self._cv.wait()
+                    if self._closed:
+                        break
+                    new, self._inbox = self._inbox, []
+                    self._cv.notify_all()
+                for seq in new:
+                    self._attach_generator(seq)
+                    self.scheduler.add(seq)
+                with self._step_lock:
+                    compute.run(self._guarded_step)
+        except BaseException as exc:  # the thread itself broke: nothing may be left hanging
+            logger.exception("engine thread crashed; failing every pending request")
+            crash = exc
+            with self._cv:
+                self._closed = True
+                self._cv.notify_all()
+            for seq in new:
+                if seq not in self.scheduler.waiting:
+                    _resolve_error(seq, exc)
+        self._unregister()
+        with self._cv:
+            leftover, self._inbox = self._inbox, []
+        error = crash or EngineClosedError("engine closed before the request finished")
+
+        def fail_all() -> None:
+            with torch.inference_mode():
+                self._fail_all(error, include_waiting=True, also=leftover)
+
+        with self._step_lock:
+            compute.run(fail_all)
+
+    def _guarded_step(self) -> None:
+        """One step on the compute thread; a failure fails the batch, the engine goes on."""
+        with torch.inference_mode():
+            try:
+                self.step()
+            except Exception as exc:
+                logger.exception("engine step failed")
+                self._fail_all(exc, include_waiting=False)
+
+    def _attach_generator(self, seq: Sequence) -> None:
+        """Give an unseeded sampled request its own random stream (rejection rule).
+
+        Seeded requests need none: their noise is keyed by (seed, position).
+        """
+        if seq.params.greedy or seq.params.seed is not None:
+            return
+        seq.generator = torch.Generator(device=self.runner.device)
+        seq.generator.manual_seed(random.randrange(2**63))
+
+
+def _resolve_error(seq: Sequence, exc: BaseException) -> None:
+    seq.status = SeqStatus.FINISHED
+    future = seq.future
+    if future is None or future.done():
+        return
+    try:
+        future.set_exception(exc)
+    except Exception:  # cancelled concurrently
+        pass
+
+
+def _peak_memory(device: str) -> int:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated())
+    try:
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    except ImportError:  # pragma: no cover - Windows
+        return 0
+
+
+@atexit.register
+def _close_all() -> None:
+    # A step in flight must end before the interpreter tears torch down (an abort
+    # otherwise); steps are short, so waiting for it is cheap.
+    for engine in list(_ALL_ENGINES):
+        engine.close(timeout=60.0)
