@@ -32,18 +32,13 @@ from langchain_seed.engine.draft_policy import DraftPolicy
 from langchain_seed.engine.drafters.base import Draft, Drafter, call_hook
 from langchain_seed.engine.drafters.model import ModelDrafter
 from langchain_seed.engine.drafters.ngram import NgramDrafter
-from langchain_seed.engine.loading import LoadedModel
+from langchain_seed.engine.loading import LoadedModel, shared_model
 from langchain_seed.engine.prefix_cache import PrefixCache
 from langchain_seed.engine.results import GenerationResult, RequestCancelledError
 from langchain_seed.engine.runner import ModelRunner, Verdict
 from langchain_seed.engine.scheduler import Scheduler
 from langchain_seed.engine.sequence import SeqStatus, Sequence
-from langchain_seed.engine.service import (
-    EngineService,
-    Prompt,
-    _resolve_error,
-    shared_model,
-)
+from langchain_seed.engine.service import EngineService, Prompt, _resolve_error
 from langchain_seed.engine.stats import EngineStats
 from langchain_seed.engine.text import TextTracker
 

@@ -12,6 +12,7 @@ import importlib.util
 import logging
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,3 +285,16 @@ def _plain_config(config: dict[str, Any]) -> dict[str, Any]:
     config.pop("quantization_config", None)
     config.pop("_name_or_path", None)
     return config
+
+
+_MODELS: dict[tuple[Any, ...], LoadedModel] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def shared_model(model: str | None, device: str, dtype: str) -> LoadedModel:
+    """Load a model once per process per ``(model, device, dtype)``."""
+    key = (model, device, dtype)
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = load_model(model, device=device, dtype=dtype)
+        return _MODELS[key]

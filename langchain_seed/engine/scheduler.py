@@ -90,3 +90,24 @@ class Scheduler:
     def _never_fits(self, unit: list[Sequence]) -> bool:
         """True when ``unit`` could not be admitted whole even into an empty batch."""
         return len(unit) > self.config.max_batch_size or not self.fits(unit)
+
+
+def queue_part(seqs: Seq[Sequence], start: int, limit: int | None) -> int:
+    """How many of ``seqs[start:]`` to queue next: all, or a part that fits ``limit``.
+
+    A part never splits a group whose members fit in the queue together (siblings are
+    admitted together); a group larger than the queue is split, its late members fork
+    a running sibling's prompt at admission.
+    """
+    rest = len(seqs) - start
+    if limit is None or rest <= limit:
+        return rest
+    end = start + limit
+    group = seqs[end - 1].group
+    if group is not None and end < len(seqs) and seqs[end].group == group:
+        first = end - 1
+        while first > start and seqs[first - 1].group == group:
+            first -= 1
+        if first > start:  # end the part before the group; it starts the next part
+            return first - start
+    return limit

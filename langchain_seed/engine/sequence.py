@@ -98,3 +98,28 @@ class Sequence:
     def finished(self) -> bool:
         """True once the sequence has stopped for any reason."""
         return self.status is SeqStatus.FINISHED
+
+
+def check_prompt_ids(
+    ids: list[int], params: SamplingParams, *, max_context: int, max_cache_tokens: int
+) -> list[int]:
+    """``ids`` if a request of that prompt and ``params`` fits the context and the KV budget.
+
+    Raises:
+        ValueError: the prompt is empty, or it does not fit the context (or
+            ``max_cache_tokens``) with ``max_tokens``.
+    """
+    if not ids:
+        raise ValueError("prompt is empty (no tokens)")
+    limit = max_context - params.max_tokens
+    if len(ids) > limit:
+        raise ValueError(
+            f"prompt is {len(ids)} tokens; the model's context is {max_context} tokens "
+            f"and max_tokens is {params.max_tokens}, so prompts may have at most {limit}"
+        )
+    if len(ids) + params.max_tokens + DRAFT_SLACK > max_cache_tokens:
+        raise ValueError(
+            f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) + "
+            f"{DRAFT_SLACK} draft slots exceeds max_cache_tokens={max_cache_tokens}"
+        )
+    return ids

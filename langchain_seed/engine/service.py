@@ -29,10 +29,10 @@ import torch
 
 from langchain_seed.engine import compute
 from langchain_seed.engine.config import EngineConfig, SamplingParams
-from langchain_seed.engine.loading import LoadedModel, load_model
 from langchain_seed.engine.results import EngineClosedError, GenerationResult, QueueFullError
-from langchain_seed.engine.sequence import DRAFT_SLACK, SeqStatus, Sequence
-from langchain_seed.engine.stats import EngineStats
+from langchain_seed.engine.scheduler import queue_part
+from langchain_seed.engine.sequence import SeqStatus, Sequence, check_prompt_ids
+from langchain_seed.engine.stats import EngineStats, peak_memory
 
 if TYPE_CHECKING:
     from langchain_seed.engine.engine import Engine
@@ -41,20 +41,9 @@ logger = logging.getLogger(__name__)
 
 Prompt = str | list[int]
 
-_MODELS: dict[tuple[Any, ...], LoadedModel] = {}
-_MODELS_LOCK = threading.Lock()
 _SHARED: dict[tuple[Any, ...], Engine] = {}
 _SHARED_LOCK = threading.Lock()  # guards _SHARED; held while a shared engine is built
 _ALL_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
-
-
-def shared_model(model: str | None, device: str, dtype: str) -> LoadedModel:
-    """Load a model once per process per ``(model, device, dtype)``."""
-    key = (model, device, dtype)
-    with _MODELS_LOCK:
-        if key not in _MODELS:
-            _MODELS[key] = load_model(model, device=device, dtype=dtype)
-        return _MODELS[key]
 
 
 class EngineService:
@@ -213,7 +202,7 @@ class EngineService:
                 raise EngineClosedError("engine closed")
             queued = 0
             while queued < len(seqs):
-                part = self._next_part(seqs, queued)
+                part = queue_part(seqs, queued, self.config.max_queue)
                 try:
                     self._wait_for_room(part)
                 except EngineClosedError as exc:
@@ -226,27 +215,6 @@ class EngineService:
                 queued += part
                 self._cv.notify_all()
         return [s.future for s in seqs]
-
-    def _next_part(self, seqs: list[Sequence], start: int) -> int:
-        """How many of ``seqs[start:]`` to queue next: all, or a part that fits ``max_queue``.
-
-        A part never splits a group whose members fit in the queue together (siblings are
-        admitted together); a group larger than the queue is split, its late members fork
-        a running sibling's prompt at admission.
-        """
-        limit = self.config.max_queue
-        rest = len(seqs) - start
-        if limit is None or rest <= limit:
-            return rest
-        end = start + limit
-        group = seqs[end - 1].group
-        if group is not None and end < len(seqs) and seqs[end].group == group:
-            first = end - 1
-            while first > start and seqs[first - 1].group == group:
-                first -= 1
-            if first > start:  # end the part before the group; it starts the next part
-                return first - start
-        return limit
 
     def _params_list(
         self, params: SamplingParams | Seq[SamplingParams] | None, count: int
@@ -280,20 +248,9 @@ class EngineService:
                     f"prompt token ids {bad[:5]} are outside the model's vocabulary "
                     f"(ids must be in [0, {self.vocab_size}))"
                 )
-        if not ids:
-            raise ValueError("prompt is empty (no tokens)")
-        limit = self.max_context - params.max_tokens
-        if len(ids) > limit:
-            raise ValueError(
-                f"prompt is {len(ids)} tokens; the model's context is {self.max_context} tokens "
-                f"and max_tokens is {params.max_tokens}, so prompts may have at most {limit}"
-            )
-        if len(ids) + params.max_tokens + DRAFT_SLACK > self.config.max_cache_tokens:
-            raise ValueError(
-                f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) + "
-                f"{DRAFT_SLACK} draft slots exceeds max_cache_tokens={self.config.max_cache_tokens}"
-            )
-        return ids
+        return check_prompt_ids(
+            ids, params, max_context=self.max_context, max_cache_tokens=self.config.max_cache_tokens
+        )
 
     def _make_sequence(
         self,
@@ -392,7 +349,7 @@ class EngineService:
             stats.target_forwards, stats.draft_forwards = self._forward_counts()
             stats.kv_pool_bytes, stats.kv_budget_bytes = self._kv_bytes()
             stats.prefix_cache = self.prefix_cache.stats()
-        stats.peak_memory_bytes = _peak_memory(self.config.device)
+        stats.peak_memory_bytes = peak_memory(self.config.device)
         return stats
 
     def reset_stats(self) -> None:
@@ -498,17 +455,6 @@ def _resolve_error(seq: Sequence, exc: BaseException) -> None:
         future.set_exception(exc)
     except Exception:  # cancelled concurrently
         pass
-
-
-def _peak_memory(device: str) -> int:
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return int(torch.cuda.max_memory_allocated())
-    try:
-        import resource
-
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-    except ImportError:  # pragma: no cover - Windows
-        return 0
 
 
 @atexit.register

@@ -144,3 +144,17 @@ class EngineStats:
         data["mean_accepted_length"] = round(self.spec.mean_accepted_length, 4)
         data["target_forwards_per_token"] = round(self.target_forwards_per_token, 4)
         return data
+
+
+def peak_memory(device: str) -> int:
+    """Peak allocated bytes of a CUDA ``device``; peak RSS of the process on a CPU."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated(torch.device(device)))
+    try:
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    except ImportError:  # pragma: no cover - Windows
+        return 0

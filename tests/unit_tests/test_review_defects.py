@@ -25,6 +25,7 @@ from langchain_seed.engine import (
 from langchain_seed.engine.config import SamplingParams as Params
 from langchain_seed.engine.drafters.model import ModelDrafter
 from langchain_seed.engine.sampling import position_noise, process_logits, sample_coupled
+from langchain_seed.engine.scheduler import queue_part
 from langchain_seed.engine.sequence import Sequence
 
 WORDS = "the cat sat on a mat and then it ran off to see the dog who sat on the log".split()
@@ -98,19 +99,17 @@ def test_batch_larger_than_queue_fails_at_once_with_a_clear_error(model_path):
         assert len(engine.generate(["a b c"] * 2, SamplingParams(max_tokens=2))) == 2
 
 
-def test_parts_of_a_blocked_batch_keep_a_group_together(model_path):
+def test_parts_of_a_blocked_batch_keep_a_group_together():
     """A part ends before a group that would straddle it, if the group fits in the queue."""
-    config = EngineConfig(model=model_path, max_queue=3, queue_full="block")
-    with Engine(config) as engine:
-        seqs = [
-            Sequence(prompt_ids=[5, 6], params=Params(), group=g)
-            for g in (None, None, "g", "g", "h", "h", "h", "h")
-        ]
-        parts, start = [], 0
-        while start < len(seqs):
-            n = engine._next_part(seqs, start)
-            parts.append([s.group for s in seqs[start : start + n]])
-            start += n
+    seqs = [
+        Sequence(prompt_ids=[5, 6], params=Params(), group=g)
+        for g in (None, None, "g", "g", "h", "h", "h", "h")
+    ]
+    parts, start = [], 0
+    while start < len(seqs):
+        n = queue_part(seqs, start, limit=3)
+        parts.append([s.group for s in seqs[start : start + n]])
+        start += n
     assert parts == [[None, None], ["g", "g"], ["h", "h", "h"], ["h"]]
 
 
