@@ -201,9 +201,10 @@ class DraftPolicy:
                 lens = self.choose_length(running, caps, acceptance, per_position)
             before, t0 = getattr(drafter, "forwards", 0), time.perf_counter()
             proposed = drafter.propose(running, lens)
-            if costly and drafter.forwards > before:
+            forwards = getattr(drafter, "forwards", 0) - before
+            if costly and forwards > 0:
                 _synchronize(drafter)
-                per = (time.perf_counter() - t0) / (drafter.forwards - before)
+                per = (time.perf_counter() - t0) / forwards
                 self.draft_cost.observe(len(running), per)
             for i, draft in enumerate(proposed):
                 if draft.tokens:

@@ -220,6 +220,9 @@ class Engine(EngineService):
         start = len(running)
         seqs = self.admitter.order(seqs, running)
         capacity = self.scheduler.capacity([*running, *seqs])
+        current = self.runner.cache.capacity
+        if capacity <= current and (start + len(seqs)) * current <= self.config.max_cache_tokens:
+            capacity = current  # rows wide enough already: no re-layout of the live rows
         for runner in self.runners.values():
             runner.cache.layout(capacity, live_rows=start)
         for offset, seq in enumerate(seqs):
