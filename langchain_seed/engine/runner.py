@@ -66,7 +66,7 @@ def attention_windows(model: torch.nn.Module, name: str = "") -> tuple[int | Non
     if getattr(text, "attention_chunk_size", None):
         raise ValueError(
             f"model {label!r} uses chunked attention (attention_chunk_size="
-            f"{text.attention_chunk_size}), which this engine cannot mask; use backend='vllm'"
+            f"{text.attention_chunk_size}), which this engine cannot mask"
         )
     window = getattr(text, "sliding_window", None)
     layer_types = getattr(text, "layer_types", None)
