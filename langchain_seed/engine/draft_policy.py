@@ -210,6 +210,11 @@ class DraftPolicy:
                 if draft.tokens:
                     candidates[i].append(draft)
         chosen = [self.best(seq, c) for seq, c in zip(running, candidates)]
+        for draft, cap in zip(chosen, caps):  # a drafter may return more than it was asked
+            if len(draft.tokens) > cap:
+                draft.tokens = draft.tokens[:cap]
+                if draft.probs is not None:
+                    draft.probs = draft.probs[:cap]
         if adaptive:
             gammas = self.choose_length(
                 running,

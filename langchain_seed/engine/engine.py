@@ -108,6 +108,9 @@ class Engine(EngineService):
                     ModelDrafter(draft.model, cfg.max_batch_size, cfg.device, cfg.max_cache_tokens)
                 )
         self.drafters.extend(extra_drafters)
+        names = [d.name for d in self.drafters]
+        if len(set(names)) != len(names):
+            raise ValueError(f"drafter names must be unique, got {names}")
         self.scheduler = Scheduler(cfg)
         self.policy = DraftPolicy(cfg.gamma)
         self.prefix_cache = PrefixCache(cfg.prefix_cache_tokens)
@@ -196,6 +199,7 @@ class Engine(EngineService):
             t_prefill = time.perf_counter()
             self._admit(admitted)  # 1. admit
             self._stats.prefill_seconds += time.perf_counter() - t_prefill
+            self._release_finished()  # requests that failed at admission leave now
         running = list(self.scheduler.running)
         if running:
             self._stats.steps += 1
@@ -203,6 +207,8 @@ class Engine(EngineService):
             drafts = self._draft(running)  # 2. draft
             if self.config.policy == "fcfs_rounds":  # one forward per sequence, FIFO
                 for i in sorted(range(len(running)), key=lambda i: running[i].arrival):
+                    if running[i].finished:
+                        continue
                     verdicts = self._verify([running[i]], [drafts[i]])  # 3. verify
                     self._accept([running[i]], [drafts[i]], verdicts)  # 4. accept
             else:

@@ -214,52 +214,99 @@ class ModelRunner:
 
         Greedy rows accept while the draft equals the argmax, seeded rows while it equals
         the coupled sample, other sampled rows by rejection sampling; all rows in a few
-        batched tensor operations, and one device-to-host copy for the whole batch.
+        batched tensor operations. Everything the rules need from the host (drafts, row
+        indices, random numbers) goes to the device before the forward is queued, and the
+        verdicts come back in one device-to-host copy for the whole batch.
         """
         feed = [[seq.last_token, *d.tokens] for seq, d in zip(seqs, drafts)]
+        q = max(len(f) for f in feed)
+        plan = _Plan(seqs, drafts, q, self.device, self.vocab_size)
         logits = self.forward(seqs[0].row, feed)  # [b, q, vocab]
         assert logits is not None
-        b, q, _ = logits.shape
-        dev = logits.device
-        drafted = torch.tensor(
-            [d.tokens + [0] * (q - 1 - len(d.tokens)) for d in drafts], dtype=torch.long
-        ).to(dev)  # [b, q - 1]
-        lengths = torch.tensor([len(d.tokens) for d in drafts], dtype=torch.long).to(dev)
-        valid = torch.arange(q, device=dev)[None, :] <= lengths[:, None]  # [b, q]
-        finite = (torch.isfinite(logits).all(dim=-1) | ~valid).all(dim=-1)  # [b]
-        accepted = torch.zeros(b, dtype=torch.long, device=dev)
-        next_token = torch.zeros(b, dtype=torch.long, device=dev)
+        b = logits.shape[0]
+        finite = (torch.isfinite(logits).all(dim=-1) | ~plan.valid).all(dim=-1)  # [b]
+        accepted = torch.zeros(b, dtype=torch.long, device=logits.device)
+        next_token = torch.zeros(b, dtype=torch.long, device=logits.device)
         targets = logits.argmax(dim=-1)  # [b, q]: greedy rows' targets
-        matching = [i for i, s in enumerate(seqs) if s.params.greedy or s.params.seed is not None]
-        for rows, params in _by_params(seqs):
-            if params.greedy:
-                continue
-            probs = process_logits(logits[rows], params)  # [r, q, vocab]
-            seeded = [j for j, i in enumerate(rows) if seqs[i].params.seed is not None]
-            if seeded:
-                noise = torch.stack(
-                    [_noise(seqs[rows[j]], q, probs.shape[-1], dev) for j in seeded]
-                )  # [s, q, vocab]
-                idx = torch.tensor([rows[j] for j in seeded], device=dev)
-                targets[idx] = sample_coupled(probs[seeded], noise)
-            others = [j for j in range(len(rows)) if seqs[rows[j]].params.seed is None]
-            if others:
-                idx = torch.tensor([rows[j] for j in others], device=dev)
-                got = accept_rejection(
-                    probs[others],
-                    drafted[idx],
-                    lengths[idx],
-                    _draft_probs([drafts[rows[j]] for j in others], q - 1, probs.shape[-1], dev),
-                    torch.stack([_uniforms(seqs[rows[j]], q, dev) for j in others]),
+        for group in plan.groups:
+            probs = process_logits(logits[group.rows], group.params)  # [r, q, vocab]
+            if group.seeded is not None:
+                assert group.noise is not None
+                targets[group.rows[group.seeded]] = sample_coupled(probs[group.seeded], group.noise)
+            if group.rejection is not None:
+                assert group.uniforms is not None
+                rows = group.rows[group.rejection]
+                accepted[rows], next_token[rows] = accept_rejection(
+                    probs[group.rejection],
+                    plan.drafted[rows],
+                    plan.lengths[rows],
+                    group.draft_probs,
+                    group.uniforms,
                 )
-                accepted[idx], next_token[idx] = got
-        if matching:
-            idx = torch.tensor(matching, device=dev)
-            accepted[idx], next_token[idx] = accept_matching(
-                targets[idx], drafted[idx], lengths[idx]
+        if plan.matching is not None:
+            rows = plan.matching
+            accepted[rows], next_token[rows] = accept_matching(
+                targets[rows], plan.drafted[rows], plan.lengths[rows]
             )
         host = torch.stack([accepted, next_token, finite.long()]).tolist()  # the one sync
         return [Verdict(a, t, bool(f)) for a, t, f in zip(*host)]
+
+
+class _Group:
+    """Sampled rows with one setting: their indices, coupled noise, uniforms, draft probs."""
+
+    def __init__(
+        self,
+        rows: list[int],
+        params: Any,
+        seqs: Seq[Sequence],
+        drafts: Seq[Draft],
+        q: int,
+        device: torch.device,
+        vocab: int,
+    ) -> None:
+        self.params = params
+        self.rows = _indices(rows, device)
+        seeded = [j for j, i in enumerate(rows) if seqs[i].params.seed is not None]
+        others = [j for j, i in enumerate(rows) if seqs[i].params.seed is None]
+        self.seeded = _indices(seeded, device) if seeded else None
+        self.rejection = _indices(others, device) if others else None
+        self.noise = (
+            torch.stack([_noise(seqs[rows[j]], q, vocab, device) for j in seeded])
+            if seeded
+            else None
+        )  # [s, q, vocab]
+        chosen = [drafts[rows[j]] for j in others]
+        self.uniforms = (
+            torch.stack([_uniforms(seqs[rows[j]], drafts[rows[j]], q, device) for j in others])
+            if others
+            else None
+        )  # [r, q]
+        self.draft_probs = _draft_probs(chosen, q - 1, vocab, device) if others else None
+
+
+class _Plan:
+    """What verification needs from the host, on the device before the forward is queued."""
+
+    def __init__(
+        self, seqs: Seq[Sequence], drafts: Seq[Draft], q: int, device: torch.device, vocab: int
+    ) -> None:
+        packed = [[len(d.tokens), *d.tokens, *[0] * (q - 1 - len(d.tokens))] for d in drafts]
+        table = torch.tensor(packed, dtype=torch.long).to(device, non_blocking=True)
+        self.lengths = table[:, 0]  # [b]
+        self.drafted = table[:, 1:]  # [b, q - 1]
+        self.valid = torch.arange(q, device=device)[None, :] <= self.lengths[:, None]  # [b, q]
+        matching = [i for i, s in enumerate(seqs) if s.params.greedy or s.params.seed is not None]
+        self.matching = _indices(matching, device) if matching else None
+        self.groups = [
+            _Group(rows, params, seqs, drafts, q, device, vocab)
+            for rows, params in _by_params(seqs)
+            if not params.greedy
+        ]
+
+
+def _indices(values: list[int], device: torch.device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.long).to(device, non_blocking=True)
 
 
 def _by_params(seqs: Seq[Sequence]) -> list[tuple[list[int], Any]]:
@@ -279,9 +326,17 @@ def _noise(seq: Sequence, q: int, vocab: int, device: torch.device) -> torch.Ten
     return position_noise(seed, range(t, t + q), vocab, device)  # [q, vocab]
 
 
-def _uniforms(seq: Sequence, q: int, device: torch.device) -> torch.Tensor:
-    """``q`` U(0, 1) draws from the row's own generator (``[q]``)."""
-    return torch.rand(q, generator=seq.generator, device=device)
+def _uniforms(seq: Sequence, draft: Draft, q: int, device: torch.device) -> torch.Tensor:
+    """U(0, 1) draws of one row, ``[q]``: one per draft token, the last for the emitted token.
+
+    Exactly ``len(draft) + 1`` draws come from the row's own generator (the padding is
+    zeros, never read), so a request's random stream depends on its own drafts only, not
+    on how long its neighbours' drafts are.
+    """
+    g = len(draft.tokens)
+    u = torch.rand(g + 1, generator=seq.generator, device=device)
+    pad = torch.zeros(q - 1 - g, device=device)
+    return torch.cat([u[:g], pad, u[g:]])
 
 
 def _draft_probs(

@@ -32,7 +32,8 @@ Every rule works on a whole padded batch at once (rows ``[r, q]``, drafts padded
 ``g = q - 1`` with per-row lengths), on the device, with no host transfer: the runner
 moves the accepted counts and next tokens of every row to the host in one copy. The
 per-row random numbers come from each request's own generator, drawn up front (one call
-per row), so the random stream of a request never depends on its neighbours.
+per row, as many draws as the row's own draft needs), so the random stream of a request
+never depends on its neighbours.
 
 ``process_logits`` keeps its own temperature / top-k / top-p code rather than
 transformers' warpers: a ragged batch mixes rows with different parameters, and the
@@ -101,9 +102,12 @@ def position_noise(
     rows = []
     for t in positions:
         gen = torch.Generator(device=device).manual_seed(position_seed(seed, t))
-        u = torch.rand(vocab, generator=gen, device=device)  # [vocab] in [0, 1)
+        # float64: a float32 u is exactly 0 with probability 2**-24 per token, which would
+        # give E = 0 and let that token win whatever its p (a vocabulary of 150k would hit
+        # it at ~1% of positions); in float64 the chance is 2**-53.
+        u = torch.rand(vocab, generator=gen, device=device, dtype=torch.float64)  # [0, 1)
         rows.append(-torch.log1p(-u))  # inverse CDF of Exp(1)
-    return torch.stack(rows).clamp_min(1e-30)  # [n, vocab]
+    return torch.stack(rows).clamp_min(1e-300).float().clamp_min(1e-30)  # [n, vocab]
 
 
 def sample_coupled(probs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -200,10 +204,13 @@ def accept_rejection(
 def sample_inverse_cdf(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     """One draw per row from ``normalize(weights)`` (``[r, vocab]``) with ``uniforms`` ``[r]``.
 
-    The first token whose cumulative weight exceeds ``u * total``: a token of weight 0
-    is never drawn.
+    The first token whose cumulative weight exceeds ``u * total``, in float64. A token of
+    weight 0 is never drawn: a parallel scan (CUDA) may round two equal prefix sums
+    differently, so a chosen token of weight 0 is replaced by the row's heaviest token
+    (an event of probability ~1e-16).
     """
-    cdf = weights.cumsum(dim=-1)  # [r, vocab]
-    target = uniforms[:, None] * cdf[:, -1:]
-    index = torch.searchsorted(cdf, target, right=True)[:, 0]
-    return index.clamp(max=weights.shape[-1] - 1)
+    cdf = weights.double().cumsum(dim=-1)  # [r, vocab]
+    target = uniforms.double()[:, None] * cdf[:, -1:]
+    index = torch.searchsorted(cdf, target, right=True)[:, 0].clamp(max=weights.shape[-1] - 1)
+    chosen = weights.gather(1, index[:, None])[:, 0]
+    return torch.where(chosen > 0, index, weights.argmax(dim=-1))

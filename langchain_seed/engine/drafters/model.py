@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from langchain_seed.engine.sequence import Sequence
 
 
+CATCH_UP = 8
+"""A row whose draft cache lags by more tokens is caught up by a prefill (no logits) first."""
+
+
 class ModelDrafter:
     """Draft tokens from a small model sharing the target's vocabulary."""
 
@@ -59,12 +63,16 @@ class ModelDrafter:
             tokens = seq.token_ids
             self._drafted[seq.seq_id] = (len(tokens), [])
             feed.append(tokens[self.runner.lengths[seq.row] :] if g > 0 else [])
+        if max(len(f) for f in feed) > CATCH_UP:  # a lagging cache: catch up without logits
+            self.runner.prefill(start, [f[:-1] for f in feed])
+            feed = [f[-1:] for f in feed]
+        dev = self.runner.device
         for depth in range(max(max_lens)):
+            active = [i for i, g in enumerate(max_lens) if depth < g and feed[i]]
+            index = torch.tensor([[i, len(feed[i]) - 1] for i in active]).to(dev, non_blocking=True)
             logits = self.runner.forward(start, feed)  # [b, q, vocab]
             assert logits is not None
-            active = [i for i, g in enumerate(max_lens) if depth < g and feed[i]]
-            last = torch.tensor([len(feed[i]) - 1 for i in active], device=logits.device)
-            rows = logits[torch.tensor(active, device=logits.device), last]  # [a, vocab]
+            rows = logits[index[:, 0], index[:, 1]]  # [a, vocab]
             picked = rows.argmax(dim=-1)  # greedy rows' drafts
             for j, i in enumerate(active):
                 seq = sequences[i]
