@@ -97,8 +97,9 @@ class EngineConfig:
             ``"batched"`` (one target forward verifies every sequence, adaptive gamma).
         drafters: drafters to ask, from ``"model"``, ``"ngram"``, ``"consensus"``.
         max_batch_size: most sequences decoded at once; more requests wait in the queue.
-        max_cache_tokens: most tokens (prompt + max_tokens reserved) held in the KV cache
-            by running sequences; a request that does not fit waits.
+        max_cache_tokens: token slots of each model's KV pool, its whole memory. Running
+            sequences get one row each, as wide as the largest reservation (prompt +
+            max_tokens + 17 draft slots); a request that does not fit waits.
         gamma: most draft tokens per sequence per step (``fcfs_rounds`` uses it as is).
         device: torch device, ``"cpu"`` or ``"cuda"`` (``"cuda:1"``, ``"mps"``, ...).
         dtype: ``"auto"`` (default), ``"float32"``, ``"bfloat16"`` or ``"float16"``. ``"auto"``
