@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import time
-from pathlib import Path
 
 from langchain_core.prompts import ChatPromptTemplate
 
 from langchain_seed import ChatSeed, SelfConsistency
-from langchain_seed.self_consistency import PROGRESS_EVENT, gsm8k_answer, normalize_number
+from langchain_seed.datasets import gsm8k_gold, gsm8k_rows
+from langchain_seed.self_consistency import PROGRESS_EVENT, gsm8k_answer
 
 PROMPT = ChatPromptTemplate.from_messages(
     [
@@ -42,24 +40,12 @@ PROMPT = ChatPromptTemplate.from_messages(
 
 
 def load_gsm8k(count: int) -> list[dict]:
-    root = Path(__file__).resolve().parents[1]
-    folder = Path(os.environ.get("SEED_DATA_DIR", root.parent / "shared" / "data"))
-    path = folder / "gsm8k_test_0_999.jsonl"
-    if not path.is_file():
-        raise SystemExit(f"GSM8K data not found at {path}; set SEED_DATA_DIR")
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if len(rows) == count:
-                break
-            item = json.loads(line)
-            rows.append(
-                {
-                    "question": item["question"],
-                    "gold": normalize_number(item["answer"].split("####")[-1]),
-                }
-            )
-    return rows
+    """The first ``count`` GSM8K test problems with their normalised gold answers."""
+    try:
+        rows = gsm8k_rows(count)
+    except FileNotFoundError as exc:
+        raise SystemExit(str(exc)) from exc
+    return [{"question": r["question"], "gold": gsm8k_gold(r["answer"])} for r in rows]
 
 
 async def watch_one(sc: SelfConsistency, question: str) -> dict:

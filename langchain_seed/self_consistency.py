@@ -32,6 +32,8 @@ from langchain_core.prompts import BasePromptTemplate, PromptTemplate
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from pydantic import ConfigDict, Field, field_validator
 
+from langchain_seed.datasets import normalize_number
+
 logger = logging.getLogger(__name__)
 
 GSM8K_PROMPT = (
@@ -54,35 +56,6 @@ _ANY_NUMBER = re.compile(_NUMBER)
 
 
 # ---------------------------------------------------------------------- parsers
-
-
-def normalize_number(text: str) -> str | None:
-    """Canonical form of a number written in text, or ``None`` if it is not one.
-
-    Drops ``$``, thousands separators, spaces, a trailing period or ``%`` and a ``+`` sign;
-    ``"1,000"`` -> ``"1000"``, ``"3.0"`` -> ``"3"``, ``"2.50"`` -> ``"2.5"``, ``"-0"`` -> ``"0"``.
-
-    Args:
-        text: the number as written.
-
-    Returns:
-        The canonical decimal string, or ``None`` when ``text`` is not a plain number
-        (fractions and words are not).
-    """
-    cleaned = text.strip().rstrip(".%").replace("$", "").replace(",", "").replace(" ", "")
-    cleaned = cleaned.lstrip("+")
-    if not re.fullmatch(r"-?\d+(?:\.\d+)?", cleaned):
-        return None
-    if "." in cleaned:
-        cleaned = cleaned.rstrip("0").rstrip(".")
-    if cleaned in ("-0", ""):
-        cleaned = "0"
-    negative = cleaned.startswith("-")
-    digits = cleaned.lstrip("-")
-    whole, _, frac = digits.partition(".")
-    whole = whole.lstrip("0") or "0"
-    value = whole + ("." + frac if frac else "")
-    return "-" + value if negative and value != "0" else value
 
 
 def normalize_answer(answer: Any) -> str | None:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -10,12 +9,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny_models import TinyPair, make_tiny_pair  # noqa: E402
 
+from langchain_seed.datasets import data_dir  # noqa: E402
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-def data_dir() -> Path:
-    """``$SEED_DATA_DIR`` or ``../shared/data`` next to the project root."""
-    return Path(os.environ.get("SEED_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ cannot measure one (transformers' ``generate`` has no prefill/decode split, for 
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -144,23 +143,3 @@ def sample_seeds(seed: int | None, n: int) -> list[int | None]:
 def empty_stats() -> dict[str, float | int | None]:
     """A stats dict with every key set to ``None``."""
     return dict.fromkeys(STAT_KEYS)
-
-
-def data_dir() -> str:
-    """Where the shared reference data lives: ``$SEED_DATA_DIR`` or ``../shared/data``.
-
-    ``../shared/data`` is tried next to the working directory and next to the project
-    root of an editable install.
-    """
-    env = os.environ.get("SEED_DATA_DIR")
-    if env:
-        return env
-    here = os.path.dirname(os.path.abspath(__file__))
-    candidates = [
-        os.path.join(os.getcwd(), os.pardir, "shared", "data"),
-        os.path.join(here, os.pardir, os.pardir, os.pardir, "shared", "data"),
-    ]
-    for candidate in candidates:
-        if os.path.isdir(candidate):
-            return os.path.normpath(candidate)
-    return os.path.normpath(candidates[0])

@@ -15,17 +15,16 @@ under ten minutes on a 2-core CPU.
 from __future__ import annotations
 
 import copy
-import csv
 import functools
 import itertools
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from langchain_seed.bench.backends import GenBackend, data_dir
+from langchain_seed.bench.backends import GenBackend
 from langchain_seed.bench.harness import DEFAULT_BASELINES, REFERENCE_METHOD, RunOutput
+from langchain_seed.datasets import game24_puzzles, gsm8k_gold, gsm8k_rows, normalize_number
 from langchain_seed.engine.config import SamplingParams
 
 WORKLOADS = ("batch", "sc", "tot-game24", "tot-gsm8k", "prefix")
@@ -35,58 +34,6 @@ ALL_METHODS = ("sequential", "hf_batched", "hf_assisted", "seed_fcfs", "batched_
 
 
 # --------------------------------------------------------------------------- data
-
-
-def _data_file(name: str) -> Path:
-    path = Path(data_dir()) / name
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: set SEED_DATA_DIR to the folder holding {name} "
-            "(see ../shared/data/README.md)"
-        )
-    return path
-
-
-@functools.lru_cache(maxsize=4)
-def _read_jsonl(path: Path) -> tuple[dict[str, str], ...]:
-    with path.open() as f:
-        return tuple(json.loads(line) for line in f if line.strip())
-
-
-@functools.lru_cache(maxsize=4)
-def _read_puzzles(path: Path) -> tuple[str, ...]:
-    with path.open(newline="") as f:
-        return tuple(row["Puzzles"].strip() for row in csv.DictReader(f))
-
-
-def gsm8k_rows(count: int, offset: int = 0) -> list[dict[str, str]]:
-    """The first ``count`` GSM8K test problems after ``offset`` (``question``, ``answer``).
-
-    Files are read once per process, so timed runs do not pay for the reading.
-    """
-    rows = _read_jsonl(_data_file("gsm8k_test_0_999.jsonl"))
-    return [dict(r) for r in rows[offset : offset + count]]
-
-
-def game24_puzzles(count: int, offset: int = 0) -> list[str]:
-    """``count`` Game of 24 puzzles (column ``Puzzles``) after ``offset``."""
-    return list(_read_puzzles(_data_file("game24.csv"))[offset : offset + count])
-
-
-def gsm8k_gold(answer: str) -> str:
-    """The final number of a GSM8K worked solution (after ``####``), normalised."""
-    return normalise_number(answer.split("####")[-1])
-
-
-def normalise_number(text: str) -> str:
-    """``"1,234.50"`` -> ``"1234.5"``; text without a number comes back stripped."""
-    match = re.search(r"-?\d[\d,]*(?:\.\d+)?", text)
-    if not match:
-        return text.strip()
-    value = match.group(0).replace(",", "")
-    if "." in value:
-        value = value.rstrip("0").rstrip(".")
-    return value
 
 
 def chat_text(tokenizer: Any, user: str) -> str:
@@ -254,7 +201,7 @@ class SelfConsistencyWorkload:
         correct = sum(
             1
             for answer, row in zip(answers, rows, strict=True)
-            if answer is not None and normalise_number(str(answer)) == gsm8k_gold(row["answer"])
+            if answer is not None and normalize_number(str(answer)) == gsm8k_gold(row["answer"])
         )
         stats = backend.stats()
         stats["accuracy"] = correct / len(rows) if rows else None

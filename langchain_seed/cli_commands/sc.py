@@ -10,24 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from langchain_seed.datasets import data_dir, gsm8k_gold, gsm8k_rows
+
 SYSTEM = "You are a careful math tutor. Solve the problem step by step."
 INSTRUCTION = '{question}\nThink step by step. End with "The answer is N." where N is a number.'
-
-
-def data_dir(explicit: str | None = None) -> Path:
-    """``--data-dir``, else ``$SEED_DATA_DIR``, else ``../shared/data`` next to the project root."""
-    if explicit:
-        return Path(explicit)
-    if os.environ.get("SEED_DATA_DIR"):
-        return Path(os.environ["SEED_DATA_DIR"])
-    project_root = Path(__file__).resolve().parents[2]
-    return project_root.parent / "shared" / "data"
 
 
 def load_gsm8k(count: int, folder: Path) -> list[dict[str, str | None]]:
@@ -36,24 +27,10 @@ def load_gsm8k(count: int, folder: Path) -> list[dict[str, str | None]]:
     Raises:
         FileNotFoundError: when the data file is absent (the message says where it looked).
     """
-    from langchain_seed.self_consistency import normalize_number
-
-    path = folder / "gsm8k_test_0_999.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"GSM8K data not found at {path}; set SEED_DATA_DIR or pass --data-dir to the "
-            "folder holding gsm8k_test_0_999.jsonl"
-        )
-    rows: list[dict[str, str | None]] = []
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if len(rows) >= count:
-                break
-            if line.strip():
-                item = json.loads(line)
-                gold = normalize_number(str(item["answer"]).split("####")[-1])
-                rows.append({"question": item["question"], "gold": gold})
-    return rows
+    return [
+        {"question": row["question"], "gold": gsm8k_gold(str(row["answer"]))}
+        for row in gsm8k_rows(count, folder=folder)
+    ]
 
 
 def register(subparsers: Any) -> None:

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_seed.tree_of_thoughts.data import creative_writing_input
+from langchain_seed.datasets import creative_writing_input
 from langchain_seed.tree_of_thoughts.task import EvaluateMode, GenerateMode, ToTTask
 
 COT_PROMPT = """Write a coherent passage of 4 short paragraphs. The end sentence of each paragraph must be: {input}

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal
 
-from langchain_seed.tree_of_thoughts.data import game24_puzzle
+from langchain_seed.datasets import game24_puzzle
 from langchain_seed.tree_of_thoughts.task import EvaluateMode, GenerateMode, ToTTask
 
 # fmt: off

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from langchain_seed.tree_of_thoughts.data import gsm8k_problem
+from langchain_seed.datasets import gsm8k_problem
 from langchain_seed.tree_of_thoughts.task import EvaluateMode, GenerateMode, ToTTask
 
 # One shot from the GSM8K *train* split (row 0), so test problems never leak into prompts.
