@@ -434,7 +434,7 @@ def test_cli_registers_bench_with_its_options() -> None:
 
 
 def test_cli_fails_on_engine_mismatch_or_failure_but_not_on_a_baseline_mismatch() -> None:
-    from langchain_seed.cli_commands.bench import _failed
+    from langchain_seed.cli.bench import _failed
 
     clock, _, methods, workload = make(
         {"sequential": ([1.0], ["a"]), "hf_batched": ([1.0], ["b"]), "ours": ([1.0], ["a"])},

@@ -36,7 +36,7 @@ def test_tot_cli_index_out_of_range_is_an_error(shared_data_dir, capsys) -> None
 def test_tot_cli_rich_tree_marks_the_best_path() -> None:
     from rich.console import Console
 
-    from langchain_seed.cli_commands.tot import render_tree
+    from langchain_seed.cli.tot import render_tree
 
     result = {
         "input": "x",

@@ -1,6 +1,6 @@
 """The ``langchain-seed`` command line.
 
-Each subcommand lives in ``langchain_seed/cli_commands/<name>.py`` and exposes
+Each subcommand lives in ``langchain_seed/cli/<name>.py`` and exposes
 ``register(subparsers)`` (adds its parser and sets ``func``) so the commands stay
 independent of each other.
 """
@@ -29,9 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         try:
-            module = importlib.import_module(f"langchain_seed.cli_commands.{name}")
+            module = importlib.import_module(f"langchain_seed.cli.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"langchain_seed.cli_commands.{name}":
+            if exc.name == f"langchain_seed.cli.{name}":
                 continue
             raise
         module.register(subparsers)
