@@ -11,6 +11,7 @@ engines are process-wide registries here.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import atexit
 import copy
@@ -46,13 +47,12 @@ _SHARED_LOCK = threading.Lock()  # guards _SHARED; held while a shared engine is
 _ALL_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
-class EngineService:
+class EngineService(abc.ABC):
     """Submission, streaming and the engine thread around :meth:`step` (see the module docstring).
 
     Subclasses build ``config``, ``scheduler``, ``runner``, ``prefix_cache``, the draft
-    state and ``_stats``, then call :meth:`_start_service`; they implement :meth:`step`,
-    :meth:`_fail_all`, :meth:`encode`, ``vocab_size``, ``max_context`` and
-    :meth:`_forward_counts`.
+    state and ``_stats``, then call :meth:`_start_service`; they implement the abstract
+    methods (the step, failing everything, encoding and the counters).
     """
 
     config: EngineConfig
@@ -71,39 +71,41 @@ class EngineService:
         self._thread.start()
         _ALL_ENGINES.add(self)  # type: ignore[arg-type]
 
-    def step(self) -> None:  # pragma: no cover - implemented by Engine
+    @abc.abstractmethod
+    def step(self) -> None:
         """One engine step."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _fail_all(
         self, exc: BaseException, include_waiting: bool, also: Seq[Sequence] = ()
-    ) -> None:  # pragma: no cover - implemented by Engine
-        raise NotImplementedError
+    ) -> None:
+        """Fail every running (and, if asked, waiting) request with ``exc``; free all state."""
 
-    def encode(self, text: str) -> list[int]:  # pragma: no cover - implemented by Engine
+    @abc.abstractmethod
+    def encode(self, text: str) -> list[int]:
         """Token ids of a prompt text."""
-        raise NotImplementedError
 
     @property
-    def vocab_size(self) -> int:  # pragma: no cover - implemented by Engine
+    @abc.abstractmethod
+    def vocab_size(self) -> int:
         """Valid token ids are below it."""
-        raise NotImplementedError
 
     @property
-    def max_context(self) -> int:  # pragma: no cover - implemented by Engine
+    @abc.abstractmethod
+    def max_context(self) -> int:
         """Context length of the target model in tokens."""
-        raise NotImplementedError
 
-    def _forward_counts(self) -> tuple[int, int]:  # pragma: no cover - implemented by Engine
+    @abc.abstractmethod
+    def _forward_counts(self) -> tuple[int, int]:
         """(target forwards, draft-model forwards) so far."""
-        raise NotImplementedError
 
-    def _reset_forward_counts(self) -> None:  # pragma: no cover - implemented by Engine
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _reset_forward_counts(self) -> None:
+        """Start the forward counters afresh."""
 
-    def _kv_bytes(self) -> tuple[int, int]:  # pragma: no cover - implemented by Engine
+    @abc.abstractmethod
+    def _kv_bytes(self) -> tuple[int, int]:
         """(bytes the KV pools hold now, bytes of their budget) over every model."""
-        raise NotImplementedError
 
     @classmethod
     def shared(cls, config: EngineConfig | None = None, **kwargs: Any) -> Engine:
