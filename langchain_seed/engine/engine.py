@@ -116,20 +116,16 @@ class Engine(EngineService):
         self.prefix_cache = PrefixCache(cfg.prefix_cache_tokens)
         self._tok_lock = threading.Lock()
         self.text = TextTracker(self.tokenizer, self._tok_lock)
+        self.runners: dict[str, ModelRunner] = {"target": self.runner}
+        """Every model whose KV cache follows the batch's rows: the target and draft models."""
+        for drafter in self.drafters:
+            runner = getattr(drafter, "runner", None)
+            if isinstance(runner, ModelRunner):
+                self.runners[drafter.name] = runner
         self.admitter = Admitter(self.runners, self.prefix_cache)
         self.eos_ids = self._eos_ids()
         self._stats = EngineStats()
         self._start_service()
-
-    @property
-    def runners(self) -> dict[str, ModelRunner]:
-        """Every model whose KV cache follows the batch's rows: the target and draft models."""
-        out = {"target": self.runner}
-        for drafter in self.drafters:
-            runner = getattr(drafter, "runner", None)
-            if isinstance(runner, ModelRunner):
-                out[drafter.name] = runner
-        return out
 
     @property
     def model_drafter(self) -> ModelDrafter | None:
@@ -225,10 +221,7 @@ class Engine(EngineService):
         running = self.scheduler.running
         start = len(running)
         seqs = self.admitter.order(seqs, running)
-        capacity = self.scheduler.capacity([*running, *seqs])
-        current = self.runner.cache.capacity
-        if capacity <= current and (start + len(seqs)) * current <= self.config.max_cache_tokens:
-            capacity = current  # rows wide enough already: no re-layout of the live rows
+        capacity = self.scheduler.row_width([*running, *seqs], self.runner.cache.capacity)
         for runner in self.runners.values():
             runner.cache.layout(capacity, live_rows=start)
         for offset, seq in enumerate(seqs):

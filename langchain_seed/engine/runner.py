@@ -3,7 +3,9 @@
 Every tensor of a step lives here, in :mod:`~langchain_seed.engine.sampling` and in the
 KV cache; the engine sees token lists. A forward feeds every row of a contiguous row range
 its own number of tokens (``n_i``, padded to ``q = max n_i``). Row ``i``'s tokens go to
-slots ``len_i .. len_i + q - 1`` of its KV row with positions ``len_i + j``; the mask lets
+slots ``len_i .. len_i + n_i - 1`` of its KV row with positions ``len_i + j`` (its padded
+queries write to slot ``len_i + n_i``, never attended, so no row writes past its own
+reservation); the mask lets
 query ``j`` see slots ``<= len_i + j`` (and, for sliding-window layers, only the last
 ``window`` of them), so padding never leaks into real positions and the output of every
 real position equals an unbatched forward. A padded query takes its row's last real

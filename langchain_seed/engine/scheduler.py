@@ -42,6 +42,17 @@ class Scheduler:
         need = max((s.reserved_tokens for s in seqs), default=1)
         return row_capacity(need, self.config.max_cache_tokens)
 
+    def row_width(self, seqs: Seq[Sequence], current: int) -> int:
+        """KV slots per row for a batch of ``seqs`` now laid out ``current`` wide.
+
+        The current width is kept while it is wide enough and still fits the budget (no
+        re-layout of live rows); otherwise the width the batch needs.
+        """
+        need = self.capacity(seqs)
+        if need <= current and len(seqs) * current <= self.config.max_cache_tokens:
+            return current
+        return need
+
     def fits(self, seqs: Seq[Sequence]) -> bool:
         """True when ``seqs`` fit the KV pool together (rows x capacity within the budget)."""
         return len(seqs) * self.capacity(seqs) <= self.config.max_cache_tokens
