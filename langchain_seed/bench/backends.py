@@ -119,7 +119,7 @@ class GenBackend(ABC):
         """A LangChain LLM over this backend whose defaults are ``params``.
 
         ``budget`` (``prompt -> max_tokens``) gives a plain LLM the per-call token budget
-        that runnables pass to Seed models as ``max_tokens=``.
+        that runnables pass to engine-backed models as ``max_tokens=``.
         """
 
     @abstractmethod

@@ -14,6 +14,7 @@ is measured, not derived.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -21,13 +22,8 @@ from langchain_core.language_models import BaseLLM
 from langchain_core.outputs import Generation, LLMResult
 from pydantic import ConfigDict, Field
 
-from langchain_seed.bench.backends import (
-    BenchConfig,
-    Completion,
-    GenBackend,
-    empty_stats,
-    sample_seeds,
-)
+from langchain_seed.bench import backends
+from langchain_seed.bench.backends import BenchConfig, Completion
 from langchain_seed.engine import compute
 from langchain_seed.engine.config import SamplingParams
 
@@ -65,7 +61,7 @@ class _ForwardCounter:
         self._handle.remove()
 
 
-class HFBackend(GenBackend):
+class HFBackend(backends.GenBackend):
     """transformers ``generate`` in one of :data:`HF_MODES`."""
 
     def __init__(self, config: BenchConfig, mode: str, name: str | None = None) -> None:
@@ -116,7 +112,7 @@ class HFBackend(GenBackend):
 
     def stats(self) -> dict[str, float | int | None]:
         """Calls, tokens and target forwards since this backend was opened."""
-        stats = empty_stats()
+        stats = backends.empty_stats()
         stats.update(self._counts)
         generated = self._counts["generated_tokens"]
         stats["target_forwards"] = self._forwards.count
@@ -152,8 +148,8 @@ class HFBackend(GenBackend):
         results: list[list[Completion]] = []
         for prompt in prompts:
             samples = []
-            for seed in sample_seeds(params.seed, n):
-                samples.append(self._generate_batch([prompt], _with_seed(params, seed), 1)[0][0])
+            for seed in backends.sample_seeds(params.seed, n):
+                samples.append(self._generate_batch([prompt], replace(params, seed=seed), 1)[0][0])
             results.append(samples)
         return results
 
@@ -264,18 +260,6 @@ def _trim_to_text(tokenizer: PreTrainedTokenizerBase, ids: list[int], text: str)
     return ids
 
 
-def _with_seed(params: SamplingParams, seed: int | None) -> SamplingParams:
-    return SamplingParams(
-        temperature=params.temperature,
-        top_p=params.top_p,
-        top_k=params.top_k,
-        max_tokens=params.max_tokens,
-        stop=params.stop,
-        stop_token_ids=params.stop_token_ids,
-        seed=seed,
-    )
-
-
 class TransformersLLM(BaseLLM):
     """A LangChain LLM over an :class:`HFBackend`, for runnables' ``.batch()`` fallback.
 
@@ -302,7 +286,7 @@ class TransformersLLM(BaseLLM):
     """Default :class:`SamplingParams` of every call."""
     budget: Any = None
     """Optional ``prompt -> max_tokens`` (or ``None``): the per-phase token budget a runnable
-    gives Seed models through ``max_tokens=`` but cannot pass to an arbitrary LLM."""
+    gives engine-backed models through ``max_tokens=`` but cannot pass to an arbitrary LLM."""
 
     @property
     def _llm_type(self) -> str:
@@ -337,7 +321,7 @@ class TransformersLLM(BaseLLM):
         for budget in sorted(set(budgets)):
             idx = [i for i, b in enumerate(budgets) if b == budget]
             ids = [self.backend.encode(unique[i]) for i in idx]
-            out = self.backend.generate(ids, _with_max_tokens(params, budget), n=k)
+            out = self.backend.generate(ids, replace(params, max_tokens=budget), n=k)
             for i, samples in zip(idx, out, strict=True):
                 rows[i] = samples
         if n == 1 and k > 1:
@@ -384,15 +368,3 @@ def _sample_runs(prompts: list[str]) -> tuple[list[str], int]:
     if len(sizes) == 1 and (k := sizes.pop()) > 1:
         return [p for p, _ in runs], k
     return prompts, 1
-
-
-def _with_max_tokens(params: SamplingParams, max_tokens: int) -> SamplingParams:
-    return SamplingParams(
-        temperature=params.temperature,
-        top_p=params.top_p,
-        top_k=params.top_k,
-        max_tokens=max_tokens,
-        stop=params.stop,
-        stop_token_ids=params.stop_token_ids,
-        seed=params.seed,
-    )

@@ -21,7 +21,7 @@ import itertools
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from langchain_seed.bench.backends import (
@@ -139,7 +139,7 @@ class EngineBackend(GenBackend):
                 futures.append([self.engine.submit(prompt, params)])
                 continue
             group = f"bench-{next(_groups)}"
-            per_sample = [_with_seed(params, s) for s in sample_seeds(params.seed, n)]
+            per_sample = [replace(params, seed=s) for s in sample_seeds(params.seed, n)]
             futures.append(list(self.engine.submit_many([prompt] * n, per_sample, group=group)))
         out = []
         for row in futures:
@@ -161,7 +161,7 @@ class EngineBackend(GenBackend):
     def llm(self, params: SamplingParams, budget: Any = None) -> BaseLLM:
         """``SeedLLM`` over this engine with ``params`` as its defaults.
 
-        ``budget`` is ignored: runnables pass each phase's ``max_tokens`` to Seed models.
+        ``budget`` is ignored: runnables pass each phase's ``max_tokens`` to engine-backed models.
         """
         from langchain_seed.llms import SeedLLM
 
@@ -214,19 +214,6 @@ def engine_stats_dict(engine_stats: Any) -> dict[str, float | int | None]:
     )
     stats["drafter_share"] = engine_stats.draft_seconds / step if step > 0 else None
     return stats
-
-
-def _with_seed(params: SamplingParams, seed: int | None) -> SamplingParams:
-    return SamplingParams(
-        temperature=params.temperature,
-        top_p=params.top_p,
-        top_k=params.top_k,
-        max_tokens=params.max_tokens,
-        stop=params.stop,
-        stop_token_ids=params.stop_token_ids,
-        seed=seed,
-        request_timeout=params.request_timeout,
-    )
 
 
 @dataclass(slots=True)

@@ -10,13 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from langchain_seed.bench.harness import (
-    BenchReport,
-    MethodSummary,
-    SweepResult,
-    WorkloadResult,
-    median,
-)
+from langchain_seed.bench.results import BenchReport, MethodSummary, SweepResult, WorkloadResult
+from langchain_seed.bench.summary import median
 
 
 def _num(value: Any, digits: int = 2, scale: float = 1.0) -> str:

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from langchain_seed.bench.backends import BenchConfig
-from langchain_seed.bench.harness import BenchReport, MethodSummary, Workload
+from langchain_seed.bench.harness import Workload
 from langchain_seed.bench.report import markdown, write_json, write_plot
-from langchain_seed.bench.runner import run_simple
+from langchain_seed.bench.results import BenchReport, MethodSummary
+from langchain_seed.bench.suite import run_simple
 
 
 def common_parser(description: str) -> argparse.ArgumentParser:

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print the Markdown report; returns 1 on a mismatch or failure."""
     from langchain_seed.bench.backends import BenchConfig
     from langchain_seed.bench.report import markdown, write_json, write_plot
-    from langchain_seed.bench.runner import BenchOptions, run_benchmark
+    from langchain_seed.bench.suite import BenchOptions, run_benchmark
     from langchain_seed.bench.workloads import WorkloadSizes
 
     if args.threads is not None:

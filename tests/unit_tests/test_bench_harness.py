@@ -9,19 +9,17 @@ from typing import Any
 
 import pytest
 
-from langchain_seed.bench.harness import (
-    RunOutput,
-    WorkloadResult,
+from langchain_seed.bench.harness import run_workload
+from langchain_seed.bench.report import markdown, write_json, write_plot
+from langchain_seed.bench.results import BenchReport, RunOutput, WorkloadResult
+from langchain_seed.bench.summary import (
     expected_tokens_per_verification,
     find_mismatches,
     median,
-    run_workload,
     speedup,
     summarize,
     sweep_from_results,
 )
-from langchain_seed.bench.report import markdown, write_json, write_plot
-from langchain_seed.bench.runner import BenchReport
 
 
 class FakeClock:

@@ -29,7 +29,7 @@ class TinyBatch:
         backend.generate([backend.encode("hi")], SamplingParams(max_tokens=2))
 
     def run(self, backend):
-        from langchain_seed.bench.harness import RunOutput
+        from langchain_seed.bench.results import RunOutput
 
         out = backend.generate([backend.encode(p) for p in PROMPTS], SamplingParams(max_tokens=12))
         ids = [row[0].token_ids for row in out]

@@ -1,7 +1,12 @@
-"""One benchmark run: workloads x methods, optional scaling sweeps, one :class:`BenchReport`."""
+"""The benchmark suite: workloads x methods, optional scaling sweeps, one :class:`BenchReport`.
+
+``langchain-seed bench`` runs :func:`run_benchmark`; the ``benchmarks/*.py`` scripts run
+:func:`run_simple`.
+"""
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import logging
 import os
@@ -12,15 +17,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from langchain_seed.bench.backends import BenchConfig
-from langchain_seed.bench.harness import (
-    BenchReport,
-    Method,
-    Workload,
-    WorkloadResult,
-    run_workload,
-    sweep_from_results,
-)
+from langchain_seed.bench.harness import Method, Workload, run_workload
 from langchain_seed.bench.methods import METHODS, make_method
+from langchain_seed.bench.results import BenchReport, MethodSummary, SweepResult, WorkloadResult
+from langchain_seed.bench.summary import sweep_from_results
 from langchain_seed.bench.workloads import BatchWorkload, WorkloadSizes, build_workloads
 
 logger = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ def _sweep_plans(options: BenchOptions) -> list[tuple[str, float, Workload, list
 
 def _collect_sweeps(
     options: BenchOptions, results: dict[str, list[tuple[float, WorkloadResult]]]
-) -> list[Any]:
+) -> list[SweepResult]:
     sweeps = []
     if results.get("concurrency"):
         sweeps.append(
@@ -219,10 +219,8 @@ def _collect_sweeps(
     return sweeps
 
 
-def _renamed(summary: Any, suffix: str) -> Any:
-    from copy import copy
-
-    out = copy(summary)
+def _renamed(summary: MethodSummary, suffix: str) -> MethodSummary:
+    out = copy.copy(summary)
     out.method = summary.method[: -len(suffix)]
     return out
 
