@@ -3,7 +3,9 @@
 With a :class:`~langchain_seed.SeedLLM` or :class:`~langchain_seed.ChatSeed` the N samples
 of a question go to the engine as one group in one ``generate(..., n=N)`` call, so they
 are decoded in one continuous batch and draft for each other (consensus drafting). Any
-other LangChain LLM or chat model falls back to its own ``.batch()``.
+other LangChain LLM or chat model falls back to its own ``.batch()``. The run is one
+generator (:meth:`SelfConsistency._rounds`) driven by :mod:`langchain_seed.model_calls`,
+the layer Tree of Thoughts uses too.
 """
 
 from __future__ import annotations
@@ -20,19 +22,25 @@ from typing import Any, cast
 from langchain_core.callbacks.manager import (
     AsyncCallbackManagerForChainRun,
     CallbackManagerForChainRun,
-    adispatch_custom_event,
-    dispatch_custom_event,
 )
-from langchain_core.language_models import BaseChatModel, BaseLanguageModel, LanguageModelInput
-from langchain_core.messages import BaseMessage
+from langchain_core.language_models import BaseLanguageModel
 from langchain_core.output_parsers import BaseOutputParser
-from langchain_core.outputs import LLMResult
 from langchain_core.prompt_values import PromptValue
 from langchain_core.prompts import BasePromptTemplate, PromptTemplate
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from pydantic import ConfigDict, Field, field_validator
 
 from langchain_seed.datasets import normalize_number
+from langchain_seed.model_calls import (
+    ModelCall,
+    Progress,
+    Run,
+    Sample,
+    adrive,
+    drive,
+    engine_backed,
+    totals,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -156,19 +164,14 @@ class _Question:
 
     prompt: PromptValue
     samples: list[dict[str, Any]] = field(default_factory=list)
-    spec: list[dict[str, Any]] = field(default_factory=list)
+    counters: list[Sample] = field(default_factory=list)
+    """What the model reported about each sample (token and speculation counters)."""
     rounds: int = 0
     early_stopped: bool = False
     done: bool = False
 
     def votes(self) -> Counter[str]:
         return Counter(s["answer"] for s in self.samples if s["answer"] is not None)
-
-
-def _text_of(output: Any) -> str:
-    if isinstance(output, BaseMessage):
-        return output.text
-    return output if isinstance(output, str) else str(output)
 
 
 def _decided(votes: Counter[str], remaining: int) -> bool:
@@ -190,7 +193,7 @@ class SelfConsistency(RunnableSerializable[dict[str, Any] | str, dict[str, Any]]
 
     Key init args:
         llm: the model. prompt: template or string with ``{question}``. n: samples.
-        temperature, max_tokens: sampling (Seed models only). parser: how to read an
+        temperature, max_tokens: sampling (engine-backed models only). parser: how to read an
         answer. early_stop: stop once the leading answer cannot be overtaken.
 
     Instantiate:
@@ -231,8 +234,8 @@ class SelfConsistency(RunnableSerializable[dict[str, Any] | str, dict[str, Any]]
     Output: ``answer`` (``None`` when no sample parsed), ``votes`` (answer -> count, most
     first), ``confidence`` (leader votes / samples drawn), ``samples`` (``text`` and parsed
     ``answer``, ``None`` when unparsed) and ``stats`` (samples, unparsed, rounds,
-    early_stopped, wall_seconds, and for Seed models generated tokens, acceptance and the
-    engine's stats).
+    early_stopped, wall_seconds, engine_backed, and for engine-backed models generated
+    tokens, acceptance and the engine's stats).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -244,9 +247,9 @@ class SelfConsistency(RunnableSerializable[dict[str, Any] | str, dict[str, Any]]
     n: int = Field(default=8, ge=1)
     """Number of samples per question."""
     temperature: float = Field(default=0.7, ge=0.0)
-    """Sampling temperature passed to Seed models (other models use their own settings)."""
+    """Sampling temperature passed to engine-backed models (other models use their own settings)."""
     max_tokens: int = Field(default=256, ge=1)
-    """Most new tokens per sample (Seed models; other models use their own settings)."""
+    """Most new tokens per sample (engine-backed models; other models use their own settings)."""
     parser: Any = None
     """Callable ``text -> answer``, regex string (last match, group 1 if any) or output
     parser; ``None`` is :func:`gsm8k_answer`. A parser that raises leaves that sample
@@ -256,7 +259,7 @@ class SelfConsistency(RunnableSerializable[dict[str, Any] | str, dict[str, Any]]
     round_size: int | None = Field(default=None, ge=1)
     """Samples per round with ``early_stop``; ``None`` is ``max(ceil(n / 4), min(n, 4))``."""
     seed: int | None = None
-    """Sampling seed passed to Seed models (reproducible samples)."""
+    """Sampling seed passed to engine-backed models (reproducible samples)."""
 
     @field_validator("parser")
     @classmethod
@@ -286,87 +289,10 @@ class SelfConsistency(RunnableSerializable[dict[str, Any] | str, dict[str, Any]]
         return template.invoke(value)
 
     @property
-    def _is_seed(self) -> bool:
-        try:
-            from langchain_seed.chat_models import ChatSeed
-            from langchain_seed.llms import SeedLLM
-        except ImportError:  # adapters not installed in this build
-            return False
-        return isinstance(self.llm, (SeedLLM, ChatSeed))
-
-    @property
     def _chunk(self) -> int:
         if not self.early_stop:
             return self.n
         return self.round_size or max(math.ceil(self.n / 4), min(self.n, 4))
-
-    # ------------------------------------------------------------------ sampling
-
-    def _seed_kwargs(self, k: int, drawn: int) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "n": k,
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-        }
-        if self.seed is not None:
-            # sample j of a call uses seed + j: offset each round so rounds do not repeat
-            kwargs["seed"] = self.seed + drawn
-        return kwargs
-
-    def _seed_inputs(self, questions: list[_Question]) -> list[Any]:
-        if isinstance(self.llm, BaseChatModel):
-            return [q.prompt.to_messages() for q in questions]
-        return [q.prompt.to_string() for q in questions]
-
-    def _callbacks(self, configs: list[RunnableConfig]) -> Any:
-        # An LLM takes one callbacks value per prompt; a chat model only one for the call.
-        if isinstance(self.llm, BaseChatModel):
-            return configs[0].get("callbacks") if len(configs) == 1 else None
-        return [c.get("callbacks") for c in configs]
-
-    @staticmethod
-    def _from_result(result: LLMResult, k: int) -> tuple[list[list[tuple[str, dict]]], dict]:
-        rows = []
-        for gens in result.generations:
-            if len(gens) != k:
-                raise RuntimeError(f"expected {k} generations per prompt, got {len(gens)}")
-            rows.append(
-                [(g.text, dict((g.generation_info or {}).get("spec_stats") or {})) for g in gens]
-            )
-        engine = dict((result.llm_output or {}).get("engine_stats") or {})
-        return rows, engine
-
-    def _sample(
-        self, questions: list[_Question], k: int, configs: list[RunnableConfig]
-    ) -> tuple[list[list[tuple[str, dict]]], dict]:
-        if self._is_seed:
-            inputs = self._seed_inputs(questions)
-            callbacks = self._callbacks(configs)
-            result = cast(Any, self.llm).generate(
-                inputs, callbacks=callbacks, **self._seed_kwargs(k, len(questions[0].samples))
-            )
-            return self._from_result(result, k)
-        prompts: list[LanguageModelInput] = [q.prompt for q in questions for _ in range(k)]
-        outs = self.llm.batch(prompts, config=[c for c in configs for _ in range(k)])
-        return self._split(outs, k), {}
-
-    async def _asample(
-        self, questions: list[_Question], k: int, configs: list[RunnableConfig]
-    ) -> tuple[list[list[tuple[str, dict]]], dict]:
-        if self._is_seed:
-            inputs = self._seed_inputs(questions)
-            callbacks = self._callbacks(configs)
-            result = await cast(Any, self.llm).agenerate(
-                inputs, callbacks=callbacks, **self._seed_kwargs(k, len(questions[0].samples))
-            )
-            return self._from_result(result, k)
-        prompts: list[LanguageModelInput] = [q.prompt for q in questions for _ in range(k)]
-        outs = await self.llm.abatch(prompts, config=[c for c in configs for _ in range(k)])
-        return self._split(outs, k), {}
-
-    @staticmethod
-    def _split(outs: Sequence[Any], k: int) -> list[list[tuple[str, dict]]]:
-        return [[(_text_of(o), {}) for o in outs[i : i + k]] for i in range(0, len(outs), k)]
 
     # ------------------------------------------------------------------ voting
 
@@ -377,11 +303,11 @@ class SelfConsistency(RunnableSerializable[dict[str, Any] | str, dict[str, Any]]
             logger.debug("parser failed on a sample: %s", exc)
             return None
 
-    def _absorb(self, question: _Question, rows: list[tuple[str, dict]]) -> dict[str, Any]:
+    def _absorb(self, question: _Question, samples: list[Sample]) -> dict[str, Any]:
         """Add one round of samples to a question; returns the progress event payload."""
-        for text, spec in rows:
-            question.samples.append({"text": text, "answer": self._parse(text)})
-            question.spec.append(spec)
+        for sample in samples:
+            question.samples.append({"text": sample.text, "answer": self._parse(sample.text)})
+            question.counters.append(sample)
         question.rounds += 1
         votes = question.votes()
         drawn = len(question.samples)
@@ -399,7 +325,7 @@ class SelfConsistency(RunnableSerializable[dict[str, Any] | str, dict[str, Any]]
             "early_stopped": question.early_stopped,
         }
 
-    def _result(self, question: _Question, engine: dict, seconds: float, seed: bool) -> dict:
+    def _result(self, question: _Question, engine: dict, seconds: float, backed: bool) -> dict:
         votes = question.votes()
         ranked = votes.most_common()  # ties: the answer seen first wins
         drawn = len(question.samples)
@@ -410,11 +336,12 @@ class SelfConsistency(RunnableSerializable[dict[str, Any] | str, dict[str, Any]]
             "rounds": question.rounds,
             "early_stopped": question.early_stopped,
             "wall_seconds": seconds,
-            "seed_engine": seed,
+            "engine_backed": backed,
         }
-        if question.spec and any(question.spec):
+        counted = totals(question.counters)
+        if backed and counted:
             total = {
-                key: sum(int(s.get(key, 0)) for s in question.spec)
+                key: int(counted.get(key) or 0)
                 for key in ("generated_tokens", "drafted", "accepted", "verifications")
             }
             stats.update(total)
@@ -436,29 +363,45 @@ class SelfConsistency(RunnableSerializable[dict[str, Any] | str, dict[str, Any]]
 
     # ------------------------------------------------------------------ runs
 
+    def _rounds(
+        self, inputs: list[dict[str, Any] | str], configs: list[RunnableConfig]
+    ) -> Run[list[dict[str, Any]]]:
+        """The whole run as a generator: one model call per round, a progress event per question.
+
+        Every round samples all questions still open at once (each question's samples one
+        engine group); questions that stopped early drop out of later rounds.
+        """
+        start = time.perf_counter()
+        questions = [_Question(self._prompt_value(x)) for x in inputs]
+        engine: dict[str, Any] = {}
+        while active := [i for i, q in enumerate(questions) if not q.done]:
+            drawn = len(questions[active[0]].samples)
+            result = yield ModelCall(
+                [questions[i].prompt for i in active],
+                n=min(self._chunk, self.n - drawn),
+                max_tokens=self.max_tokens,
+                temperature=self.temperature,
+                # sample j of a call uses seed + j: offset each round so rounds do not repeat
+                seed=None if self.seed is None else self.seed + drawn,
+                configs=[configs[i] for i in active],
+            )
+            assert result is not None
+            engine = result.engine_stats or engine
+            for i, row in zip(active, result.samples, strict=True):
+                event = self._absorb(questions[i], row)
+                yield Progress(PROGRESS_EVENT, event, configs[i])
+        seconds = time.perf_counter() - start
+        backed = engine_backed(self.llm)
+        return [self._result(q, engine, seconds, backed) for q in questions]
+
     def _run_many(
         self,
         inputs: list[dict[str, Any] | str],
         run_manager: list[CallbackManagerForChainRun],
         config: list[RunnableConfig],
     ) -> list[dict[str, Any]]:
-        configs = config  # one per input (names fixed by Runnable._batch_with_config)
-        start = time.perf_counter()
-        questions = [_Question(self._prompt_value(x)) for x in inputs]
-        seed, engine = self._is_seed, cast(dict[str, Any], {})
-        while True:
-            active = [i for i, q in enumerate(questions) if not q.done]
-            if not active:
-                break
-            k = min(self._chunk, self.n - len(questions[active[0]].samples))
-            rows, engine = self._sample(
-                [questions[i] for i in active], k, [configs[i] for i in active]
-            )
-            for i, row in zip(active, rows, strict=True):
-                event = self._absorb(questions[i], row)
-                dispatch_custom_event(PROGRESS_EVENT, event, config=configs[i])
-        seconds = time.perf_counter() - start
-        return [self._result(q, engine, seconds, seed) for q in questions]
+        # one config per input (names fixed by Runnable._batch_with_config)
+        return drive(self._rounds(inputs, config), self.llm, config[0])
 
     async def _arun_many(
         self,
@@ -466,23 +409,7 @@ class SelfConsistency(RunnableSerializable[dict[str, Any] | str, dict[str, Any]]
         run_manager: list[AsyncCallbackManagerForChainRun],
         config: list[RunnableConfig],
     ) -> list[dict[str, Any]]:
-        configs = config  # one per input (names fixed by Runnable._batch_with_config)
-        start = time.perf_counter()
-        questions = [_Question(self._prompt_value(x)) for x in inputs]
-        seed, engine = self._is_seed, cast(dict[str, Any], {})
-        while True:
-            active = [i for i, q in enumerate(questions) if not q.done]
-            if not active:
-                break
-            k = min(self._chunk, self.n - len(questions[active[0]].samples))
-            rows, engine = await self._asample(
-                [questions[i] for i in active], k, [configs[i] for i in active]
-            )
-            for i, row in zip(active, rows, strict=True):
-                event = self._absorb(questions[i], row)
-                await adispatch_custom_event(PROGRESS_EVENT, event, config=configs[i])
-        seconds = time.perf_counter() - start
-        return [self._result(q, engine, seconds, seed) for q in questions]
+        return await adrive(self._rounds(inputs, config), self.llm, config[0])
 
     def _invoke_one(
         self,
@@ -531,7 +458,7 @@ class SelfConsistency(RunnableSerializable[dict[str, Any] | str, dict[str, Any]]
     ) -> list[dict[str, Any]]:
         """Many questions at once: every round samples all of them in one model call.
 
-        With a Seed model that is one ``generate(..., n=...)`` call per round, each
+        With an engine-backed model that is one ``generate(..., n=...)`` call per round, each
         question's samples one engine group; questions that stopped early drop out of
         later rounds.
 

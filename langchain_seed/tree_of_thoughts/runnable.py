@@ -9,14 +9,21 @@ from typing import Any, Literal
 from langchain_core.callbacks.manager import (
     AsyncCallbackManagerForChainRun,
     CallbackManagerForChainRun,
-    adispatch_custom_event,
-    dispatch_custom_event,
 )
 from langchain_core.language_models import BaseLanguageModel
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from pydantic import ConfigDict, Field, InstanceOf, field_validator
 
-from langchain_seed.tree_of_thoughts.calls import PhaseResult, arun_phase, run_phase
+from langchain_seed.model_calls import (
+    SPEC_COUNTERS,
+    CallResult,
+    ModelCall,
+    Progress,
+    Run,
+    adrive,
+    drive,
+    totals,
+)
 from langchain_seed.tree_of_thoughts.search import (
     LevelEvent,
     Phase,
@@ -91,7 +98,7 @@ class TreeOfThoughts(RunnableSerializable[dict[str, Any], dict[str, Any]]):
     after the last call).
 
     The value cache lives for one search (one ``invoke``); ``batch`` runs several searches
-    at once, and with a Seed model their calls share the engine's continuous batch.
+    at once, and with an engine-backed model their calls share the engine's continuous batch.
     """
 
     llm: BaseLanguageModel
@@ -211,46 +218,42 @@ class TreeOfThoughts(RunnableSerializable[dict[str, Any], dict[str, Any]]):
     def _run(
         self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig
     ) -> dict[str, Any]:
-        search, x, gold = self._start(input)
-        stats = _Stats()
-        gen = search.run()
-        reply: Any = None
-        try:
-            while True:
-                message = gen.send(reply)
-                if isinstance(message, Phase):
-                    t0 = time.perf_counter()
-                    result = run_phase(self.llm, message, self._temperature(), config)
-                    stats.add(message, result, time.perf_counter() - t0)
-                    reply = result.outputs
-                else:
-                    dispatch_custom_event(LEVEL_EVENT, _event(message, stats), config=config)
-                    reply = None
-        except StopIteration as done:
-            outcome: SearchOutcome = done.value
-        return self._result(search, outcome, x, gold, stats)
+        return drive(self._steps(input), self.llm, config)
 
     async def _arun(
         self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
     ) -> dict[str, Any]:
+        return await adrive(self._steps(input), self.llm, config)
+
+    def _steps(self, input: Any) -> Run[dict[str, Any]]:
+        """One search as model calls and level events (sync and async run this one body).
+
+        Each :class:`Phase` of the search becomes one :class:`ModelCall`; each
+        :class:`LevelEvent` becomes a :data:`LEVEL_EVENT` progress event.
+        """
         search, x, gold = self._start(input)
         stats = _Stats()
         gen: SearchGenerator = search.run()
         reply: Any = None
-        try:
-            while True:
+        while True:
+            try:
                 message = gen.send(reply)
-                if isinstance(message, Phase):
-                    t0 = time.perf_counter()
-                    result = await arun_phase(self.llm, message, self._temperature(), config)
-                    stats.add(message, result, time.perf_counter() - t0)
-                    reply = result.outputs
-                else:
-                    await adispatch_custom_event(LEVEL_EVENT, _event(message, stats), config=config)
-                    reply = None
-        except StopIteration as done:
-            outcome: SearchOutcome = done.value
-        return self._result(search, outcome, x, gold, stats)
+            except StopIteration as done:
+                return self._result(search, done.value, x, gold, stats)
+            if isinstance(message, Phase):
+                result = yield ModelCall(
+                    message.prompts,
+                    n=message.n,
+                    max_tokens=message.max_tokens,
+                    temperature=self._temperature(),
+                    stop=message.stop,
+                )
+                assert result is not None
+                stats.add(message, result)
+                reply = result.texts
+            else:
+                yield Progress(LEVEL_EVENT, _event(message, stats))
+                reply = None
 
     def _temperature(self) -> float | None:
         """Temperature of this search; ``None`` leaves the model's explicit setting alone."""
@@ -299,16 +302,19 @@ class _Stats:
         self.seconds = {"generate": 0.0, "evaluate": 0.0}
         self.per_level: list[dict[str, Any]] = []
 
-    def add(self, phase: Phase, result: PhaseResult, seconds: float) -> None:
+    def add(self, phase: Phase, result: CallResult) -> None:
+        seconds = result.seconds
         self.calls += len(phase.prompts)
         self.completions += len(phase.prompts) * phase.n
         self.model_submissions += 1
         self.seconds[phase.kind] += seconds
+        counted = totals(s for row in result.samples for s in row)
         for attr in ("prompt_tokens", "generated_tokens"):
-            total, value = getattr(self, attr), getattr(result, attr)
+            total, value = getattr(self, attr), counted.get(attr)
             setattr(self, attr, None if total is None or value is None else total + value)
-        for key, value in result.spec.items():
-            self.spec[key] = self.spec.get(key, 0) + value
+        for key in SPEC_COUNTERS:
+            if (value := counted.get(key)) is not None:
+                self.spec[key] = self.spec.get(key, 0) + value
         if result.engine_stats is not None:
             self.engine_stats = result.engine_stats
         self.per_level.append(

@@ -169,7 +169,7 @@ def test_self_consistency_over_seed_llm_makes_one_grouped_generate_call(tiny_eng
     assert generates[0]["max_tokens"] == 8
     assert len(submissions) == 1 and submissions[0][0] == 6 and submissions[0][1] is not None
     stats = out["stats"]
-    assert stats["seed_engine"] is True and stats["samples"] == 6
+    assert stats["engine_backed"] is True and stats["samples"] == 6
     assert 6 <= stats["generated_tokens"] <= 48
     assert "engine" in stats and stats["engine"]
     assert sum(out["votes"].values()) + stats["unparsed"] == 6
@@ -199,7 +199,7 @@ def test_self_consistency_over_chat_seed_uses_the_chat_path(tiny_engine, monkeyp
     sc = SelfConsistency(llm=chat, prompt="{q}", n=3, max_tokens=5, parser=lambda t: t[:1])
     out = sc.invoke("hi")
     assert len(generates) == 1 and generates[0]["n"] == 3
-    assert out["stats"]["samples"] == 3 and out["stats"]["seed_engine"] is True
+    assert out["stats"]["samples"] == 3 and out["stats"]["engine_backed"] is True
 
 
 async def test_async_self_consistency_over_seed_llm(tiny_engine):

@@ -99,7 +99,7 @@ def test_majority_answer_votes_confidence_and_samples():
     assert out["samples"][0]["text"] == "x #### 4"
     stats = out["stats"]
     assert stats["samples"] == 5 and stats["unparsed"] == 0 and stats["rounds"] == 1
-    assert stats["early_stopped"] is False and stats["seed_engine"] is False
+    assert stats["early_stopped"] is False and stats["engine_backed"] is False
 
 
 def test_tie_goes_to_the_answer_seen_first():

@@ -1,0 +1,313 @@
+"""The model-call layer of the reasoning runnables (Tree of Thoughts, self-consistency).
+
+A reasoning run is written once, as a generator: it yields a :class:`ModelCall` (every
+prompt of one phase, ``n`` samples each) and is sent back the :class:`CallResult`; it
+yields a :class:`Progress` event and is sent ``None``; its return value is the run's
+output. :func:`drive` runs such a generator synchronously and :func:`adrive` on an event
+loop, so each runnable has one body for ``invoke`` and ``ainvoke``.
+
+One model call is one submission:
+
+- an engine-backed model (:class:`~langchain_seed.SeedLLM`,
+  :class:`~langchain_seed.ChatSeed`) gets one ``generate(prompts, n=k, ...)``: the engine
+  batches every prompt, and the ``k`` samples of a prompt form one engine group (shared
+  prefix, consensus drafting);
+- any other LangChain model gets one ``batch`` with every prompt repeated ``k`` times.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar, cast
+
+from langchain_core.callbacks.manager import adispatch_custom_event, dispatch_custom_event
+from langchain_core.language_models import BaseChatModel, BaseLanguageModel
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import LLMResult
+from langchain_core.prompt_values import PromptValue, StringPromptValue
+from langchain_core.runnables import RunnableConfig
+
+from langchain_seed._adapters.messages import message_text
+
+TOKEN_COUNTERS = ("prompt_tokens", "generated_tokens")
+"""Token counts of a sample (engine-backed models, and others that report usage)."""
+SPEC_COUNTERS = ("cached_prompt_tokens", "drafted", "accepted", "verifications", "target_tokens")
+"""Speculative-decoding counters an engine-backed model reports for every sample."""
+ENGINE_COUNTERS = TOKEN_COUNTERS + SPEC_COUNTERS
+"""Every per-sample counter an engine-backed model reports."""
+
+T = TypeVar("T")
+
+
+@dataclass
+class ModelCall:
+    """Every prompt of one phase, submitted to the model together."""
+
+    prompts: Sequence[str | PromptValue]
+    """One prompt per call (a string is a plain prompt, a chat model gets it as a human
+    message)."""
+    n: int = 1
+    """Samples per prompt (one engine group each)."""
+    max_tokens: int | None = None
+    """Most new tokens per sample (engine-backed models; others use their own setting)."""
+    temperature: float | None = None
+    """Sampling temperature (engine-backed models); ``None`` keeps the model's own."""
+    seed: int | None = None
+    """Sampling seed (engine-backed models): sample ``j`` of a prompt uses ``seed + j``."""
+    stop: list[str] | None = None
+    """Stop strings; applied to the text of models that ignore them."""
+    configs: Sequence[RunnableConfig] | None = None
+    """One runnable config per prompt (callbacks, tags, metadata); ``None``: the run's."""
+
+
+@dataclass
+class Progress:
+    """A custom event the driver dispatches (``astream_events``, callbacks)."""
+
+    name: str
+    data: dict[str, Any]
+    config: RunnableConfig | None = None
+    """The config to dispatch it under; ``None``: the run's."""
+
+
+@dataclass
+class Sample:
+    """One completion and what the model reported about it."""
+
+    text: str
+    counters: dict[str, float] = field(default_factory=dict)
+    """Token and speculation counters (:data:`ENGINE_COUNTERS` for engine-backed models,
+    ``prompt_tokens`` / ``generated_tokens`` for models that report usage, else empty)."""
+
+
+@dataclass
+class CallResult:
+    """The samples of one :class:`ModelCall`: ``samples[i]`` holds prompt i's ``n``."""
+
+    samples: list[list[Sample]]
+    engine_stats: dict[str, Any] | None = None
+    """The engine's cumulative stats after the call (engine-backed models)."""
+    seconds: float = 0.0
+    """Wall time of the call."""
+
+    @property
+    def texts(self) -> list[list[str]]:
+        """The completions only, in the same shape."""
+        return [[s.text for s in row] for row in self.samples]
+
+
+Step = ModelCall | Progress
+"""What a reasoning run yields to its driver."""
+Run = Generator[Step, "CallResult | None", T]
+"""A reasoning run: drive it with :func:`drive` or :func:`adrive`."""
+
+
+def totals(samples: Iterable[Sample]) -> dict[str, int | None]:
+    """Counters summed over ``samples``; a counter some sample lacks is ``None``."""
+    out: dict[str, int | None] = {}
+    rows = list(samples)
+    for key in ENGINE_COUNTERS:
+        values = [s.counters.get(key) for s in rows]
+        known = [v for v in values if isinstance(v, (int, float))]
+        if known:
+            out[key] = int(sum(known)) if len(known) == len(values) else None
+    return out
+
+
+def engine_backed(llm: Any) -> bool:
+    """Whether ``llm`` is served by a langchain-seed engine (one grouped call per phase)."""
+    from langchain_seed._adapters.fields import EngineFields
+
+    return isinstance(llm, EngineFields)
+
+
+# ---------------------------------------------------------------------- drivers
+
+
+def drive(run: Run[T], llm: BaseLanguageModel, config: RunnableConfig) -> T:
+    """Run a reasoning generator to its end, calling ``llm`` synchronously.
+
+    Args:
+        run: the generator (see the module docstring).
+        llm: any LangChain LLM or chat model.
+        config: the run's config (callbacks, tags, metadata), for calls and events that
+            bring none of their own.
+
+    Returns:
+        The generator's return value.
+    """
+    steps = _Steps(run)
+    for step in steps:
+        if isinstance(step, ModelCall):
+            steps.reply = call_model(llm, step, config)
+        else:
+            dispatch_custom_event(step.name, step.data, config=step.config or config)
+    return steps.value
+
+
+async def adrive(run: Run[T], llm: BaseLanguageModel, config: RunnableConfig) -> T:
+    """Async :func:`drive` (``agenerate`` / ``abatch``, events dispatched on the loop)."""
+    steps = _Steps(run)
+    for step in steps:
+        if not isinstance(step, ModelCall):
+            await adispatch_custom_event(step.name, step.data, config=step.config or config)
+        else:
+            steps.reply = await acall_model(llm, step, config)
+    return steps.value
+
+
+class _Steps(Generic[T]):
+    """Iterates a run's steps; set ``reply`` to answer a model call, ``value`` is the end."""
+
+    def __init__(self, run: Run[T]) -> None:
+        self._run = run
+        self.reply: CallResult | None = None
+        self.value: T
+
+    def __iter__(self) -> Iterator[Step]:
+        while True:
+            reply, self.reply = self.reply, None
+            try:
+                yield self._run.send(reply)
+            except StopIteration as done:
+                self.value = done.value
+                return
+
+
+# ---------------------------------------------------------------------- one call
+
+
+def call_model(llm: BaseLanguageModel, call: ModelCall, config: RunnableConfig) -> CallResult:
+    """Submit every prompt of ``call`` at once and wait for the samples.
+
+    Args:
+        llm: any LangChain LLM or chat model.
+        call: the prompts, samples per prompt and sampling settings.
+        config: the run's config, for a call without configs of its own.
+
+    Returns:
+        ``call.n`` samples per prompt.
+
+    Raises:
+        RuntimeError: when the model returns another number of samples.
+    """
+    start = time.perf_counter()
+    if engine_backed(llm):
+        inputs, kwargs = _generate_args(llm, call, config)
+        result = _from_llm_result(cast(Any, llm).generate(inputs, **kwargs), call)
+    else:
+        inputs, configs, kwargs = _batch_args(call, config)
+        result = _from_batch(llm.batch(inputs, config=configs, **kwargs), call)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+async def acall_model(
+    llm: BaseLanguageModel, call: ModelCall, config: RunnableConfig
+) -> CallResult:
+    """Async :func:`call_model` (``agenerate`` / ``abatch``)."""
+    start = time.perf_counter()
+    if engine_backed(llm):
+        inputs, kwargs = _generate_args(llm, call, config)
+        result = _from_llm_result(await cast(Any, llm).agenerate(inputs, **kwargs), call)
+    else:
+        inputs, configs, kwargs = _batch_args(call, config)
+        result = _from_batch(await llm.abatch(inputs, config=configs, **kwargs), call)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _prompt_values(call: ModelCall) -> list[PromptValue]:
+    return [StringPromptValue(text=p) if isinstance(p, str) else p for p in call.prompts]
+
+
+def _configs(call: ModelCall, config: RunnableConfig) -> list[RunnableConfig]:
+    configs = list(call.configs) if call.configs is not None else [config] * len(call.prompts)
+    if len(configs) != len(call.prompts):
+        raise ValueError(f"{len(configs)} configs for {len(call.prompts)} prompts")
+    return configs
+
+
+def _generate_args(
+    llm: BaseLanguageModel, call: ModelCall, config: RunnableConfig
+) -> tuple[list[Any], dict[str, Any]]:
+    """``generate`` inputs and keyword arguments of one engine-backed call."""
+    values, configs = _prompt_values(call), _configs(call, config)
+    kwargs: dict[str, Any] = {"n": call.n, "stop": call.stop}
+    for key, value in (
+        ("max_tokens", call.max_tokens),
+        ("temperature", call.temperature),
+        ("seed", call.seed),
+    ):
+        if value is not None:
+            kwargs[key] = value
+    if isinstance(llm, BaseChatModel):
+        # A chat model's generate takes one callbacks / tags / metadata for the call.
+        first = configs[0]
+        shared = all(c.get("callbacks") is first.get("callbacks") for c in configs)
+        for key in ("callbacks", "tags", "metadata"):
+            kwargs[key] = first.get(key) if shared else None
+        return [v.to_messages() for v in values], kwargs
+    # An LLM's generate takes them per prompt.
+    kwargs["callbacks"] = [c.get("callbacks") for c in configs]
+    kwargs["tags"] = [c.get("tags") or [] for c in configs]
+    kwargs["metadata"] = [c.get("metadata") or {} for c in configs]
+    return [v.to_string() for v in values], kwargs
+
+
+def _from_llm_result(result: LLMResult, call: ModelCall) -> CallResult:
+    shape = [len(gens) for gens in result.generations]
+    if len(shape) != len(call.prompts) or any(k != call.n for k in shape):
+        raise RuntimeError(
+            f"the model returned {shape} generations for {len(call.prompts)} prompts x n={call.n}"
+        )
+    samples = []
+    for gens in result.generations:
+        row = []
+        for gen in gens:
+            info = dict(gen.generation_info or {})
+            message = getattr(gen, "message", None)
+            if not info.get("spec_stats") and message is not None:
+                info = dict(message.response_metadata or {})
+            counters = info.get("spec_stats") or {}
+            row.append(Sample(gen.text, {k: counters[k] for k in ENGINE_COUNTERS if k in counters}))
+        samples.append(row)
+    return CallResult(samples, engine_stats=(result.llm_output or {}).get("engine_stats"))
+
+
+def _batch_args(
+    call: ModelCall, config: RunnableConfig
+) -> tuple[list[Any], list[RunnableConfig], dict[str, Any]]:
+    """``batch`` inputs (each prompt ``n`` times), configs and keyword arguments."""
+    n, configs = call.n, _configs(call, config)
+    inputs = [p for p in call.prompts for _ in range(n)]
+    return inputs, [c for c in configs for _ in range(n)], {"stop": call.stop} if call.stop else {}
+
+
+def _from_batch(raw: Sequence[Any], call: ModelCall) -> CallResult:
+    flat: list[Sample] = []
+    for item in raw:
+        if isinstance(item, BaseMessage):
+            usage = getattr(item, "usage_metadata", None) or {}
+            counters = {
+                "prompt_tokens": usage.get("input_tokens"),
+                "generated_tokens": usage.get("output_tokens"),
+            }
+            text = message_text(item)
+            flat.append(Sample(text, {k: v for k, v in counters.items() if v is not None}))
+        else:
+            flat.append(Sample(item if isinstance(item, str) else str(item)))
+    for sample in flat:  # for models that ignore ``stop``
+        sample.text = _cut_at_stop(sample.text, call.stop)
+    n = call.n
+    return CallResult([flat[i * n : (i + 1) * n] for i in range(len(call.prompts))])
+
+
+def _cut_at_stop(text: str, stop: Sequence[str] | None) -> str:
+    for s in stop or ():
+        index = text.find(s)
+        if index >= 0:
+            text = text[:index]
+    return text
