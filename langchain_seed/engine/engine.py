@@ -104,9 +104,10 @@ class Engine(EngineService):
             elif name == "model" and cfg.draft_model is not None:
                 draft = shared_model(cfg.draft_model, cfg.device, cfg.dtype)
                 check_same_vocabulary(self.target, draft)
-                self.drafters.append(
-                    ModelDrafter(draft.model, cfg.max_batch_size, cfg.device, cfg.max_cache_tokens)
+                draft_runner = ModelRunner(
+                    draft.model, cfg.max_batch_size, cfg.device, cfg.max_cache_tokens
                 )
+                self.drafters.append(ModelDrafter(draft_runner))
         self.drafters.extend(extra_drafters)
         names = [d.name for d in self.drafters]
         if len(set(names)) != len(names):

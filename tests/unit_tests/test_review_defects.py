@@ -24,6 +24,7 @@ from langchain_seed.engine import (
 )
 from langchain_seed.engine.config import SamplingParams as Params
 from langchain_seed.engine.drafters.model import ModelDrafter
+from langchain_seed.engine.runner import ModelRunner
 from langchain_seed.engine.sampling import position_noise, process_logits, sample_coupled
 from langchain_seed.engine.scheduler import queue_part
 from langchain_seed.engine.sequence import Sequence
@@ -290,7 +291,8 @@ def test_model_drafter_verified_hook_never_keeps_the_pending_token(tiny_pair):
     """When another drafter won and the emitted token equals the model's first draft
     token, the draft cache must still stop before the pending token, and the next
     proposal must draft."""
-    drafter = ModelDrafter(tiny_pair.draft, max_rows=2, device="cpu", budget_tokens=512)
+    runner = ModelRunner(tiny_pair.draft, max_rows=2, device="cpu", budget_tokens=512)
+    drafter = ModelDrafter(runner)
     seq = Sequence(prompt_ids=tiny_pair.tokenizer("the cat sat").input_ids, params=Params())
     seq.row = 0
     drafter.runner.cache.layout(256, live_rows=0)

@@ -35,14 +35,9 @@ class ModelDrafter:
     costly = True
     """Every draft position is a forward: the draft policy sizes drafts before asking."""
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        max_rows: int,
-        device: str | torch.device,
-        budget_tokens: int,
-    ) -> None:
-        self.runner = ModelRunner(model, max_rows, device, budget_tokens)
+    def __init__(self, runner: ModelRunner) -> None:
+        self.runner = runner
+        """The draft model's runner (its own KV pool, rows laid out like the target's)."""
         self._drafted: dict[int, tuple[int, list[int]]] = {}  # seq_id -> (N, draft tokens)
 
     @property
