@@ -6,6 +6,7 @@ Errors name the field and the allowed range, and are raised where the object is 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -16,6 +17,69 @@ DRAFTERS = ("model", "ngram", "consensus")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 Policy = Literal["autoregressive", "fcfs_rounds", "batched"]
+
+GRAMMAR_KINDS = ("json_schema", "json_object", "regex", "ebnf", "structural_tag")
+
+
+@dataclass(frozen=True, slots=True)
+class Grammar:
+    """A constraint on a request's output, compiled by xgrammar (DESIGN 4.3: grammars).
+
+    Build one with a constructor: :meth:`json_schema`, :meth:`json_object`, :meth:`regex`,
+    :meth:`ebnf` or :meth:`structural_tag`. The output is then a string of the language,
+    followed by EOS once the grammar allows it to end.
+
+    Attributes:
+        kind: one of ``"json_schema"``, ``"json_object"`` (any JSON object),
+            ``"regex"``, ``"ebnf"`` (GBNF, root rule ``root``) or ``"structural_tag"`` (free
+            text in which each trigger string starts a constrained part; xgrammar's
+            structural-tag JSON).
+        spec: the schema (JSON text), pattern, grammar or structural tag; ``""`` for
+            ``json_object``.
+    """
+
+    kind: str
+    spec: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in GRAMMAR_KINDS:
+            raise ValueError(f"grammar kind must be one of {GRAMMAR_KINDS}, got {self.kind!r}")
+        if not isinstance(self.spec, str):
+            raise TypeError(f"grammar spec must be a string, got {type(self.spec).__name__}")
+        if self.kind != "json_object" and not self.spec:
+            raise ValueError(f"a {self.kind} grammar needs a non-empty spec")
+
+    @classmethod
+    def json_schema(cls, schema: dict[str, Any] | str) -> Grammar:
+        """Output is one JSON value valid against ``schema`` (a dict or JSON text)."""
+        if isinstance(schema, str):
+            try:
+                schema = json.loads(schema)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"json_schema is not valid JSON: {exc}") from exc
+        if not isinstance(schema, dict):
+            raise TypeError(f"json_schema must be a dict, got {type(schema).__name__}")
+        return cls("json_schema", json.dumps(schema, sort_keys=True))
+
+    @classmethod
+    def json_object(cls) -> Grammar:
+        """Output is any one JSON object (OpenAI's ``json_mode``)."""
+        return cls("json_object")
+
+    @classmethod
+    def regex(cls, pattern: str) -> Grammar:
+        """Output matches ``pattern`` as a whole."""
+        return cls("regex", pattern)
+
+    @classmethod
+    def ebnf(cls, grammar: str) -> Grammar:
+        """Output is a sentence of the EBNF (GBNF) ``grammar``, from its ``root`` rule."""
+        return cls("ebnf", grammar)
+
+    @classmethod
+    def structural_tag(cls, tag: dict[str, Any] | str) -> Grammar:
+        """Free text with constrained parts (xgrammar's structural-tag format, as JSON)."""
+        return cls("structural_tag", tag if isinstance(tag, str) else json.dumps(tag))
 
 
 @dataclass(slots=True)
@@ -40,6 +104,8 @@ class SamplingParams:
     """Per-request seed: the same request with the same seed and engine config repeats."""
     request_timeout: float | None = None
     """Seconds after submission when the request fails with ``TimeoutError``."""
+    grammar: Grammar | None = None
+    """Constrain the output to a grammar (JSON schema, regex, EBNF, structural tag)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -67,6 +133,11 @@ class SamplingParams:
         ):
             raise ValueError(
                 f"request_timeout must be a finite number > 0 seconds, got {self.request_timeout!r}"
+            )
+        if self.grammar is not None and not isinstance(self.grammar, Grammar):
+            raise TypeError(
+                f"grammar must be a Grammar (Grammar.json_schema(...), .regex(...), ...), "
+                f"got {type(self.grammar).__name__}"
             )
 
     @property

@@ -21,17 +21,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from typing import Any, cast
 
 import torch
 
 from langchain_seed.engine.admission import Admitter
-from langchain_seed.engine.config import EngineConfig
+from langchain_seed.engine.config import EngineConfig, SamplingParams
 from langchain_seed.engine.draft_policy import DraftPolicy
 from langchain_seed.engine.drafters.base import Draft, Drafter, call_hook
 from langchain_seed.engine.drafters.model import ModelDrafter
 from langchain_seed.engine.drafters.ngram import NgramDrafter
+from langchain_seed.engine.grammar import GrammarCompiler
 from langchain_seed.engine.loading import LoadedModel, shared_model
 from langchain_seed.engine.prefix_cache import PrefixCache
 from langchain_seed.engine.results import GenerationResult, RequestCancelledError
@@ -125,6 +127,10 @@ class Engine(EngineService):
                 self.runners[drafter.name] = runner
         self.admitter = Admitter(self.runners, self.prefix_cache)
         self.eos_ids = self._eos_ids()
+        self.grammars = GrammarCompiler(
+            self.tokenizer, self.vocab_size, self.eos_ids, self._tok_lock
+        )
+        """Compiles the grammars of constrained requests (xgrammar, loaded on first use)."""
         self._stats = EngineStats()
         self._start_service()
 
@@ -201,7 +207,7 @@ class Engine(EngineService):
         if running:
             self._stats.steps += 1
             self._stats.peak_batch_size = max(self._stats.peak_batch_size, len(running))
-            drafts = self._draft(running)  # 2. draft
+            drafts = self._constrain(running, self._draft(running))  # 2. draft
             if self.config.policy == "fcfs_rounds":  # one forward per sequence, FIFO
                 for i in sorted(range(len(running)), key=lambda i: running[i].arrival):
                     if running[i].finished:
@@ -250,6 +256,39 @@ class Engine(EngineService):
         self._stats.draft_seconds += time.perf_counter() - t0
         return drafts
 
+    def _constrain(self, running: list[Sequence], drafts: list[Draft]) -> list[Draft]:
+        """Step 2, grammars: cut each constrained draft at its first refused token, with masks.
+
+        Every constrained row gets a token bitmask per verified position, drafted or not
+        (see :mod:`~langchain_seed.engine.grammar` for where a draft is cut and why).
+        """
+        out = []
+        for seq, draft in zip(running, drafts):
+            if seq.grammar is None:
+                out.append(draft)
+                continue
+            rejection = not seq.params.greedy and seq.params.seed is None
+            try:
+                out.append(
+                    seq.grammar.constrain(draft, keep_refused=rejection and draft.probs is not None)
+                )
+            except Exception as exc:
+                self._fail(seq, exc)
+                out.append(Draft())
+        return out
+
+    def _make_sequence(
+        self,
+        prompt: Prompt,
+        params: SamplingParams,
+        group: str | None,
+        on_delta: Callable[[str], None] | None,
+    ) -> Sequence:
+        seq = super()._make_sequence(prompt, params, group, on_delta)
+        if params.grammar is not None:  # compiled on the caller's thread: errors raise there
+            seq.grammar = self.grammars.matcher(params.grammar)
+        return seq
+
     def _verify(self, seqs: list[Sequence], drafts: list[Draft]) -> list[Verdict]:
         """Step 3: one target forward over ``seqs`` (contiguous rows) and its verdicts."""
         t0 = time.perf_counter()
@@ -273,6 +312,8 @@ class Engine(EngineService):
                 accepted = verdict.accepted
                 self.runner.keep(seq.row, self.runner.lengths[seq.row] + 1 + accepted)
                 new_tokens = [*draft.tokens[:accepted], verdict.next_token]
+                if seq.grammar is not None:
+                    seq.grammar.advance(new_tokens)
                 call_hook(self.drafters, "verified", seq, new_tokens)
                 seq.stats.target_tokens += 1 + len(draft.tokens)
                 seq.stats.record(draft.drafter or "none", len(draft.tokens), accepted)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from langchain_seed.engine.grammar import unpack_allowed
 from langchain_seed.engine.kv_cache import SlotCache
 from langchain_seed.engine.sampling import (
     accept_matching,
@@ -227,6 +228,11 @@ class ModelRunner:
         assert logits is not None
         b = logits.shape[0]
         finite = (torch.isfinite(logits).all(dim=-1) | ~plan.valid).all(dim=-1)  # [b]
+        if plan.constrained is not None:  # grammar rows: refused tokens get -inf everywhere
+            rows = plan.constrained
+            assert plan.allowed is not None
+            allowed = unpack_allowed(plan.allowed, logits.shape[-1])  # [c, q, vocab]
+            logits[rows] = logits[rows].masked_fill(~allowed, float("-inf"))
         accepted = torch.zeros(b, dtype=torch.long, device=logits.device)
         next_token = torch.zeros(b, dtype=torch.long, device=logits.device)
         targets = logits.argmax(dim=-1)  # [b, q]: greedy rows' targets
@@ -298,6 +304,15 @@ class _Plan:
         self.lengths = table[:, 0]  # [b]
         self.drafted = table[:, 1:]  # [b, q - 1]
         self.valid = torch.arange(q, device=device)[None, :] <= self.lengths[:, None]  # [b, q]
+        constrained = [i for i, d in enumerate(drafts) if d.allowed is not None]
+        self.constrained = _indices(constrained, device) if constrained else None
+        self.allowed = (
+            torch.stack([_padded_bits(drafts[i], q) for i in constrained]).to(
+                device, non_blocking=True
+            )
+            if constrained
+            else None
+        )  # [c, q, words]
         matching = [i for i, s in enumerate(seqs) if s.params.greedy or s.params.seed is not None]
         self.matching = _indices(matching, device) if matching else None
         self.groups = [
@@ -305,6 +320,16 @@ class _Plan:
             for rows, params in _by_params(seqs)
             if not params.greedy
         ]
+
+
+def _padded_bits(draft: Draft, q: int) -> torch.Tensor:
+    """A constrained row's bitmasks padded to ``q`` positions (padding allows every token)."""
+    assert draft.allowed is not None
+    bits = draft.allowed
+    if bits.shape[0] < q:
+        pad = torch.full((q - bits.shape[0], bits.shape[1]), -1, dtype=bits.dtype)
+        bits = torch.cat([bits, pad])
+    return bits
 
 
 def _indices(values: list[int], device: torch.device) -> torch.Tensor:

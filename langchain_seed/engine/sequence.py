@@ -67,6 +67,8 @@ class Sequence:
     """Prefix-cache nodes this sequence holds a reference on while it runs."""
     future: Any = None
     """The caller's ``concurrent.futures.Future``."""
+    grammar: Any = None
+    """The request's :class:`~langchain_seed.engine.grammar.RowGrammar` (constrained only)."""
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property

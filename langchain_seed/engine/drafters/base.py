@@ -38,6 +38,9 @@ class Draft:
     tokens: list[int] = field(default_factory=list)
     probs: torch.Tensor | None = None  # [len(tokens), vocab] or None
     drafter: str = ""
+    allowed: torch.Tensor | None = None
+    """Grammar-constrained requests: ``[len(tokens) + 1, words]`` int32 token bitmasks,
+    what the grammar allows at each verified position (set by the engine, not drafters)."""
 
 
 class Drafter(Protocol):
