@@ -3,26 +3,37 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
 )
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolCallChunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
-from pydantic import model_validator
+from pydantic import BaseModel, model_validator
 
 from langchain_seed._adapters.fields import EngineFields
 from langchain_seed._adapters.messages import to_turn
 from langchain_seed._adapters.model import EngineModel
 from langchain_seed._adapters.results import generation_info, llm_output, usage_metadata
 from langchain_seed._adapters.streaming import open_stream
+from langchain_seed._adapters.structured import structured_output
 from langchain_seed._adapters.submission import await_all, wait_all
+from langchain_seed._adapters.tools import (
+    ToolCallStream,
+    active_tools,
+    answer_fields,
+    format_tools,
+    resolve_tool_choice,
+    tool_names,
+    tool_stream,
+    with_tools_prompt,
+)
 from langchain_seed.llms import SeedLLM
 
 if TYPE_CHECKING:
@@ -37,7 +48,8 @@ class ChatSeed(EngineModel, BaseChatModel):
     their inputs to the engine in one submission; concurrent calls from any thread or event
     loop share one engine batch. Outputs carry ``usage_metadata`` and ``response_metadata``
     (``model_name``, ``finish_reason``, ``spec_stats``: the request's speculative-decoding
-    counters). Text content only; tool calling is not supported.
+    counters). Text content in; tool calls (``bind_tools``) and structured output
+    (``with_structured_output``) are constrained by a grammar, so they parse by construction.
 
     Setup:
         As for :class:`~langchain_seed.SeedLLM`: ``pip install langchain-seed`` and the
@@ -96,6 +108,8 @@ class ChatSeed(EngineModel, BaseChatModel):
     streaming: bool = False
     """Route ``invoke`` through the streaming path (``on_llm_new_token`` callbacks)."""
 
+    _takes_tools: ClassVar[bool] = True
+
     @model_validator(mode="before")
     @classmethod
     def _inherit_from_llm(cls, data: Any) -> Any:
@@ -123,21 +137,71 @@ class ChatSeed(EngineModel, BaseChatModel):
         self,
         tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
         *,
-        tool_choice: str | None = None,
+        tool_choice: str | dict[str, Any] | bool | None = None,
+        strict: bool | None = None,
+        parallel_tool_calls: bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
-        """Not supported: raises ``NotImplementedError``."""
-        raise NotImplementedError(
-            "ChatSeed does not support tool calling yet: the engine decodes plain text and "
-            "the chat template is rendered without tools. Describe the tool in the prompt and "
-            "parse the text, or use a chat model integration with tool calling."
+        """Bind tools: the model may answer with tool calls, valid by construction.
+
+        Args:
+            tools: LangChain tools, pydantic classes, TypedDicts, functions or OpenAI tool
+                dicts (converted with ``convert_to_openai_tool``); each needs a name and a
+                description.
+            tool_choice: ``"auto"`` (default: text or tool calls), ``"none"``, ``"any"`` /
+                ``"required"`` (at least one call), a tool name or an OpenAI-style dict
+                (exactly one call of that tool), ``True`` / ``False``.
+            strict: passed to ``convert_to_openai_tool`` (arguments follow the schema
+                either way: the grammar enforces it).
+            parallel_tool_calls: ``False`` allows at most one call per answer.
+            **kwargs: further call options to bind.
+
+        Raises:
+            ValueError: a tool without a name or description, or a ``tool_choice`` that
+                names no bound tool (the message lists the bound ones).
+        """
+        formatted = format_tools(tools, strict=strict)
+        choice = resolve_tool_choice(tool_choice, tool_names(formatted))
+        if parallel_tool_calls is not None:
+            kwargs["parallel_tool_calls"] = parallel_tool_calls
+        return self.bind(tools=formatted, tool_choice=choice, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        include_raw: bool = False,
+        method: Literal["json_schema", "function_calling", "json_mode"] = "json_schema",
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """A runnable whose output is ``schema``'s object, parsed from a constrained answer.
+
+        Args:
+            schema: a pydantic class, a TypedDict or a JSON-schema dict (a pydantic class
+                gives instances, the others dicts).
+            include_raw: return ``{"raw", "parsed", "parsing_error"}`` instead of raising
+                on a parse error.
+            method: ``"json_schema"`` (the answer is constrained to the schema),
+                ``"function_calling"`` (one forced tool call), ``"json_mode"`` (any JSON
+                object, parsed against the schema).
+            strict: accepted for compatibility; the grammar enforces the schema.
+            **kwargs: further call options to bind.
+        """
+        return structured_output(
+            self, schema, include_raw=include_raw, method=method, strict=strict, **kwargs
         )
 
-    def _engine_prompt(self, input: LanguageModelInput) -> list[int]:
-        """Messages -> prompt token ids through the tokenizer's chat template."""
-        turns = [to_turn(message) for message in self._convert_input(input).to_messages()]
+    def _engine_prompt(self, input: LanguageModelInput, kwargs: Mapping[str, Any]) -> list[int]:
+        """Messages (and bound tools) -> prompt token ids through the chat template."""
+        native = self.engine.chat_template_renders_tools
+        messages = self._convert_input(input).to_messages()
+        turns = [to_turn(message, template_tools=native) for message in messages]
+        tools = active_tools(kwargs)
         try:
-            return self.engine.render_chat(turns)
+            if tools and native:
+                return self.engine.render_chat(turns, tools=tools)
+            return self.engine.render_chat(with_tools_prompt(turns, tools) if tools else turns)
         except Exception as err:
             raise ValueError(
                 f"the chat template of {self.model_name} cannot render these messages: {err}"
@@ -150,8 +214,8 @@ class ChatSeed(EngineModel, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        futures = self._submit([self._engine_prompt(messages)], stop, kwargs)
-        return self._chat_result(wait_all(futures)[0])
+        futures = self._submit([self._engine_prompt(messages, kwargs)], stop, kwargs)
+        return self._chat_result(wait_all(futures)[0], kwargs)
 
     async def _agenerate(
         self,
@@ -160,8 +224,8 @@ class ChatSeed(EngineModel, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        futures = self._submit([self._engine_prompt(messages)], stop, kwargs)
-        return self._chat_result((await await_all(futures))[0])
+        futures = self._submit([self._engine_prompt(messages, kwargs)], stop, kwargs)
+        return self._chat_result((await await_all(futures))[0], kwargs)
 
     def _stream(
         self,
@@ -172,9 +236,11 @@ class ChatSeed(EngineModel, BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         # BaseChatModel fires on_llm_new_token for every chunk yielded here.
         params = self.stream_params(stop, kwargs)
-        stream = open_stream(self.engine, self._engine_prompt(messages), params)
+        stream = open_stream(self.engine, self._engine_prompt(messages, kwargs), params)
+        split = tool_stream(kwargs)
         for piece in stream:
-            yield _text_chunk(piece)
+            yield from _chunks(split, piece)
+        yield from _chunks(split, None)
         yield self._last_chunk(stream.result())
 
     async def _astream(
@@ -185,18 +251,25 @@ class ChatSeed(EngineModel, BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         params, loop = self.stream_params(stop, kwargs), asyncio.get_running_loop()
-        stream = open_stream(self.engine, self._engine_prompt(messages), params, loop=loop)
+        prompt = self._engine_prompt(messages, kwargs)
+        stream = open_stream(self.engine, prompt, params, loop=loop)
+        split = tool_stream(kwargs)
         async for piece in stream:
-            yield _text_chunk(piece)
+            for chunk in _chunks(split, piece):
+                yield chunk
+        for chunk in _chunks(split, None):
+            yield chunk
         yield self._last_chunk(stream.result())
 
-    def _chat_result(self, results: list[GenerationResult]) -> ChatResult:
-        name = self.engine.model_name
+    def _chat_result(
+        self, results: list[GenerationResult], kwargs: Mapping[str, Any]
+    ) -> ChatResult:
+        name, tools = self.engine.model_name, active_tools(kwargs)
         generations = []
         for result in results:
             info = generation_info(result, name)
             message = AIMessage(
-                content=result.text,
+                **answer_fields(result.text, tools),
                 usage_metadata=usage_metadata(result),
                 response_metadata=info,
             )
@@ -218,5 +291,14 @@ class ChatSeed(EngineModel, BaseChatModel):
         return next((output for output in reversed(llm_outputs) if output), {})
 
 
-def _text_chunk(text: str) -> ChatGenerationChunk:
-    return ChatGenerationChunk(message=AIMessageChunk(content=text))
+def _chunks(split: ToolCallStream | None, piece: str | None) -> Iterator[ChatGenerationChunk]:
+    """Message chunks of one streamed piece (``None``: the end of the stream)."""
+    if split is None:
+        parts: Iterable[str | ToolCallChunk] = [piece] if piece else []
+    else:
+        parts = split.feed(piece) if piece is not None else split.close()
+    for part in parts:
+        if isinstance(part, str):
+            yield ChatGenerationChunk(message=AIMessageChunk(content=part))
+        else:
+            yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[part]))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, ClassVar
 
 from langchain_core.callbacks import (
@@ -111,7 +111,7 @@ class SeedLLM(EngineModel, BaseLLM):
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         return self.ls_params(stop, kwargs, "llm")
 
-    def _engine_prompt(self, input: LanguageModelInput) -> str:
+    def _engine_prompt(self, input: LanguageModelInput, kwargs: Mapping[str, Any]) -> str:
         return self._convert_input(input).to_string()
 
     def _generate(

@@ -30,6 +30,7 @@ from langchain_core.prompt_values import PromptValue, StringPromptValue
 from langchain_core.runnables import RunnableConfig
 
 from langchain_seed._adapters.messages import message_text
+from langchain_seed.engine.config import Grammar
 
 TOKEN_COUNTERS = ("prompt_tokens", "generated_tokens")
 """Token counts of a sample (engine-backed models, and others that report usage)."""
@@ -60,6 +61,8 @@ class ModelCall:
     """Stop strings; applied to the text of models that ignore them."""
     configs: Sequence[RunnableConfig] | None = None
     """One runnable config per prompt (callbacks, tags, metadata); ``None``: the run's."""
+    grammar: Grammar | None = None
+    """A grammar every output follows (engine-backed models; other models ignore it)."""
 
 
 @dataclass
@@ -240,6 +243,7 @@ def _generate_args(
         ("max_tokens", call.max_tokens),
         ("temperature", call.temperature),
         ("seed", call.seed),
+        ("grammar", call.grammar),
     ):
         if value is not None:
             kwargs[key] = value

@@ -29,6 +29,20 @@ def tiny_pair(tmp_path_factory: pytest.TempPathFactory) -> TinyPair:
 
 
 @pytest.fixture(scope="session")
+def grammar_pair(tmp_path_factory: pytest.TempPathFactory) -> TinyPair:
+    """The tiny byte pair with EOS = ``</s>`` only, for grammars: ``tiny_pair``'s model EOS
+    is the byte ``"``, which a JSON grammar needs as text. Its context is 4,096 tokens (RoPE:
+    the outputs do not change), room for a tool prompt at one token per byte."""
+    pair = make_tiny_pair(tmp_path_factory.mktemp("tiny-grammar"), vocab="byte", seed=0)
+    eos = pair.tokenizer.eos_token_id
+    for model, path in ((pair.target, pair.target_path), (pair.draft, pair.draft_path)):
+        model.generation_config.eos_token_id = eos
+        model.config.max_position_embeddings = 4096
+        model.save_pretrained(path)
+    return pair
+
+
+@pytest.fixture(scope="session")
 def tiny_small_vocab_pair(tmp_path_factory: pytest.TempPathFactory) -> TinyPair:
     """Tiny 16-token-vocabulary pair for distribution tests."""
     return make_tiny_pair(tmp_path_factory.mktemp("tiny16"), vocab="16", seed=1, noise=0.2)

@@ -9,7 +9,7 @@ LangChain cache may serve a call.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from langchain_core.caches import BaseCache
 from langchain_core.globals import get_llm_cache
@@ -17,7 +17,7 @@ from langchain_core.language_models import LangSmithParams
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from typing_extensions import Self
 
-from langchain_seed.engine.config import EngineConfig, SamplingParams
+from langchain_seed.engine.config import EngineConfig, Grammar, SamplingParams
 from langchain_seed.engine.loading import EMBEDDED_NAME
 
 if TYPE_CHECKING:
@@ -27,6 +27,12 @@ SAMPLING_KWARGS = frozenset(
     {"temperature", "max_tokens", "top_p", "top_k", "seed", "n", "stop", "request_timeout"}
 )
 """Call-time keyword arguments that override the instance's fields for one call."""
+
+GRAMMAR_KWARGS = frozenset({"grammar", "json_schema", "regex", "response_format"})
+"""Call-time keyword arguments that constrain the output (at most one per call)."""
+
+TOOL_KWARGS = frozenset({"tools", "tool_choice", "parallel_tool_calls"})
+"""Call-time keyword arguments of tool calling (``ChatSeed`` only, set by ``bind_tools``)."""
 
 _ROUTING_KWARGS = frozenset(
     {
@@ -44,6 +50,9 @@ _ROUTING_KWARGS = frozenset(
 
 class EngineFields(BaseModel):
     """Fields and helpers common to ``SeedLLM`` and ``ChatSeed`` (a pydantic mixin)."""
+
+    _takes_tools: ClassVar[bool] = False
+    """Whether calls may carry ``tools`` / ``tool_choice`` (``ChatSeed``)."""
 
     model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
 
@@ -146,11 +155,12 @@ class EngineFields(BaseModel):
 
         Raises ValueError naming the argument for an unknown keyword or a value out of range.
         """
-        unknown = set(kwargs) - SAMPLING_KWARGS - _ROUTING_KWARGS - {"timeout"}
+        supported = SAMPLING_KWARGS | GRAMMAR_KWARGS | (TOOL_KWARGS if self._takes_tools else set())
+        unknown = set(kwargs) - supported - _ROUTING_KWARGS - {"timeout"}
         if unknown:
             raise ValueError(
                 f"{type(self).__name__} got unsupported call arguments {sorted(unknown)}; "
-                f"supported: {sorted(SAMPLING_KWARGS)}"
+                f"supported: {sorted(supported)}"
             )
         if stop is None:
             stop = kwargs.get("stop", self.stop)
@@ -166,6 +176,7 @@ class EngineFields(BaseModel):
             stop=tuple(stop or ()),
             seed=kwargs.get("seed", self.seed),
             request_timeout=timeout,
+            grammar=call_grammar(kwargs),
         )
         return params, n
 
@@ -250,3 +261,72 @@ class EngineFields(BaseModel):
         if custom is not None:
             return list(custom(text))
         return list(self.engine.encode(text))
+
+
+def call_grammar(kwargs: Mapping[str, Any]) -> Grammar | None:
+    """The grammar a call's keyword arguments ask for, or ``None``.
+
+    ``grammar`` (a :class:`Grammar`), ``json_schema`` (a JSON-schema dict or text, a pydantic
+    class or a TypedDict), ``regex``, ``response_format`` (OpenAI's ``{"type":
+    "json_object"}`` or ``{"type": "json_schema", "json_schema": {"schema": ...}}``), or
+    ``tools`` with a ``tool_choice`` other than ``"none"``. At most one of them.
+
+    Raises:
+        ValueError: two constraints in one call, or a value of the wrong kind.
+    """
+    given = sorted(k for k in GRAMMAR_KWARGS if kwargs.get(k) is not None)
+    if kwargs.get("tools"):
+        given.append("tools")
+    if len(given) > 1:
+        raise ValueError(f"one output constraint per call, got {given}")
+    if not given:
+        return None
+    key = given[0]
+    value = kwargs[key]
+    if key == "grammar":
+        if not isinstance(value, Grammar):
+            raise TypeError(f"grammar must be a Grammar, got {type(value).__name__}")
+        return value
+    if key == "json_schema":
+        return Grammar.json_schema(json_schema_of(value))
+    if key == "regex":
+        return Grammar.regex(value)
+    if key == "response_format":
+        return _response_format_grammar(value)
+    from langchain_seed._adapters.tools import resolve_tool_choice, tool_grammar, tool_names
+
+    tools = kwargs["tools"]
+    choice = resolve_tool_choice(kwargs.get("tool_choice"), tool_names(tools))
+    return tool_grammar(tools, choice, parallel=kwargs.get("parallel_tool_calls") is not False)
+
+
+def json_schema_of(schema: Any) -> dict[str, Any] | str:
+    """A JSON schema (dict or text) from a dict, JSON text, pydantic class or TypedDict."""
+    if isinstance(schema, (dict, str)):
+        return schema
+    from langchain_core.utils.function_calling import convert_to_json_schema
+
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        return schema.model_json_schema()
+    try:
+        return convert_to_json_schema(schema)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(
+            "json_schema must be a dict, JSON text, a pydantic class or a TypedDict, "
+            f"got {schema!r}"
+        ) from exc
+
+
+def _response_format_grammar(value: Any) -> Grammar:
+    if not isinstance(value, Mapping) or value.get("type") not in ("json_object", "json_schema"):
+        raise ValueError(
+            "response_format must be {'type': 'json_object'} or {'type': 'json_schema', "
+            f"'json_schema': {{'schema': ...}}}}, got {value!r}"
+        )
+    if value["type"] == "json_object":
+        return Grammar.json_object()
+    inner = value.get("json_schema") or {}
+    schema = inner.get("schema") if isinstance(inner, Mapping) else None
+    if schema is None:
+        raise ValueError("response_format of type json_schema needs json_schema.schema")
+    return Grammar.json_schema(json_schema_of(schema))

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, HumanMessage, SystemMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    ChatMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 
 _ROLES: tuple[tuple[type[BaseMessage], str], ...] = (
     (SystemMessage, "system"),
@@ -38,13 +45,24 @@ def message_text(message: BaseMessage, *, strict: bool = False) -> str:
     return "".join(parts)
 
 
-def to_turn(message: BaseMessage) -> dict[str, str]:
+def to_turn(message: BaseMessage, *, template_tools: bool = False) -> dict[str, str]:
     """One LangChain message -> one ``{"role", "content"}`` turn of a chat template.
 
+    An AI message's tool calls are written after its text in the tool-call format
+    (:mod:`~langchain_seed._adapters.tools`); a ``ToolMessage`` becomes a ``tool`` turn,
+    wrapped in ``<tool_response>`` tags unless the template renders tools itself
+    (``template_tools``).
+
     Raises:
-        ValueError: for a message type without a chat role, an AI message with tool calls,
-            or content that is not text.
+        ValueError: for a message type without a chat role, or content that is not text.
     """
+    from langchain_seed._adapters.tools import call_text
+
+    if isinstance(message, ToolMessage):
+        text = message_text(message, strict=True)
+        if not template_tools:
+            text = f"<tool_response>\n{text}\n</tool_response>"
+        return {"role": "tool", "content": text}
     if isinstance(message, ChatMessage):
         role = message.role
     else:
@@ -52,8 +70,10 @@ def to_turn(message: BaseMessage) -> dict[str, str]:
     if not role:
         raise ValueError(
             f"ChatSeed cannot render a {type(message).__name__} (type {message.type!r}): "
-            "supported are SystemMessage, HumanMessage, AIMessage and ChatMessage"
+            "supported are SystemMessage, HumanMessage, AIMessage, ToolMessage and ChatMessage"
         )
+    content = message_text(message, strict=True)
     if isinstance(message, AIMessage) and message.tool_calls:
-        raise ValueError("ChatSeed does not support tool calling: an AIMessage has tool_calls")
-    return {"role": role, "content": message_text(message, strict=True)}
+        calls = [call_text(call["name"], call["args"]) for call in message.tool_calls]
+        content = "\n".join([content, *calls] if content else calls)
+    return {"role": role, "content": content}

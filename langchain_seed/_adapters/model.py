@@ -34,8 +34,11 @@ class EngineModel(EngineFields):
     """Whether LangChain's cache key holds a call's keyword arguments (not for ``BaseLLM``)."""
 
     @abc.abstractmethod
-    def _engine_prompt(self, input: LanguageModelInput) -> Prompt:
-        """One LangChain input -> the engine prompt its run submits (raises on bad input)."""
+    def _engine_prompt(self, input: LanguageModelInput, kwargs: Mapping[str, Any]) -> Prompt:
+        """One LangChain input (and its call's options) -> the engine prompt its run submits.
+
+        Raises ``ValueError`` / ``TypeError`` for an input the engine cannot run.
+        """
 
     @property
     def _identifying_params(self) -> Mapping[str, Any]:
@@ -67,7 +70,7 @@ class EngineModel(EngineFields):
         engine, prompts = self.engine, []
         for input_ in inputs:
             try:
-                prompt = self._engine_prompt(input_)
+                prompt = self._engine_prompt(input_, kwargs)
                 engine.check_prompt(prompt, params)
             except (ValueError, TypeError):
                 continue

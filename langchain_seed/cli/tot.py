@@ -53,6 +53,11 @@ def register(subparsers: Any) -> None:
         choices=("paper", "short"),
         help="game24 value prompt: the paper's, or one-line examples a tiny model follows",
     )
+    search.add_argument(
+        "--constrain-evaluations",
+        action="store_true",
+        help="constrain evaluation answers to the task's labels (game24: sure/likely/impossible)",
+    )
     model = parser.add_argument_group("model and engine")
     model.add_argument("--model", default=None, help="target model (default: embedded)")
     model.add_argument("--draft-model", default=None, help="draft model for 'model' drafting")
@@ -199,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         max_tokens=args.max_tokens,
         seed=args.seed,
+        constrain_evaluations=args.constrain_evaluations or None,
     )
     console.print(f"[bold]{args.task}[/bold] {args.search}: {example['input'][:200]}")
     result = tot.invoke(example, config={"callbacks": [_level_printer(console)]})

@@ -171,6 +171,12 @@ class Engine(EngineService):
         with self._tok_lock:
             return list(self.tokenizer.encode(text))
 
+    @property
+    def chat_template_renders_tools(self) -> bool:
+        """Whether the tokenizer's chat template takes ``tools`` (renders tool schemas)."""
+        template = getattr(self.tokenizer, "chat_template", None) or ""
+        return "tools" in (template if isinstance(template, str) else str(template))
+
     def render_chat(self, messages: Seq[dict[str, Any]], **template_kwargs: Any) -> list[int]:
         """Prompt token ids of chat ``messages`` through the tokenizer's chat template.
 

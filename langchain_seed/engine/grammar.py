@@ -107,8 +107,8 @@ class GrammarCompiler:
         try:
             if grammar.kind == "json_schema":
                 return compiler.compile_json_schema(grammar.spec, any_whitespace=False)
-            if grammar.kind == "json_object":
-                return compiler.compile_builtin_json_grammar()
+            if grammar.kind == "json_object":  # the builtin JSON grammar allows any value
+                return compiler.compile_json_schema('{"type": "object"}', any_whitespace=False)
             if grammar.kind == "regex":
                 return compiler.compile_regex(grammar.spec)
             if grammar.kind == "ebnf":
@@ -158,6 +158,10 @@ class RowGrammar:
                     masks[i + 1].fill_(-1)  # after a refused token: never reached
                 break
             walked += 1
+            if self.matcher.is_terminated():  # a drafted stop token: the request ends there
+                keep = i + 1
+                masks[i + 1].fill_(-1)  # after the stop token: never reached
+                break
         if walked:
             self.matcher.rollback(walked)
         probs = draft.probs[:keep] if draft.probs is not None else None

@@ -119,6 +119,10 @@ class TreeOfThoughts(RunnableSerializable[dict[str, Any], dict[str, Any]]):
     """BFS selection: top-b by value, or b draws weighted by value."""
     value_threshold: float | None = None
     """DFS prunes children valued below this; ``None``: the task's."""
+    constrain_evaluations: bool | None = None
+    """Constrain evaluation answers to the task's labels (engine-backed models); ``None``:
+    the task's setting (off by default). Game of 24: up to two short lines, then sure /
+    likely / impossible."""
     max_nodes: int | None = Field(default=None, ge=1)
     """Most nodes to create (root excluded); reaching it ends the search cleanly."""
     temperature: float | None = Field(default=None, ge=0.0)
@@ -189,6 +193,9 @@ class TreeOfThoughts(RunnableSerializable[dict[str, Any], dict[str, Any]]):
         if cfg.steps != task.steps:
             task = copy.copy(task)
             task.steps = cfg.steps
+        if self.constrain_evaluations not in (None, task.constrain_evaluations):
+            task = copy.copy(task)
+            task.constrain_evaluations = bool(self.constrain_evaluations)
         return Search(task, x, cfg), x, gold
 
     # -- runs -------------------------------------------------------------------------
@@ -247,6 +254,7 @@ class TreeOfThoughts(RunnableSerializable[dict[str, Any], dict[str, Any]]):
                     max_tokens=message.max_tokens,
                     temperature=self._temperature(),
                     stop=message.stop,
+                    grammar=message.grammar,
                 )
                 assert result is not None
                 stats.add(message, result)

@@ -15,6 +15,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from langchain_seed.engine.config import Grammar
 from langchain_seed.tree_of_thoughts.task import ToTTask
 from langchain_seed.tree_of_thoughts.tree import Node, Tree
 
@@ -34,6 +35,8 @@ class Phase:
     """Completions per prompt (siblings of one prompt form one engine group)."""
     max_tokens: int
     stop: list[str] | None
+    grammar: Grammar | None = None
+    """The grammar every output follows (engine-backed models), e.g. evaluation labels."""
 
 
 @dataclass
@@ -188,6 +191,7 @@ class Search:
                 self.cfg.n_evaluate_sample,
                 self.cfg.evaluate_max_tokens or task.evaluate_max_tokens,
                 _stops(task.evaluate_stop),
+                task.evaluation_grammar(step),
             )
             assert outputs is not None
             for prompt, outs in zip(todo, outputs, strict=True):

@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from langchain_seed.engine.config import Grammar
+
 GenerateMode = Literal["propose", "sample"]
 EvaluateMode = Literal["value", "vote"]
 
@@ -82,6 +84,9 @@ class ToTTask:
     """Stop strings of evaluation calls (``None``: none)."""
     value_threshold: float = 0.0
     """DFS prunes children whose value is below this."""
+    constrain_evaluations: bool = False
+    """Constrain evaluation answers to the task's format (:meth:`evaluation_grammar`) with
+    an engine-backed model; other models are not constrained."""
 
     # -- generation -------------------------------------------------------------------
 
@@ -153,6 +158,17 @@ class ToTTask:
             The prompt text; identical prompts are computed once per search.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement value_prompt")
+
+    def evaluation_grammar(self, step: int) -> Grammar | None:
+        """The grammar evaluation answers follow when ``constrain_evaluations`` is on.
+
+        Args:
+            step: the depth of the states being evaluated.
+
+        Returns:
+            ``None`` here (no constraint); tasks with labelled answers override it.
+        """
+        return None
 
     def parse_value(self, x: str, state: str, outputs: list[str]) -> float | None:
         """Map the ``n_evaluate_sample`` outputs of a value prompt to a number.

@@ -8,9 +8,9 @@ from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
     ChatMessage,
+    FunctionMessage,
     HumanMessage,
     SystemMessage,
-    ToolMessage,
 )
 from lc_adapter_helpers import Recorder, SpyEngine
 
@@ -109,8 +109,8 @@ def test_image_content_is_rejected_clearly(chat):
 
 
 def test_unknown_message_type_is_rejected_clearly(chat):
-    with pytest.raises(ValueError, match="cannot render a ToolMessage"):
-        chat.invoke([HumanMessage("hi"), ToolMessage("42", tool_call_id="call-1")])
+    with pytest.raises(ValueError, match="cannot render a FunctionMessage"):
+        chat.invoke([HumanMessage("hi"), FunctionMessage("42", name="f")])
 
 
 def test_template_failure_is_reported_as_value_error(chat):
@@ -123,11 +123,6 @@ def test_template_failure_is_reported_as_value_error(chat):
             chat.invoke("hello")
     finally:
         engine.tokenizer.chat_template = saved
-
-
-def test_bind_tools_raises_not_implemented(chat):
-    with pytest.raises(NotImplementedError, match="tool calling"):
-        chat.bind_tools([])
 
 
 def test_batch_is_one_engine_submission(chat):

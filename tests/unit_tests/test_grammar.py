@@ -74,21 +74,8 @@ def constrained_greedy(model, tokenizer, prompt: str, grammar: Grammar, stop_ids
 
 
 @pytest.fixture(scope="module")
-def tiny_pair(tmp_path_factory):
-    """The tiny byte pair with EOS = ``</s>`` only (the shared pair's model EOS is the byte
-    ``"``, which a JSON grammar needs as text)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parents[1]))
-    from tiny_models import make_tiny_pair
-
-    pair = make_tiny_pair(tmp_path_factory.mktemp("grammar-pair"))
-    eos = pair.tokenizer.eos_token_id
-    for model, path in ((pair.target, pair.target_path), (pair.draft, pair.draft_path)):
-        model.generation_config.eos_token_id = eos
-        model.generation_config.save_pretrained(path)
-    return pair
+def tiny_pair(grammar_pair):
+    return grammar_pair
 
 
 @pytest.fixture(scope="module")

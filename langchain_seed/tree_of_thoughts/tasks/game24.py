@@ -18,6 +18,7 @@ from fractions import Fraction
 from typing import Any, Literal
 
 from langchain_seed.datasets import game24_puzzle
+from langchain_seed.engine.config import Grammar
 from langchain_seed.tree_of_thoughts.task import EvaluateMode, GenerateMode, ToTTask
 
 # fmt: off
@@ -168,6 +169,9 @@ Judge:"""  # noqa: W291 (the paper's prompt has a space after "Judge:")
 VALUE_MAP = {"sure": 20.0, "likely": 1.0, "impossible": 0.001}
 """The paper's mapping of a judgement to a value; a state's value sums its samples."""
 
+EVALUATION_REGEX = r"([^\n]{0,30}\n){0,2}(sure|likely|impossible)"
+"""What a constrained evaluation answer may be (``constrain_evaluations``)."""
+
 STEP_RE = re.compile(r"^\s*(?P<expr>.+?)\s*=\s*(?P<result>-?[\d.]+)\s*\(left:\s*(?P<left>[^)]*)\)")
 
 
@@ -301,6 +305,16 @@ class Game24Task(ToTTask):
             return VALUE_LAST_STEP_PROMPT.format(input=x, answer=answer)
         template = SHORT_VALUE_PROMPT if self.value_style == "short" else VALUE_PROMPT
         return template.format(input=current_numbers(state, x))
+
+    def evaluation_grammar(self, step: int) -> Grammar | None:
+        """With ``constrain_evaluations``: up to two short lines, then the judgement word.
+
+        Fits both value prompts (a calculation line, then sure / likely / impossible) and
+        the judge prompt (the word after ``Judge:``) within ``evaluate_max_tokens``.
+        """
+        if not self.constrain_evaluations:
+            return None
+        return Grammar.regex(EVALUATION_REGEX)
 
     def parse_value(self, x: str, state: str, outputs: list[str]) -> float | None:
         """Sum of 20 / 1 / 0.001 over the samples' judgements (``None`` if none parses).

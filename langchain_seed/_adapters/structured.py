@@ -1,0 +1,81 @@
+"""``ChatSeed.with_structured_output``: a constrained call followed by a parser.
+
+- ``"json_schema"``: the answer is constrained to the schema (a JSON-schema grammar);
+- ``"function_calling"``: the answer is one forced call of a tool whose parameters are the
+  schema (the tool-call grammar);
+- ``"json_mode"``: the answer is constrained to some JSON object and parsed against the
+  schema afterwards.
+
+The bound call carries ``ls_structured_output_format`` the way LangChain traces it.
+"""
+
+from __future__ import annotations
+
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, Literal
+
+from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
+from langchain_core.output_parsers.openai_tools import (
+    JsonOutputKeyToolsParser,
+    PydanticToolsParser,
+)
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from langchain_seed.chat_models import ChatSeed
+
+METHODS = ("json_schema", "function_calling", "json_mode")
+
+
+def structured_output(
+    model: ChatSeed,
+    schema: dict[str, Any] | type,
+    *,
+    include_raw: bool,
+    method: Literal["json_schema", "function_calling", "json_mode"],
+    strict: bool | None,
+    **kwargs: Any,
+) -> Runnable[Any, Any]:
+    """The runnable ``with_structured_output`` returns (see ``ChatSeed``'s docstring).
+
+    Raises:
+        ValueError: an unknown ``method``, or a schema the converters do not accept.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    pydantic = isinstance(schema, type) and issubclass(schema, BaseModel)
+    trace = {"kwargs": {"method": method, "strict": strict}, "schema": schema}
+    parser: Runnable[Any, Any]
+    if method == "function_calling":
+        tool = convert_to_openai_tool(schema)
+        tool["function"].setdefault("description", "Return the answer in this structure.")
+        name = tool["function"]["name"]
+        bound = model.bind_tools(
+            [tool], tool_choice=name, ls_structured_output_format=trace, **kwargs
+        )
+        parser = (
+            PydanticToolsParser(tools=[schema], first_tool_only=True)  # type: ignore[list-item]
+            if pydantic
+            else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
+        )
+    else:
+        constraint = (
+            {"json_schema": schema}
+            if method == "json_schema"
+            else {"response_format": {"type": "json_object"}}
+        )
+        bound = model.bind(**constraint, ls_structured_output_format=trace, **kwargs)
+        parser = (
+            PydanticOutputParser(pydantic_object=schema)  # type: ignore[arg-type]
+            if pydantic
+            else JsonOutputParser()
+        )
+    if not include_raw:
+        return bound | parser
+    parsed = RunnablePassthrough.assign(
+        parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
+    )
+    unparsed = RunnablePassthrough.assign(parsed=lambda _: None)
+    return RunnableMap(raw=bound) | parsed.with_fallbacks([unparsed], exception_key="parsing_error")
