@@ -93,6 +93,11 @@ def main() -> None:
     args = parser.parse_args()
     t0 = time.perf_counter()
     messages = run(args.question, model=args.model, max_tokens=args.max_tokens, auto=args.auto)
+    print_conversation(messages, time.perf_counter() - t0)
+
+
+def print_conversation(messages: list[BaseMessage], seconds: float) -> None:
+    """One line per message: tool calls, tool results, and the text turns."""
     for message in messages:
         if isinstance(message, AIMessage) and message.tool_calls:
             for call in message.tool_calls:
@@ -101,7 +106,7 @@ def main() -> None:
             print(f"[tool  -> agent] {message.name}: {message.content}")
         else:
             print(f"[{message.type}] {message.content}")
-    print(f"({len(messages)} messages, {time.perf_counter() - t0:.1f} s)")
+    print(f"({len(messages)} messages, {seconds:.1f} s)")
 
 
 if __name__ == "__main__":

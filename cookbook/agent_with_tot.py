@@ -18,7 +18,8 @@ import argparse
 import time
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from agent_tools import print_conversation  # the cookbook folder is on sys.path
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import StructuredTool
 from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
@@ -95,15 +96,7 @@ def main() -> None:
     args = parser.parse_args()
     t0 = time.perf_counter()
     messages = run(args.question, model=args.model, breadth=args.breadth, max_nodes=args.max_nodes)
-    for message in messages:
-        if isinstance(message, AIMessage) and message.tool_calls:
-            for call in message.tool_calls:
-                print(f"[agent -> tool] {call['name']}({call['args']})")
-        elif isinstance(message, ToolMessage):
-            print(f"[tool  -> agent] {message.content}")
-        else:
-            print(f"[{message.type}] {message.content}")
-    print(f"({len(messages)} messages, {time.perf_counter() - t0:.1f} s)")
+    print_conversation(messages, time.perf_counter() - t0)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from langchain_seed._adapters.messages import to_turn
 from langchain_seed._adapters.model import EngineModel
 from langchain_seed._adapters.results import generation_info, llm_output, usage_metadata
 from langchain_seed._adapters.streaming import open_stream
-from langchain_seed._adapters.structured import structured_output
+from langchain_seed._adapters.structured import answer_format_text, structured_output
 from langchain_seed._adapters.submission import await_all, wait_all
 from langchain_seed._adapters.tools import (
     ToolCallStream,
@@ -32,7 +32,8 @@ from langchain_seed._adapters.tools import (
     resolve_tool_choice,
     tool_names,
     tool_stream,
-    with_tools_prompt,
+    tools_system_text,
+    with_system_text,
 )
 from langchain_seed.llms import SeedLLM
 
@@ -198,10 +199,14 @@ class ChatSeed(EngineModel, BaseChatModel):
         messages = self._convert_input(input).to_messages()
         turns = [to_turn(message, template_tools=native) for message in messages]
         tools = active_tools(kwargs)
+        if tools and not native:
+            turns = with_system_text(turns, tools_system_text(tools))
+        if (answer_format := answer_format_text(kwargs)) is not None:
+            turns = with_system_text(turns, answer_format)
         try:
             if tools and native:
                 return self.engine.render_chat(turns, tools=tools)
-            return self.engine.render_chat(with_tools_prompt(turns, tools) if tools else turns)
+            return self.engine.render_chat(turns)
         except Exception as err:
             raise ValueError(
                 f"the chat template of {self.model_name} cannot render these messages: {err}"

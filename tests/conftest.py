@@ -48,6 +48,30 @@ def tiny_small_vocab_pair(tmp_path_factory: pytest.TempPathFactory) -> TinyPair:
     return make_tiny_pair(tmp_path_factory.mktemp("tiny16"), vocab="16", seed=1, noise=0.2)
 
 
+def _unrelated_draft(pair: TinyPair, root: Path, seed: int) -> Path:
+    from tiny_models import tiny_llama
+
+    model = tiny_llama(len(pair.tokenizer), seed=seed, init=0.6)
+    model.save_pretrained(root)
+    pair.tokenizer.save_pretrained(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def unrelated_draft(tiny_small_vocab_pair: TinyPair, tmp_path_factory: pytest.TempPathFactory):
+    """A draft for the 16-token pair with unrelated weights (q far from p): a rule that
+    ignores p lands on the draft's distribution."""
+    return _unrelated_draft(tiny_small_vocab_pair, tmp_path_factory.mktemp("unrelated"), 77)
+
+
+@pytest.fixture(scope="session")
+def far_draft(tiny_small_vocab_pair: TinyPair, tmp_path_factory: pytest.TempPathFactory):
+    """Another unrelated draft, one that puts much mass on tokens a grammar refuses: a rule
+    that mishandles refused draft tokens then shows (TV 0.16 at the first position against
+    ~0.03 of sampling noise in test_grammar.py, where the draft above gives only 0.04)."""
+    return _unrelated_draft(tiny_small_vocab_pair, tmp_path_factory.mktemp("far"), 78)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models on a shared 2-core machine: one intra-op thread is many times faster.

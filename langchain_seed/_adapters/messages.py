@@ -18,13 +18,18 @@ _ROLES: tuple[tuple[type[BaseMessage], str], ...] = (
 )
 
 
+TOOL_BLOCKS = frozenset({"tool_use", "tool_call", "function_call"})
+"""Content blocks that repeat an AI message's ``tool_calls`` (rendered from those)."""
+
+
 def message_text(message: BaseMessage, *, strict: bool = False) -> str:
     """The text of a message: string content as is, text blocks joined.
 
     Args:
         message: any LangChain message.
-        strict: raise on a content block that is not text (an image, a tool use) instead of
-            leaving it out.
+        strict: raise on a content block that is not text (an image, audio) instead of
+            leaving it out. An AI message's tool-use blocks are always left out: its
+            ``tool_calls`` carry them.
 
     Raises:
         ValueError: with ``strict``, naming the message type and the block type.
@@ -37,6 +42,8 @@ def message_text(message: BaseMessage, *, strict: bool = False) -> str:
             parts.append(block)
         elif block.get("type") == "text":
             parts.append(str(block.get("text", "")))
+        elif block.get("type") in TOOL_BLOCKS and isinstance(message, AIMessage):
+            continue
         elif strict:
             raise ValueError(
                 f"ChatSeed accepts text content only; a {type(message).__name__} holds a "

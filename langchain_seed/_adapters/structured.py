@@ -6,11 +6,14 @@
 - ``"json_mode"``: the answer is constrained to some JSON object and parsed against the
   schema afterwards.
 
-The bound call carries ``ls_structured_output_format`` the way LangChain traces it.
+The bound call carries ``ls_structured_output_format`` the way LangChain traces it. The
+schema (or "one JSON object") is also stated in the system message (:data:`SCHEMA_PROMPT`).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -27,6 +30,29 @@ if TYPE_CHECKING:
     from langchain_seed.chat_models import ChatSeed
 
 METHODS = ("json_schema", "function_calling", "json_mode")
+
+SCHEMA_PROMPT = "Answer with one JSON object that follows this JSON schema:\n{schema}"
+"""What ``ChatSeed`` adds to the system message of a call constrained to a JSON schema (the
+grammar enforces the schema; a small model writes better values when it is told it)."""
+
+JSON_PROMPT = "Answer with one JSON object."
+"""What ``ChatSeed`` adds to the system message of a JSON-mode call."""
+
+
+def answer_format_text(kwargs: Mapping[str, Any]) -> str | None:
+    """The system text for a call with a ``json_schema`` or ``response_format``, else None."""
+    from langchain_seed._adapters.fields import json_schema_of
+
+    fmt = kwargs.get("response_format")
+    schema = kwargs.get("json_schema")
+    if schema is None and isinstance(fmt, Mapping) and fmt.get("type") == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema")
+    if schema is not None:
+        value = json_schema_of(schema)
+        return SCHEMA_PROMPT.format(schema=value if isinstance(value, str) else json.dumps(value))
+    if isinstance(fmt, Mapping) and fmt.get("type") == "json_object":
+        return JSON_PROMPT
+    return None
 
 
 def structured_output(

@@ -57,11 +57,12 @@ ToolLike = Mapping[str, Any] | type | Callable[..., Any] | BaseTool
 def format_tools(tools: Sequence[ToolLike], *, strict: bool | None = None) -> list[dict[str, Any]]:
     """Tools in OpenAI's format (``convert_to_openai_tool``), each checked.
 
+    A name given twice (a class and its schema dict, say) keeps its first definition.
+
     Raises:
-        ValueError: a tool without a name or without a description, or two tools with one
-            name.
+        ValueError: a tool without a name or without a description.
     """
-    formatted = []
+    formatted: dict[str, dict[str, Any]] = {}
     for tool in tools:
         spec = convert_to_openai_tool(tool, strict=strict)  # type: ignore[arg-type]
         function = spec.get("function", {})
@@ -74,12 +75,8 @@ def format_tools(tools: Sequence[ToolLike], *, strict: bool | None = None) -> li
                 "the tool (add a docstring or a description)"
             )
         function.setdefault("parameters", {"type": "object", "properties": {}})
-        formatted.append(spec)
-    names = [t["function"]["name"] for t in formatted]
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        raise ValueError(f"tool names must be unique, got {duplicated} more than once")
-    return formatted
+        formatted.setdefault(name, spec)
+    return list(formatted.values())
 
 
 def tool_names(tools: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -152,13 +149,17 @@ def tool_grammar(
             "stop_after_first": not parallel,
         }
     else:
-        fmt = {
+        calls = {
             "type": "tags_with_separator",
             "tags": tags,
             "separator": "\n",
             "at_least_one": True,
             "stop_after_first": not parallel or choice != "required",
         }
+        # A newline after the last call may end the answer: otherwise a model that ends
+        # its line would be made to start another call.
+        newline = {"type": "optional", "content": {"type": "const_string", "value": "\n"}}
+        fmt = {"type": "sequence", "elements": [calls, newline]}
     return Grammar.structural_tag({"type": "structural_tag", "format": fmt})
 
 
@@ -175,11 +176,8 @@ def active_tools(kwargs: Mapping[str, Any]) -> list[dict[str, Any]] | None:
     return list(tools)
 
 
-def with_tools_prompt(
-    turns: Sequence[dict[str, str]], tools: Sequence[Mapping[str, Any]]
-) -> list[dict[str, str]]:
-    """Chat turns with :data:`TOOLS_PROMPT` added to the system turn (one is added first)."""
-    text = tools_system_text(tools)
+def with_system_text(turns: Sequence[dict[str, str]], text: str) -> list[dict[str, str]]:
+    """Chat turns with ``text`` added to the system turn (one is added first if none)."""
     out = [dict(t) for t in turns]
     if out and out[0]["role"] == "system":
         out[0]["content"] = f"{out[0]['content']}\n\n{text}" if out[0]["content"] else text

@@ -59,7 +59,7 @@ class Grammar:
                 raise ValueError(f"json_schema is not valid JSON: {exc}") from exc
         if not isinstance(schema, dict):
             raise TypeError(f"json_schema must be a dict, got {type(schema).__name__}")
-        return cls("json_schema", json.dumps(schema, sort_keys=True))
+        return cls("json_schema", json.dumps(schema))  # key order kept: it orders the output
 
     @classmethod
     def json_object(cls) -> Grammar:

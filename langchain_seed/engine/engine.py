@@ -21,14 +21,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from typing import Any, cast
 
 import torch
 
 from langchain_seed.engine.admission import Admitter
-from langchain_seed.engine.config import EngineConfig, SamplingParams
+from langchain_seed.engine.config import EngineConfig
 from langchain_seed.engine.draft_policy import DraftPolicy
 from langchain_seed.engine.drafters.base import Draft, Drafter, call_hook
 from langchain_seed.engine.drafters.model import ModelDrafter
@@ -283,17 +282,10 @@ class Engine(EngineService):
                 out.append(Draft())
         return out
 
-    def _make_sequence(
-        self,
-        prompt: Prompt,
-        params: SamplingParams,
-        group: str | None,
-        on_delta: Callable[[str], None] | None,
-    ) -> Sequence:
-        seq = super()._make_sequence(prompt, params, group, on_delta)
-        if params.grammar is not None:  # compiled on the caller's thread: errors raise there
-            seq.grammar = self.grammars.matcher(params.grammar)
-        return seq
+    def _prepare(self, seq: Sequence) -> None:
+        """A constrained request's grammar, compiled at submission (errors raise there)."""
+        if seq.params.grammar is not None:
+            seq.grammar = self.grammars.matcher(seq.params.grammar)
 
     def _verify(self, seqs: list[Sequence], drafts: list[Draft]) -> list[Verdict]:
         """Step 3: one target forward over ``seqs`` (contiguous rows) and its verdicts."""

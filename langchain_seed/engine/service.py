@@ -267,7 +267,15 @@ class EngineService(abc.ABC):
             seq.deadline = time.monotonic() + params.request_timeout
         seq.future = Future()
         seq.stats.prompt_tokens = len(ids)
+        self._prepare(seq)
         return seq
+
+    @abc.abstractmethod
+    def _prepare(self, seq: Sequence) -> None:
+        """Per-request state besides the sequence, built on the caller's thread.
+
+        Its errors (a grammar that does not compile) raise at submission.
+        """
 
     def _wait_for_room(self, count: int) -> None:
         limit = self.config.max_queue

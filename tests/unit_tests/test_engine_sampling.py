@@ -133,22 +133,6 @@ class ModeDrafter:
         pass
 
 
-@pytest.fixture(scope="module")
-def unrelated_draft(tiny_small_vocab_pair, tmp_path_factory):
-    """A draft with the same vocabulary but unrelated weights (q far from p)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parents[1]))
-    from tiny_models import tiny_llama
-
-    model = tiny_llama(len(tiny_small_vocab_pair.tokenizer), seed=77, init=0.6)
-    path = tmp_path_factory.mktemp("unrelated")
-    model.save_pretrained(path)
-    tiny_small_vocab_pair.tokenizer.save_pretrained(path)
-    return path
-
-
 SAMPLING_CASES = {
     "plain": SamplingParams(temperature=1.0),
     "top_k": SamplingParams(temperature=0.8, top_k=5),

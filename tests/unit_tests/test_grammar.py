@@ -207,22 +207,6 @@ def exact_constrained_marginals(model, tokenizer, params: SamplingParams) -> tor
         return torch.stack([p1, joint12.sum(0), m3])
 
 
-@pytest.fixture(scope="module")
-def far_draft(tiny_small_vocab_pair, tmp_path_factory):
-    """A draft with the same vocabulary and unrelated weights: it often drafts refused tokens."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parents[1]))
-    from tiny_models import tiny_llama
-
-    model = tiny_llama(len(tiny_small_vocab_pair.tokenizer), seed=78, init=0.6)
-    path = tmp_path_factory.mktemp("far-draft")
-    model.save_pretrained(path)
-    tiny_small_vocab_pair.tokenizer.save_pretrained(path)
-    return path
-
-
 def sample_constrained(pair, draft_path) -> tuple[torch.Tensor, object]:
     config = EngineConfig(
         model=str(pair.target_path),
