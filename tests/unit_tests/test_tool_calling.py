@@ -320,3 +320,31 @@ def test_seed_llm_takes_regex_and_json_schema_call_options(grammar_pair):
     assert value["room"] in ("kitchen", "hall")
     with pytest.raises(ValueError, match="one output constraint per call"):
         llm.invoke("x", regex="a", json_schema=SWITCH_SCHEMA)
+
+
+TOOLS_TEMPLATE = (
+    "{% if tools %}<s>system\nTOOLS:{% for t in tools %} {{ t['function']['name'] }}"
+    "{% endfor %}</s>\n{% endif %}"
+    "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant\n{% endif %}"
+)
+
+
+def test_a_template_that_renders_tools_gets_them_and_no_default_prompt(chat, monkeypatch):
+    engine = chat.engine
+    monkeypatch.setattr(engine.tokenizer, "chat_template", TOOLS_TEMPLATE)
+    assert engine.chat_template_renders_tools
+    seen = []
+    render = engine.render_chat
+
+    def spy(turns, **kw):
+        seen.append((turns, kw))
+        return render(turns, **kw)
+
+    monkeypatch.setattr(engine, "render_chat", spy)
+    history = [HumanMessage("mode?"), ToolMessage("standby", tool_call_id="call_1")]
+    chat.bind_tools(TOOLS, tool_choice="get_mode", parallel_tool_calls=False).invoke(history)
+    turns, kw = seen[-1]
+    assert [t["function"]["name"] for t in kw["tools"]] == NAMES
+    assert all("<tools>" not in t["content"] for t in turns)
+    assert turns[-1] == {"role": "tool", "content": "standby"}  # the template wraps it
