@@ -236,7 +236,7 @@ class EngineFields(BaseModel):
         """
         if not self._cache_configured():
             return False
-        if not kwargs_in_key and SAMPLING_KWARGS & kwargs.keys():
+        if not kwargs_in_key and (SAMPLING_KWARGS | GRAMMAR_KWARGS | TOOL_KWARGS) & kwargs.keys():
             return False
         params, n = self.sampling_params(stop, kwargs)
         return n == 1 and (params.greedy or params.seed is not None)
@@ -274,8 +274,11 @@ def call_grammar(kwargs: Mapping[str, Any]) -> Grammar | None:
     Raises:
         ValueError: two constraints in one call, or a value of the wrong kind.
     """
+    from langchain_seed._adapters.tools import active_tools, tool_grammar, tool_names
+
     given = sorted(k for k in GRAMMAR_KWARGS if kwargs.get(k) is not None)
-    if kwargs.get("tools"):
+    tools = active_tools(kwargs)  # bound tools with tool_choice "none" constrain nothing
+    if tools:
         given.append("tools")
     if len(given) > 1:
         raise ValueError(f"one output constraint per call, got {given}")
@@ -293,9 +296,9 @@ def call_grammar(kwargs: Mapping[str, Any]) -> Grammar | None:
         return Grammar.regex(value)
     if key == "response_format":
         return _response_format_grammar(value)
-    from langchain_seed._adapters.tools import resolve_tool_choice, tool_grammar, tool_names
+    from langchain_seed._adapters.tools import resolve_tool_choice
 
-    tools = kwargs["tools"]
+    assert tools is not None
     choice = resolve_tool_choice(kwargs.get("tool_choice"), tool_names(tools))
     return tool_grammar(tools, choice, parallel=kwargs.get("parallel_tool_calls") is not False)
 

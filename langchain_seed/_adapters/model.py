@@ -59,7 +59,7 @@ class EngineModel(EngineFields):
         hit must not cost a generation). Inputs the engine would refuse, and calls with bad
         arguments, are left to their own runs, which raise the error in their own place.
         """
-        if len(inputs) < 2 or self.cache_may_serve(stop, kwargs):
+        if not isinstance(inputs, list) or len(inputs) < 2 or self.cache_may_serve(stop, kwargs):
             yield
             return
         try:

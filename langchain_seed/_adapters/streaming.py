@@ -86,7 +86,7 @@ def open_stream(
     text arrives whole, as one piece.
     """
     stream = DeltaStream(loop)
-    taken = take(prompt, params, 1)
+    taken = take(engine, prompt, params, 1)
     if taken is not None:
         taken[0].add_done_callback(stream._put_whole_text)
         stream._attach(taken[0])

@@ -101,6 +101,7 @@ async def await_all(futures: Futures) -> list[list[GenerationResult]]:
 
 @dataclass
 class _Waiting:
+    engine: Engine
     prompt: Prompt
     params: SamplingParams
     n: int
@@ -115,18 +116,24 @@ class _Submitted:
         self._waiting: list[_Waiting] = []
 
     def add(
-        self, prompts: Sequence[Prompt], params: SamplingParams, n: int, futures: Futures
+        self,
+        engine: Engine,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        n: int,
+        futures: Futures,
     ) -> None:
         with self._lock:
             for prompt, row in zip(prompts, futures, strict=True):
-                self._waiting.append(_Waiting(prompt, params, n, row))
+                self._waiting.append(_Waiting(engine, prompt, params, n, row))
 
     def take(
-        self, prompt: Prompt, params: SamplingParams, n: int
+        self, engine: Engine, prompt: Prompt, params: SamplingParams, n: int
     ) -> list[Future[GenerationResult]] | None:
         with self._lock:
             for i, entry in enumerate(self._waiting):
-                if entry.prompt == prompt and entry.n == n and entry.params == params:
+                same = entry.engine is engine and entry.prompt == prompt and entry.n == n
+                if same and entry.params == params:
                     return self._waiting.pop(i).futures
         return None
 
@@ -155,7 +162,7 @@ def submitted_together(
     try:
         # A scope inside another one (a generate inside a batch) takes over what the outer
         # scope submitted for these prompts.
-        submitted.add(prompts, params, n, submit_all(engine, prompts, params, n))
+        submitted.add(engine, prompts, params, n, submit_all(engine, prompts, params, n))
     except Exception:  # each run then submits on its own and reports its own error
         logger.debug("batch pre-submission skipped", exc_info=True)
     token = _SUBMITTED.set(submitted)
@@ -166,20 +173,29 @@ def submitted_together(
         submitted.cancel_rest()
 
 
-def take(prompt: Prompt, params: SamplingParams, n: int) -> list[Future[GenerationResult]] | None:
-    """The futures of this request if the current batch submitted it already, else ``None``."""
+def take(
+    engine: Engine, prompt: Prompt, params: SamplingParams, n: int
+) -> list[Future[GenerationResult]] | None:
+    """The futures of this request if the current batch submitted it to ``engine``, else None."""
     submitted = _SUBMITTED.get()
-    return submitted.take(prompt, params, n) if submitted is not None else None
+    return submitted.take(engine, prompt, params, n) if submitted is not None else None
 
 
 def submit_all(
     engine: Engine, prompts: Sequence[Prompt], params: SamplingParams, n: int
 ) -> Futures:
-    """The futures of one run: taken from its batch's pre-submission, the rest submitted now."""
-    futures: list[list[Future[GenerationResult]] | None] = [take(p, params, n) for p in prompts]
+    """The futures of one run: taken from its batch's pre-submission, the rest submitted now.
+
+    If submitting the rest fails, the taken requests are cancelled too.
+    """
+    futures = [take(engine, p, params, n) for p in prompts]
     missing = [i for i, row in enumerate(futures) if row is None]
     if missing:
-        fresh = submit_call(engine, [prompts[i] for i in missing], params, n)
+        try:
+            fresh = submit_call(engine, [prompts[i] for i in missing], params, n)
+        except BaseException:
+            cancel_all([row for row in futures if row is not None])
+            raise
         for i, row in zip(missing, fresh, strict=True):
             futures[i] = row
     return [row for row in futures if row is not None]

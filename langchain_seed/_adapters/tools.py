@@ -283,7 +283,9 @@ class ToolCallStream:
     """Splits streamed text into text pieces and whole tool-call chunks.
 
     Text that may be the start of ``<tool_call>`` is held back until it is known; a call
-    is emitted as one ``tool_call_chunk`` once its ``</tool_call>`` arrives.
+    is emitted as one ``tool_call_chunk`` once its ``</tool_call>`` arrives. A call that does
+    not parse, or is cut short, stays text (``invoke`` reports it in ``invalid_tool_calls``;
+    LangChain's chunk merging would parse a partial call into a valid-looking one).
     """
 
     def __init__(self, names: Sequence[str]) -> None:
@@ -311,9 +313,13 @@ class ToolCallStream:
             end = self._buffer.find(CLOSE)
             if end < 0:
                 return
-            body = self._buffer[len(OPEN) : end]
+            block = self._buffer[: end + len(CLOSE)]
             self._buffer = self._buffer[end + len(CLOSE) :].lstrip("\n")
-            yield self._chunk(parse_block(body, self.names))
+            call = parse_block(block[len(OPEN) : -len(CLOSE)], self.names)
+            if call.get("type") == "invalid_tool_call":
+                yield block  # text: LangChain would turn a chunk into a valid-looking call
+            else:
+                yield self._chunk(call)
 
     def close(self) -> Iterator[str | ToolCallChunk]:
         """What is left at the end, as text: held-back text, or an unclosed call.

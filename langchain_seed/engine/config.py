@@ -105,7 +105,9 @@ class SamplingParams:
     request_timeout: float | None = None
     """Seconds after submission when the request fails with ``TimeoutError``."""
     grammar: Grammar | None = None
-    """Constrain the output to a grammar (JSON schema, regex, EBNF, structural tag)."""
+    """Constrain the output to a grammar (JSON schema, regex, EBNF, structural tag). The
+    request ends with the EOS the grammar allows once complete (or at ``max_tokens`` / a
+    stop string); ``stop_token_ids`` other than EOS are refused by the grammar's mask."""
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -138,6 +140,11 @@ class SamplingParams:
             raise TypeError(
                 f"grammar must be a Grammar (Grammar.json_schema(...), .regex(...), ...), "
                 f"got {type(self.grammar).__name__}"
+            )
+        if self.grammar is not None and self.ignore_eos:
+            raise ValueError(
+                "grammar and ignore_eos=True cannot be combined: a constrained request ends "
+                "with the EOS its grammar allows"
             )
 
     @property

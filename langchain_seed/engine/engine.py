@@ -302,6 +302,8 @@ class Engine(EngineService):
         """Step 4: keep each row's accepted tokens, roll the rest back, tell the drafters."""
         t0 = time.perf_counter()
         for seq, draft, verdict in zip(seqs, drafts, verdicts):
+            if seq.finished:  # failed earlier in this step (its grammar, say)
+                continue
             try:
                 if not verdict.finite:
                     raise FloatingPointError(

@@ -311,6 +311,23 @@ def test_a_refused_emitted_token_fails_that_request_only(
     assert any(isinstance(e, RuntimeError) and "refused" in str(e) for e in errors)
 
 
+def test_a_request_failing_in_its_grammar_step_is_not_verified_or_streamed(tiny_pair, monkeypatch):
+    def boom(self, draft, *, keep_refused):
+        raise RuntimeError("grammar step failed")
+
+    monkeypatch.setattr(grammar_module.RowGrammar, "constrain", boom)
+    pieces: list[str] = []
+    with Engine(model=str(tiny_pair.target_path), drafters=("ngram",)) as engine:
+        bad = engine.submit(
+            "abc", SamplingParams(max_tokens=8, grammar=GRAMMARS["regex"]), on_delta=pieces.append
+        )
+        good = engine.submit("abc", SamplingParams(max_tokens=8))
+        assert good.result(timeout=60).finish_reason in ("stop", "length")
+        with pytest.raises(RuntimeError, match="grammar step failed"):
+            bad.result(timeout=60)
+    assert pieces == []
+
+
 def test_bad_grammars_fail_at_submission_with_the_construct_named(tiny_pair):
     with Engine(model=str(tiny_pair.target_path)) as engine:
         with pytest.raises(ValueError, match="regex grammar.*[Ll]ookbehind"):
@@ -328,5 +345,7 @@ def test_grammar_spec_validation():
         Grammar.regex("")
     with pytest.raises(ValueError, match="json_schema is not valid JSON"):
         Grammar.json_schema("{not json")
+    with pytest.raises(ValueError, match="grammar and ignore_eos=True cannot be combined"):
+        SamplingParams(grammar=Grammar.regex("a+"), ignore_eos=True)
     with pytest.raises(TypeError, match="grammar must be a Grammar"):
         SamplingParams(grammar="[a-z]+")  # type: ignore[arg-type]

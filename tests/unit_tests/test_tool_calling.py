@@ -348,3 +348,35 @@ def test_a_template_that_renders_tools_gets_them_and_no_default_prompt(chat, mon
     assert [t["function"]["name"] for t in kw["tools"]] == NAMES
     assert all("<tools>" not in t["content"] for t in turns)
     assert turns[-1] == {"role": "tool", "content": "standby"}  # the template wraps it
+
+
+def test_stream_splitter_keeps_an_invalid_call_as_text():
+    split = ToolCallStream(NAMES)
+    block = '<tool_call>\n{"name": "fly", "arguments": {}}\n</tool_call>'
+    assert list(split.feed(block)) + list(split.close()) == [block]
+
+
+def test_tools_with_tool_choice_none_do_not_count_as_a_constraint():
+    from langchain_seed._adapters.fields import call_grammar
+
+    kwargs = {
+        "tools": chat_tools(),
+        "tool_choice": "none",
+        "response_format": {"type": "json_object"},
+    }
+    assert call_grammar(kwargs).kind == "json_object"
+
+
+def test_seed_llm_cache_never_mixes_constrained_and_free_answers(grammar_pair):
+    from langchain_core.caches import InMemoryCache
+    from langchain_core.globals import set_llm_cache
+
+    llm = SeedLLM(model=str(grammar_pair.target_path), max_tokens=12)
+    free = llm.invoke("abc")
+    set_llm_cache(InMemoryCache())
+    try:
+        constrained = llm.invoke("abc", regex="[a-c]{2,6}!")
+        assert llm.invoke("abc") == free
+        assert llm.invoke("abc", regex="[a-c]{2,6}!") == constrained != free
+    finally:
+        set_llm_cache(None)
