@@ -3,7 +3,10 @@
 The same chat prompts (GSM8K questions asking for a JSON answer) decoded four ways on one
 engine configuration each: {unconstrained, JSON-schema grammar} x {no drafts
 (``policy="autoregressive"``), the default speculation (``policy="batched"``, n-gram)}.
-Reports generated tokens/s, acceptance rate and mean accepted length, all greedy.
+Reports generated tokens/s, acceptance rate and mean accepted length, all greedy. Then
+8 forced tool calls through ``ChatSeed.bind_tools(..., tool_choice="required")`` with no
+drafts, n-gram drafts, and n-gram + grammar drafts (the text the grammar forces: the call's
+header, keys and punctuation).
 
     python benchmarks/constrained.py --questions 16 --max-tokens 96
 """
@@ -42,7 +45,7 @@ def main() -> None:
 
     questions = [row["question"] for row in gsm8k_rows()[: args.questions]]
     rows = []
-    for policy, drafters in (("autoregressive", ()), ("batched", ("ngram",))):
+    for policy, drafters in (("autoregressive", ()), ("batched", ("ngram", "grammar"))):
         for constrained in (False, True):
             # a fresh engine per row: the draft policy learns nothing from another row
             config = EngineConfig(policy=policy, drafters=drafters, dtype=args.dtype)
@@ -87,9 +90,61 @@ def main() -> None:
         if r["policy"] == "batched":
             ratio = r["tokens_per_s"] / base[r["constrained"]]["tokens_per_s"]
             print(f"constrained={r['constrained']}: speculation {ratio:.2f}x no drafts")
+    rows.extend(tool_rows(args.dtype))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
+
+
+CITIES = ("Paris", "Rome", "Oslo", "Lima", "Cairo", "Tokyo", "Quito", "Dakar")
+
+
+def tool_rows(dtype: str) -> list[dict]:
+    """8 forced tool calls, one engine per drafter setting."""
+    from langchain_core.tools import tool
+
+    from langchain_seed import ChatSeed
+    from langchain_seed.engine import Engine, EngineConfig
+
+    @tool
+    def get_weather(city: str, unit: str) -> str:
+        """Get the current weather in a city, in celsius or fahrenheit."""
+        return "sunny"
+
+    @tool
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    rows = []
+    base = None
+    settings = (("autoregressive", ()), ("batched", ("ngram",)), ("batched", ("ngram", "grammar")))
+    for policy, drafters in settings:
+        with Engine(EngineConfig(policy=policy, drafters=drafters, dtype=dtype)) as engine:
+            chat = ChatSeed(engine=engine, max_tokens=64).bind_tools(
+                [get_weather, add], tool_choice="required", parallel_tool_calls=False
+            )
+            chat.invoke("warm up")
+            engine.reset_stats()
+            t0 = time.perf_counter()
+            outs = chat.batch([f"What is the weather in {c}?" for c in CITIES])
+            seconds = time.perf_counter() - t0
+            spec = engine.stats().spec
+        base = base or seconds
+        row = {
+            "workload": "tool calls",
+            "policy": policy,
+            "drafters": list(drafters),
+            "seconds": round(seconds, 2),
+            "x_no_drafts": round(base / seconds, 2),
+            "mean_accepted_length": round(spec.mean_accepted_length, 3),
+            "accepted_by_drafter": dict(spec.accepted_by_drafter),
+            "drafted_by_drafter": dict(spec.drafted_by_drafter),
+            "valid_calls": f"{sum(bool(o.tool_calls) for o in outs)}/{len(outs)}",
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ class SeedLLM(EngineModel, BaseLLM):
         policy: str
             ``"batched"`` (default), ``"fcfs_rounds"`` (SEED) or ``"autoregressive"``.
         drafters: tuple[str, ...]
-            From ``"model"``, ``"ngram"``, ``"consensus"``.
+            From ``"model"``, ``"ngram"``, ``"consensus"``, ``"grammar"``.
         device: str
             ``"cpu"`` (default) or ``"cuda"``...
         dtype: str

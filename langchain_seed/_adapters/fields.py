@@ -68,8 +68,9 @@ class EngineFields(BaseModel):
     """Engine scheduling policy: ``"batched"`` (batched verification, adaptive draft length),
     ``"fcfs_rounds"`` (SEED as published) or ``"autoregressive"`` (no drafts)."""
 
-    drafters: tuple[str, ...] = ("ngram",)
-    """Drafters the engine asks, from ``"model"``, ``"ngram"`` and ``"consensus"``."""
+    drafters: tuple[str, ...] = ("ngram", "grammar")
+    """Drafters the engine asks, from ``"model"``, ``"ngram"``, ``"consensus"`` and
+    ``"grammar"`` (the text a grammar forces next: tool-call headers, JSON keys)."""
 
     device: str = "cpu"
     """Torch device of the models: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``..."""

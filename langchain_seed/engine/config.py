@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 POLICIES = ("autoregressive", "fcfs_rounds", "batched")
-DRAFTERS = ("model", "ngram", "consensus")
+DRAFTERS = ("model", "ngram", "consensus", "grammar")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 Policy = Literal["autoregressive", "fcfs_rounds", "batched"]
@@ -173,7 +173,9 @@ class EngineConfig:
         policy: ``"autoregressive"`` (batched, no drafts), ``"fcfs_rounds"`` (SEED: batched
             drafting, one target forward per sequence in FIFO order, in rounds) or
             ``"batched"`` (one target forward verifies every sequence, adaptive gamma).
-        drafters: drafters to ask, from ``"model"``, ``"ngram"``, ``"consensus"``.
+        drafters: drafters to ask, from ``"model"``, ``"ngram"``, ``"consensus"`` and
+            ``"grammar"`` (the text a request's grammar forces next; constrained requests
+            only).
         max_batch_size: most sequences decoded at once; more requests wait in the queue.
         max_cache_tokens: token slots of each model's KV pool, its whole memory. Running
             sequences get one row each, as wide as the largest reservation (prompt +
@@ -194,7 +196,7 @@ class EngineConfig:
     model: str | None = None
     draft_model: str | None = None
     policy: str = "batched"
-    drafters: tuple[str, ...] = ("ngram",)
+    drafters: tuple[str, ...] = ("ngram", "grammar")
     max_batch_size: int = 16
     max_cache_tokens: int = 65536
     gamma: int = 4

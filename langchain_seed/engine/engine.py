@@ -30,6 +30,7 @@ from langchain_seed.engine.admission import Admitter
 from langchain_seed.engine.config import EngineConfig
 from langchain_seed.engine.draft_policy import DraftPolicy
 from langchain_seed.engine.drafters.base import Draft, Drafter, call_hook
+from langchain_seed.engine.drafters.grammar import GrammarDrafter
 from langchain_seed.engine.drafters.model import ModelDrafter
 from langchain_seed.engine.drafters.ngram import NgramDrafter
 from langchain_seed.engine.grammar import GrammarCompiler
@@ -102,6 +103,8 @@ class Engine(EngineService):
                 from langchain_seed.engine.drafters.consensus import ConsensusDrafter
 
                 self.drafters.append(ConsensusDrafter())
+            elif name == "grammar":
+                self.drafters.append(GrammarDrafter(self._encode_text))
             elif name == "model" and cfg.draft_model is not None:
                 draft = shared_model(cfg.draft_model, cfg.device, cfg.dtype)
                 check_same_vocabulary(self.target, draft)
@@ -164,6 +167,11 @@ class Engine(EngineService):
         """Rows of the target's input embedding: valid token ids are below it."""
         embeddings = cast(torch.nn.Embedding, self.target.model.get_input_embeddings())
         return int(embeddings.num_embeddings)
+
+    def _encode_text(self, text: str) -> list[int]:
+        """Token ids of a piece of output text (no special tokens)."""
+        with self._tok_lock:
+            return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     def encode(self, text: str) -> list[int]:
         """Token ids of a prompt text (special tokens as the tokenizer adds them)."""

@@ -180,6 +180,12 @@ class RowGrammar:
             if not self.matcher.accept_token(int(token)):
                 raise RuntimeError(f"the grammar refused emitted token {token}")
 
+    def forced_text(self) -> str:
+        """The longest text the grammar allows as the only continuation from here."""
+        if self.matcher.is_terminated():
+            return ""
+        return str(self.matcher.find_jump_forward_string())
+
     @property
     def terminated(self) -> bool:
         """True once the grammar has accepted a stop token."""
