@@ -35,13 +35,15 @@ METHODS: dict[str, dict[str, Any]] = {
 }
 
 
-def run_once(task: str, puzzle: str, method: str, dtype: str) -> dict[str, Any]:
+def run_once(
+    task: str, puzzle: str, method: str, dtype: str, pipeline: bool = False
+) -> dict[str, Any]:
     """One search with a fresh engine; returns its wall time, counters and tree."""
     from langchain_seed import SeedLLM
     from langchain_seed.tree_of_thoughts import TreeOfThoughts
 
     llm = SeedLLM(temperature=0, dtype=dtype, **METHODS[method])
-    tot = TreeOfThoughts.from_task(task, llm=llm)
+    tot = TreeOfThoughts.from_task(task, llm=llm, pipeline=pipeline)
     engine = llm.engine
     engine.reset_stats()
     t0 = time.perf_counter()
@@ -57,6 +59,7 @@ def run_once(task: str, puzzle: str, method: str, dtype: str) -> dict[str, Any]:
         "acc_len": round(stats.spec.mean_accepted_length, 3),
         "drafted": stats.spec.drafted,
         "accepted": stats.spec.accepted,
+        "phase_s": result["stats"]["seconds"],
         "tree": json.dumps(result["tree"], sort_keys=True, default=str),
     }
 
@@ -68,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--dtype", default="float32", choices=("auto", "float32", "bfloat16"))
     parser.add_argument("--load", action="store_true", help="run a competing busy process")
+    parser.add_argument(
+        "--pipeline",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="TreeOfThoughts(pipeline=...) for both methods (default: off, as measured before)",
+    )
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args(argv)
     puzzle = args.input
@@ -79,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         for repeat in range(args.repeats):
             order = list(METHODS) if repeat % 2 == 0 else list(reversed(METHODS))
             for method in order:
-                row = run_once(args.task, puzzle, method, args.dtype)
+                row = run_once(args.task, puzzle, method, args.dtype, args.pipeline)
                 row["repeat"] = repeat
                 rows.append(row)
                 print({k: v for k, v in row.items() if k != "tree"}, flush=True)

@@ -17,9 +17,13 @@ One model call is one submission:
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import threading
 import time
-from collections.abc import Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar, cast
 
 from langchain_core.callbacks.manager import adispatch_custom_event, dispatch_custom_event
@@ -63,6 +67,13 @@ class ModelCall:
     """One runnable config per prompt (callbacks, tags, metadata); ``None``: the run's."""
     grammar: Grammar | None = None
     """A grammar every output follows (engine-backed models; other models ignore it)."""
+    then: Callable[[int, list[Sample]], ModelCall | None] | None = None
+    """Pipelining: called as soon as prompt ``i``'s samples arrive; a call it returns is
+    submitted at once, while the other prompts still decode, and its result goes to that
+    call's ``done``. Each prompt then goes to the model as a call of its own (the engine
+    batches them as they arrive); the result comes back when every follow-up is done."""
+    done: Callable[[CallResult], None] | None = None
+    """Receives this call's result when it is a follow-up of a pipelined call."""
 
 
 @dataclass
@@ -196,6 +207,8 @@ def call_model(llm: BaseLanguageModel, call: ModelCall, config: RunnableConfig) 
     Raises:
         RuntimeError: when the model returns another number of samples.
     """
+    if call.then is not None:
+        return _pipelined(llm, call, config)
     start = time.perf_counter()
     if engine_backed(llm):
         inputs, kwargs = _generate_args(llm, call, config)
@@ -211,6 +224,8 @@ async def acall_model(
     llm: BaseLanguageModel, call: ModelCall, config: RunnableConfig
 ) -> CallResult:
     """Async :func:`call_model` (``agenerate`` / ``abatch``)."""
+    if call.then is not None:
+        return await _apipelined(llm, call, config)
     start = time.perf_counter()
     if engine_backed(llm):
         inputs, kwargs = _generate_args(llm, call, config)
@@ -220,6 +235,74 @@ async def acall_model(
         result = _from_batch(await llm.abatch(inputs, config=configs, **kwargs), call)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _single(call: ModelCall, i: int) -> ModelCall:
+    """Prompt ``i`` of ``call`` as a call of its own."""
+    configs = [call.configs[i]] if call.configs is not None else None
+    return replace(call, prompts=[call.prompts[i]], configs=configs, then=None, done=None)
+
+
+def _joined(call: ModelCall, rows: list[CallResult], start: float) -> CallResult:
+    engine_stats = next((r.engine_stats for r in reversed(rows) if r.engine_stats), None)
+    samples = [r.samples[0] for r in rows]
+    return CallResult(samples, engine_stats=engine_stats, seconds=time.perf_counter() - start)
+
+
+def _pipelined(llm: BaseLanguageModel, call: ModelCall, config: RunnableConfig) -> CallResult:
+    """Every prompt on a thread of its own; each prompt's follow-up submitted when it ends."""
+    assert call.then is not None
+    then, start, lock = call.then, time.perf_counter(), threading.Lock()
+
+    def one(i: int) -> CallResult:
+        row = call_model(llm, _single(call, i), config)
+        with lock:  # the search's callbacks run one at a time
+            follow = then(i, row.samples[0])
+        if follow is not None:
+            result = call_model(llm, follow, config)
+            with lock:
+                if follow.done is not None:
+                    follow.done(result)
+        return row
+
+    with ThreadPoolExecutor(max_workers=_concurrency(call, config)) as pool:
+        futures = [
+            pool.submit(contextvars.copy_context().run, one, i) for i in range(len(call.prompts))
+        ]
+        rows = [f.result() for f in futures]
+    return _joined(call, rows, start)
+
+
+async def _apipelined(
+    llm: BaseLanguageModel, call: ModelCall, config: RunnableConfig
+) -> CallResult:
+    """Async :func:`_pipelined`: one task per prompt."""
+    assert call.then is not None
+    then, start = call.then, time.perf_counter()
+
+    async def one(i: int) -> CallResult:
+        row = await acall_model(llm, _single(call, i), config)
+        follow = then(i, row.samples[0])
+        if follow is not None:
+            result = await acall_model(llm, follow, config)
+            if follow.done is not None:
+                follow.done(result)
+        return row
+
+    limit = asyncio.Semaphore(_concurrency(call, config))
+
+    async def limited(i: int) -> CallResult:
+        async with limit:
+            return await one(i)
+
+    rows = await asyncio.gather(*(limited(i) for i in range(len(call.prompts))))
+    return _joined(call, list(rows), start)
+
+
+def _concurrency(call: ModelCall, config: RunnableConfig) -> int:
+    """Prompts of a pipelined call in flight at once: all, or the config's max_concurrency."""
+    limit = config.get("max_concurrency")
+    return max(1, min(len(call.prompts), limit)) if limit else len(call.prompts)
 
 
 def _prompt_values(call: ModelCall) -> list[PromptValue]:

@@ -54,6 +54,11 @@ def register(subparsers: Any) -> None:
         help="game24 value prompt: the paper's, or one-line examples a tiny model follows",
     )
     search.add_argument(
+        "--no-pipeline",
+        action="store_true",
+        help="evaluate after the level's last generation (one model call per phase)",
+    )
+    search.add_argument(
         "--constrain-evaluations",
         action="store_true",
         help="constrain evaluation answers to the task's labels (game24: sure/likely/impossible)",
@@ -205,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
         seed=args.seed,
         constrain_evaluations=args.constrain_evaluations or None,
+        pipeline=not args.no_pipeline,
     )
     console.print(f"[bold]{args.task}[/bold] {args.search}: {example['input'][:200]}")
     result = tot.invoke(example, config={"callbacks": [_level_printer(console)]})

@@ -20,6 +20,7 @@ from langchain_seed.model_calls import (
     ModelCall,
     Progress,
     Run,
+    Sample,
     adrive,
     drive,
     totals,
@@ -42,11 +43,14 @@ LEVEL_EVENT = "tot_level"
 class TreeOfThoughts(RunnableSerializable[dict[str, Any], dict[str, Any]]):
     """Tree-of-Thoughts search (BFS or DFS) over any LangChain LLM or chat model.
 
-    At every level all generation calls of all beams are submitted together, then all
-    evaluation calls together: with a ``SeedLLM`` / ``ChatSeed`` that is one engine
-    submission per phase (the k samples of a prompt form one sibling group), with any
-    other model one ``batch`` call. Identical evaluation prompts are computed once per
-    search (the ToT paper's value cache).
+    At every level all generation calls of all beams are submitted at once, and (BFS with
+    value evaluation, ``pipeline=True``, the default) each beam's evaluation calls as soon as
+    that beam's generation ends, while the others still generate: with a ``SeedLLM`` /
+    ``ChatSeed`` they all share the engine's continuous batch (the k samples of a prompt
+    form one sibling group). ``pipeline=False`` makes each phase one call (one engine
+    submission, or one ``batch`` for other models) and evaluates after the level's last
+    generation. The tree is the same either way. Identical evaluation prompts are computed
+    once per search (the ToT paper's value cache).
 
     Setup:
         .. code-block:: bash
@@ -88,7 +92,8 @@ class TreeOfThoughts(RunnableSerializable[dict[str, Any], dict[str, Any]]):
     ``parent``, ``depth``, ``thought``, ``state``, ``value``, ``status`` root / kept /
     pruned, ``final``, ``note``), ``stopped`` (why the search ended) and ``stats``:
     ``calls`` (prompts sent; a prompt with k samples is one call, as in the ToT paper),
-    ``completions`` (prompts x samples), ``model_submissions`` (one per phase),
+    ``completions`` (prompts x samples), ``model_submissions`` (phases submitted; a
+    pipelined generation phase and each of its follow-up evaluations count one each),
     ``prompt_tokens`` / ``generated_tokens`` (``None`` when the model does not report
     them), ``seconds`` (``generate``, ``evaluate``, ``search`` bookkeeping, ``total``),
     ``phases`` (per level and phase: prompts, n, seconds), the search counters
@@ -119,6 +124,12 @@ class TreeOfThoughts(RunnableSerializable[dict[str, Any], dict[str, Any]]):
     """BFS selection: top-b by value, or b draws weighted by value."""
     value_threshold: float | None = None
     """DFS prunes children valued below this; ``None``: the task's."""
+    pipeline: bool = True
+    """BFS with value evaluation and no ``max_nodes``: start evaluating a parent's children
+    as soon as that parent's generation ends, while the others still generate. The tree is
+    the same; each prompt of a generation phase becomes a model call of its own (all in
+    flight at once, or ``max_concurrency`` of them). ``False``: one call per phase, every
+    evaluation after the level's last generation."""
     constrain_evaluations: bool | None = None
     """Constrain evaluation answers to the task's labels (engine-backed models); ``None``:
     the task's setting (off by default). Game of 24: up to two short lines, then sure /
@@ -183,6 +194,7 @@ class TreeOfThoughts(RunnableSerializable[dict[str, Any], dict[str, Any]]):
             generate_max_tokens=self.max_tokens,
             evaluate_max_tokens=self.max_tokens,
             seed=self.seed,
+            pipeline=self.pipeline,
         )
 
     def _start(self, input: Any) -> tuple[Search, str, str | None]:
@@ -248,20 +260,43 @@ class TreeOfThoughts(RunnableSerializable[dict[str, Any], dict[str, Any]]):
             except StopIteration as done:
                 return self._result(search, done.value, x, gold, stats)
             if isinstance(message, Phase):
-                result = yield ModelCall(
-                    message.prompts,
-                    n=message.n,
-                    max_tokens=message.max_tokens,
-                    temperature=self._temperature(),
-                    stop=message.stop,
-                    grammar=message.grammar,
-                )
+                result = yield self._model_call(message, stats)
                 assert result is not None
                 stats.add(message, result)
                 reply = result.texts
             else:
                 yield Progress(LEVEL_EVENT, _event(message, stats))
                 reply = None
+
+    def _model_call(self, phase: Phase, stats: _Stats) -> ModelCall:
+        """One phase as a model call; a pipelined phase's follow-ups become calls too."""
+        then = None
+        if phase.then is not None:
+            pipeline = phase.then
+
+            def then(i: int, samples: list[Sample]) -> ModelCall | None:
+                follow = pipeline(i, [s.text for s in samples])
+                if follow is None:
+                    return None
+                call = self._model_call(follow, stats)
+
+                def done(result: CallResult) -> None:
+                    stats.add(follow, result, overlapped=True)
+                    if follow.done is not None:
+                        follow.done(result.texts)
+
+                call.done = done
+                return call
+
+        return ModelCall(
+            phase.prompts,
+            n=phase.n,
+            max_tokens=phase.max_tokens,
+            temperature=self._temperature(),
+            stop=phase.stop,
+            grammar=phase.grammar,
+            then=then,
+        )
 
     def _temperature(self) -> float | None:
         """Temperature of this search; ``None`` leaves the model's explicit setting alone."""
@@ -310,12 +345,14 @@ class _Stats:
         self.seconds = {"generate": 0.0, "evaluate": 0.0}
         self.per_level: list[dict[str, Any]] = []
 
-    def add(self, phase: Phase, result: CallResult) -> None:
+    def add(self, phase: Phase, result: CallResult, *, overlapped: bool = False) -> None:
+        """Count one phase's calls; ``overlapped`` ones ran inside another phase's time."""
         seconds = result.seconds
         self.calls += len(phase.prompts)
         self.completions += len(phase.prompts) * phase.n
         self.model_submissions += 1
-        self.seconds[phase.kind] += seconds
+        if not overlapped:
+            self.seconds[phase.kind] += seconds
         counted = totals(s for row in result.samples for s in row)
         for attr in ("prompt_tokens", "generated_tokens"):
             total, value = getattr(self, attr), counted.get(attr)
@@ -332,6 +369,7 @@ class _Stats:
                 "prompts": len(phase.prompts),
                 "n": phase.n,
                 "seconds": round(seconds, 4),
+                **({"overlapped": True} if overlapped else {}),
             }
         )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -37,6 +37,11 @@ class Phase:
     stop: list[str] | None
     grammar: Grammar | None = None
     """The grammar every output follows (engine-backed models), e.g. evaluation labels."""
+    then: Callable[[int, list[str]], Phase | None] | None = None
+    """Pipelining: called with prompt ``i``'s outputs as soon as they arrive; a phase it
+    returns is submitted at once, and its outputs go to that phase's ``done``."""
+    done: Callable[[PhaseOutputs], None] | None = None
+    """Receives the outputs of a phase submitted by another phase's ``then``."""
 
 
 @dataclass
@@ -76,6 +81,9 @@ class SearchConfig:
     evaluate_max_tokens: int | None = None
     """Overrides the task's evaluation budget."""
     seed: int | None = None
+    pipeline: bool = False
+    """BFS, value evaluation, no node budget: evaluate a parent's children as soon as that
+    parent's generation ends, while the other parents still generate (same tree)."""
 
 
 @dataclass
@@ -100,6 +108,8 @@ class Search:
         self.tree = Tree.with_root()
         self.value_cache: dict[str, list[str]] = {}
         """Evaluation prompt -> its outputs, for the whole search (the ToT value cache)."""
+        self.prefetched: set[str] = set()
+        """Evaluation prompts of this level already computed by the pipeline."""
         self.rng = random.Random(cfg.seed)
         self.stopped = ""
         self.counters = {
@@ -130,7 +140,8 @@ class Search:
         max_tokens, stop = task.generate_limits(step)
         if self.cfg.generate_max_tokens is not None:
             max_tokens = self.cfg.generate_max_tokens
-        outputs = yield Phase("generate", step, prompts, n, max_tokens, stop)
+        then = self._prefetch(parents, step) if self._pipelined() else None
+        outputs = yield Phase("generate", step, prompts, n, max_tokens, stop, then=then)
         assert outputs is not None
         children: list[Node] = []
         for parent, outs in zip(parents, outputs, strict=True):
@@ -148,6 +159,58 @@ class Search:
                     break
                 children.append(self.tree.add(parent, state))
         return children
+
+    def _pipelined(self) -> bool:
+        cfg = self.cfg
+        return cfg.pipeline and self.task.evaluate_mode == "value" and cfg.max_nodes is None
+
+    def _prefetch(self, parents: list[Node], step: int) -> Callable[[int, list[str]], Phase | None]:
+        """``then`` of a pipelined generation phase: the value phase of one parent's children.
+
+        It asks for the same prompts :meth:`_evaluate_value` would (states the task values
+        by prompt, not yet cached or asked for), so the level's tree is the same; only the
+        time the evaluations start changes.
+        """
+        task, x = self.task, self.x
+
+        def then(i: int, outs: list[str]) -> Phase | None:
+            try:
+                states = task.parse_thoughts(x, parents[i].state, list(outs), step)
+            except Exception:  # expand reports it
+                return None
+            todo: list[str] = []
+            for state in states:
+                if task.static_value(x, state, step) is not None:
+                    continue
+                prompt = task.value_prompt(x, state, step)
+                if prompt not in self.value_cache and prompt not in self.prefetched:
+                    if prompt not in todo:
+                        todo.append(prompt)
+            if not todo:
+                return None
+            self.prefetched.update(todo)
+
+            def done(outputs: PhaseOutputs) -> None:
+                for prompt, outs in zip(todo, outputs, strict=True):
+                    self.value_cache[prompt] = list(outs)
+
+            return Phase(*self._value_phase(step, todo), done=done)
+
+        return then
+
+    def _value_phase(
+        self, step: int, prompts: list[str]
+    ) -> tuple[PhaseKind, int, list[str], int, int, list[str] | None, Grammar | None]:
+        task = self.task
+        return (
+            "evaluate",
+            step,
+            prompts,
+            self.cfg.n_evaluate_sample,
+            self.cfg.evaluate_max_tokens or task.evaluate_max_tokens,
+            _stops(task.evaluate_stop),
+            task.evaluation_grammar(step),
+        )
 
     def evaluate(self, nodes: list[Node], step: int) -> NoneGenerator:
         """Evaluation phase: every uncached evaluation prompt at once; sets ``node.value``."""
@@ -178,24 +241,20 @@ class Search:
                 continue
             prompt = task.value_prompt(x, node.state, step)
             prompt_of[node.id] = prompt
-            if prompt in self.value_cache or prompt in todo:
+            if prompt in self.prefetched:  # computed during this level's generation
+                self.prefetched.discard(prompt)
+                self.counters["evaluation_prompts"] += 1
+            elif prompt in self.value_cache or prompt in todo:
                 self.counters["value_cache_hits"] += 1
             else:
                 todo.append(prompt)
         if todo:
             self.counters["evaluation_prompts"] += len(todo)
-            outputs = yield Phase(
-                "evaluate",
-                step,
-                todo,
-                self.cfg.n_evaluate_sample,
-                self.cfg.evaluate_max_tokens or task.evaluate_max_tokens,
-                _stops(task.evaluate_stop),
-                task.evaluation_grammar(step),
-            )
+            outputs = yield Phase(*self._value_phase(step, todo))
             assert outputs is not None
             for prompt, outs in zip(todo, outputs, strict=True):
                 self.value_cache[prompt] = list(outs)
+        self.prefetched.clear()
         for node in nodes:
             if node.id not in prompt_of:
                 continue

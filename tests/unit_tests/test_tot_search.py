@@ -39,7 +39,9 @@ def test_bfs_keeps_top_b_by_value_and_expands_only_the_beam() -> None:
 
 def test_bfs_sends_each_phase_of_a_level_as_one_batch() -> None:
     llm = path_llm(CHILDREN, VALUES)
-    tot = TreeOfThoughts(llm=llm, task=PathTask(), breadth=2, steps=2, n_evaluate_sample=3)
+    tot = TreeOfThoughts(
+        llm=llm, task=PathTask(), breadth=2, steps=2, n_evaluate_sample=3, pipeline=False
+    )
     result = tot.invoke({"input": "go"})
     # level 0: 1 generation prompt, 4 evaluation prompts x 3 samples;
     # level 1: 2 generation prompts (both beams together), 4 evaluation prompts x 3
@@ -273,7 +275,8 @@ def test_chat_model_fallback_uses_message_text_and_one_batch_per_phase() -> None
     table = {f"GEN {k}": v for k, v in CHILDREN.items()}
     table.update({f"VAL {k}": str(v) for k, v in VALUES.items()})
     chat = ScriptedChat(respond=table_responder(table, "???"), batches=[])
-    result = TreeOfThoughts(llm=chat, task=PathTask(), steps=2).invoke({"input": "go"})
+    tot = TreeOfThoughts(llm=chat, task=PathTask(), steps=2, pipeline=False)
+    result = tot.invoke({"input": "go"})
     assert result["answer"] == "/b/y"
     assert chat.batches == [1, 4, 2, 4]
 

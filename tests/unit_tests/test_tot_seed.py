@@ -75,12 +75,14 @@ def seed_llms(tiny_pair):  # type: ignore[no-untyped-def]
     }
 
 
-def _run(llm: Any) -> dict:
-    tot = TreeOfThoughts(llm=llm, task=ByteTask(), max_tokens=MAX_TOKENS, temperature=0.0)
+def _run(llm: Any, pipeline: bool = True) -> dict:
+    tot = TreeOfThoughts(
+        llm=llm, task=ByteTask(), max_tokens=MAX_TOKENS, temperature=0.0, pipeline=pipeline
+    )
     return tot.invoke({"input": "tiny tree"})
 
 
-def test_seedllm_gets_one_generate_call_per_phase(seed_llms, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_seedllm_gets_one_generate_per_phase_unpipelined(seed_llms, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from langchain_seed import SeedLLM
 
     calls: list[tuple[int, int, int]] = []
@@ -91,7 +93,7 @@ def test_seedllm_gets_one_generate_call_per_phase(seed_llms, monkeypatch) -> Non
         return original(self, prompts, *args, **kwargs)
 
     monkeypatch.setattr(SeedLLM, "generate", counting)
-    result = _run(seed_llms["batched"])
+    result = _run(seed_llms["batched"], pipeline=False)
     phases = result["stats"]["phases"]
     assert len(calls) == len(phases) == result["stats"]["model_submissions"]
     assert [(c[0], c[1]) for c in calls] == [(p["prompts"], p["n"]) for p in phases]
@@ -129,7 +131,8 @@ def test_chatseed_is_driven_through_generate_with_n(seed_llms, monkeypatch) -> N
         return original(self, messages, *args, **kwargs)
 
     monkeypatch.setattr(ChatSeed, "generate", counting)
-    result = TreeOfThoughts(llm=chat, task=ByteTask(), max_tokens=MAX_TOKENS).invoke({"input": "t"})
+    tot = TreeOfThoughts(llm=chat, task=ByteTask(), max_tokens=MAX_TOKENS, pipeline=False)
+    result = tot.invoke({"input": "t"})
     assert calls == [(p["prompts"], p["n"]) for p in result["stats"]["phases"]]
     assert len(result["tree"]) > 1 and result["stats"]["generated_tokens"] > 0
 
@@ -159,3 +162,57 @@ def test_temperature_comes_from_the_search_then_the_model_then_the_task(
     llm = SeedLLM(model=str(tiny_pair.target_path), **llm_kwargs)
     tot = TreeOfThoughts(llm=llm, task=ByteTask(temperature=0.5), temperature=tot_temperature)
     assert tot._temperature() == expected
+
+
+def _counters(result: dict) -> dict:
+    keys = ("calls", "completions", "nodes", "evaluation_prompts", "value_cache_hits")
+    return {k: result["stats"][k] for k in keys}
+
+
+@pytest.mark.parametrize("name", ["autoregressive", "batched"])
+def test_pipelined_search_builds_the_same_tree_with_the_same_counts(seed_llms, name) -> None:  # type: ignore[no-untyped-def]
+    llm = seed_llms[name]
+    task = ByteTask(steps=3, breadth=3)
+    plain = TreeOfThoughts(llm=llm, task=task, max_tokens=MAX_TOKENS, pipeline=False).invoke(
+        {"input": "tiny tree"}
+    )
+    piped = TreeOfThoughts(llm=llm, task=task, max_tokens=MAX_TOKENS, pipeline=True).invoke(
+        {"input": "tiny tree"}
+    )
+    assert piped["tree"] == plain["tree"] and len(plain["tree"]) > 8
+    assert _counters(piped) == _counters(plain)
+    overlapped = [p for p in piped["stats"]["phases"] if p.get("overlapped")]
+    assert overlapped and all(p["phase"] == "evaluate" for p in overlapped)
+
+
+async def test_pipelined_async_search_equals_the_plain_one(seed_llms) -> None:  # type: ignore[no-untyped-def]
+    task = ByteTask(steps=3, breadth=3)
+    llm = seed_llms["batched"]
+    plain = _run(llm, pipeline=False)
+    tot = TreeOfThoughts(llm=llm, task=ByteTask(), max_tokens=MAX_TOKENS, pipeline=True)
+    assert (await tot.ainvoke({"input": "tiny tree"}))["tree"] == plain["tree"]
+    wide = TreeOfThoughts(llm=llm, task=task, max_tokens=MAX_TOKENS, pipeline=True)
+    ref = TreeOfThoughts(llm=llm, task=task, max_tokens=MAX_TOKENS, pipeline=False)
+    assert (await wide.ainvoke({"input": "x"}))["tree"] == ref.invoke({"input": "x"})["tree"]
+
+
+def test_pipelining_works_with_any_langchain_model() -> None:
+    from tot_fakes import ScriptedLLM
+
+    def respond(prompt: str) -> str:
+        return "abcdefghijkl" if "|" in prompt else str(len(prompt))
+
+    task = ByteTask(steps=2, breadth=2)
+    plain = TreeOfThoughts(llm=ScriptedLLM(respond=respond), task=task, pipeline=False).invoke("q")
+    piped = TreeOfThoughts(llm=ScriptedLLM(respond=respond), task=task, pipeline=True)
+    result = piped.invoke("q")
+    assert result["tree"] == plain["tree"] and _counters(result) == _counters(plain)
+
+
+def test_pipelining_respects_max_concurrency(seed_llms) -> None:  # type: ignore[no-untyped-def]
+    task = ByteTask(steps=3, breadth=3)
+    llm = seed_llms["batched"]
+    plain = TreeOfThoughts(llm=llm, task=task, max_tokens=MAX_TOKENS, pipeline=False)
+    piped = TreeOfThoughts(llm=llm, task=task, max_tokens=MAX_TOKENS)
+    one_at_a_time = piped.invoke({"input": "x"}, {"max_concurrency": 1})
+    assert one_at_a_time["tree"] == plain.invoke({"input": "x"})["tree"]

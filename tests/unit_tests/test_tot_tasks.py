@@ -136,7 +136,9 @@ def _game24_responder(prompt: str) -> str:
 
 def test_game24_scripted_search_finds_and_checks_a_solution() -> None:
     llm = ScriptedLLM(respond=_game24_responder, prompts=[], batches=[], stops=[])
-    tot = TreeOfThoughts.from_task("game24", llm=llm, breadth=2, n_evaluate_sample=1)
+    tot = TreeOfThoughts.from_task(
+        "game24", llm=llm, breadth=2, n_evaluate_sample=1, pipeline=False
+    )
     result = tot.invoke({"input": "4 5 6 10"})
     assert result["answer"] == "5 * 6 - 10 + 4 = 24"
     assert result["solved"] is True
