@@ -154,7 +154,12 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         f"{stats['model_submissions']} model submissions)  value-cache hits: "
         f"{stats['value_cache_hits']}",
         f"time: {seconds['total']:.1f} s (generate {seconds['generate']:.1f} s, evaluate "
-        f"{seconds['evaluate']:.1f} s, search {seconds['search']:.2f} s)",
+        f"{seconds['evaluate']:.1f} s, search {seconds['search']:.2f} s)"
+        + (
+            f"; {seconds['overlapped_evaluate']:.1f} s of evaluation ran inside generation"
+            if seconds.get("overlapped_evaluate")
+            else ""
+        ),
     ]
     if stats.get("generated_tokens"):
         rate = stats["generated_tokens"] / max(seconds["generate"] + seconds["evaluate"], 1e-9)

@@ -95,7 +95,8 @@ class TreeOfThoughts(RunnableSerializable[dict[str, Any], dict[str, Any]]):
     ``completions`` (prompts x samples), ``model_submissions`` (phases submitted; a
     pipelined generation phase and each of its follow-up evaluations count one each),
     ``prompt_tokens`` / ``generated_tokens`` (``None`` when the model does not report
-    them), ``seconds`` (``generate``, ``evaluate``, ``search`` bookkeeping, ``total``),
+    them), ``seconds`` (``generate``, ``evaluate``, ``search`` bookkeeping, ``total``, and
+    with pipelining ``overlapped_evaluate``: evaluation time inside ``generate``),
     ``phases`` (per level and phase: prompts, n, seconds), the search counters
     (``value_cache_hits``, ``duplicate_states``, ``malformed_generations``, ...), and with
     a SeedLLM / ChatSeed ``spec`` (drafted / accepted / verifications / cached prompt tokens
@@ -343,6 +344,7 @@ class _Stats:
         self.spec: dict[str, float] = {}
         self.engine_stats: dict[str, Any] | None = None
         self.seconds = {"generate": 0.0, "evaluate": 0.0}
+        self.overlapped_evaluate = 0.0
         self.per_level: list[dict[str, Any]] = []
 
     def add(self, phase: Phase, result: CallResult, *, overlapped: bool = False) -> None:
@@ -351,7 +353,9 @@ class _Stats:
         self.calls += len(phase.prompts)
         self.completions += len(phase.prompts) * phase.n
         self.model_submissions += 1
-        if not overlapped:
+        if overlapped:  # inside a generation phase's time (pipelining)
+            self.overlapped_evaluate += seconds
+        else:
             self.seconds[phase.kind] += seconds
         counted = totals(s for row in result.samples for s in row)
         for attr in ("prompt_tokens", "generated_tokens"):
@@ -378,6 +382,8 @@ class _Stats:
         seconds = dict(self.seconds)
         seconds["search"] = max(total - seconds["generate"] - seconds["evaluate"], 0.0)
         seconds["total"] = total
+        if self.overlapped_evaluate:
+            seconds["overlapped_evaluate"] = self.overlapped_evaluate
         out: dict[str, Any] = {
             "calls": self.calls,
             "completions": self.completions,
