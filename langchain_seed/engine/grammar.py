@@ -186,11 +186,6 @@ class RowGrammar:
             return ""
         return str(self.matcher.find_jump_forward_string())
 
-    @property
-    def terminated(self) -> bool:
-        """True once the grammar has accepted a stop token."""
-        return bool(self.matcher.is_terminated())
-
 
 def unpack_allowed(bits: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """``[..., words]`` int32 bitmasks -> ``[..., vocab_size]`` bool (True: allowed).
