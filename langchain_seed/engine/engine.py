@@ -34,7 +34,12 @@ from langchain_seed.engine.drafters.grammar import GrammarDrafter
 from langchain_seed.engine.drafters.model import ModelDrafter
 from langchain_seed.engine.drafters.ngram import NgramDrafter
 from langchain_seed.engine.grammar import GrammarCompiler
-from langchain_seed.engine.loading import LoadedModel, shared_model
+from langchain_seed.engine.loading import (
+    LoadedModel,
+    chat_prompt_ids,
+    shared_model,
+    template_renders_tools,
+)
 from langchain_seed.engine.prefix_cache import PrefixCache
 from langchain_seed.engine.results import GenerationResult, RequestCancelledError
 from langchain_seed.engine.runner import ModelRunner, Verdict
@@ -181,8 +186,7 @@ class Engine(EngineService):
     @property
     def chat_template_renders_tools(self) -> bool:
         """Whether the tokenizer's chat template takes ``tools`` (renders tool schemas)."""
-        template = getattr(self.tokenizer, "chat_template", None) or ""
-        return "tools" in (template if isinstance(template, str) else str(template))
+        return template_renders_tools(self.tokenizer)
 
     def render_chat(self, messages: Seq[dict[str, Any]], **template_kwargs: Any) -> list[int]:
         """Prompt token ids of chat ``messages`` through the tokenizer's chat template.
@@ -195,14 +199,7 @@ class Engine(EngineService):
             **template_kwargs: passed to ``apply_chat_template`` (e.g. ``tools``).
         """
         with self._tok_lock:
-            ids = self.tokenizer.apply_chat_template(
-                list(messages),
-                add_generation_prompt=True,
-                tokenize=True,
-                return_dict=False,
-                **template_kwargs,
-            )
-        return [int(i) for i in ids]  # type: ignore[union-attr, arg-type]
+            return chat_prompt_ids(self.tokenizer, messages, **template_kwargs)
 
     # ----- the step ----------------------------------------------------------------
     def step(self) -> None:

@@ -14,6 +14,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -154,21 +155,12 @@ def load_model(
     """
     torch_dtype = resolve_dtype(dtype)
     start = time.perf_counter()
-    if model is None:
-        loaded = _load_embedded(torch_dtype)
+    source = model_source(model)
+    if source.kind == "hub":
+        loaded = _load_hub(source.location, torch_dtype)
     else:
-        text = os.fspath(model)
-        path = Path(text).expanduser()
-        if text.endswith(".gguf"):
-            if not path.is_file():
-                raise ModelLoadError(f"GGUF file not found: {path}")
-            loaded = _load_gguf_cached(path, path.stem, "gguf", torch_dtype)
-        elif path.exists():
-            loaded = _load_pretrained(str(path), torch_dtype, source="path", local_only=True)
-        elif _looks_like_path(text):
-            raise ModelLoadError(f"Model path does not exist: {path}")
-        else:
-            loaded = _load_hub(text, torch_dtype)
+        loaded = _load_pretrained(source.location, torch_dtype, source=source.kind, local_only=True)
+        loaded.name = source.name
     loaded.model.to(device)  # type: ignore[arg-type]
     loaded.model.eval()
     loaded.load_seconds = time.perf_counter() - start
@@ -218,23 +210,57 @@ def _load_hub(model_id: str, torch_dtype: torch.dtype) -> LoadedModel:
         ) from exc
 
 
-def _load_embedded(torch_dtype: torch.dtype) -> LoadedModel:
-    return _load_gguf_cached(embedded_gguf_path(), EMBEDDED_NAME, "embedded", torch_dtype)
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's weights are read from, resolved without loading them."""
+
+    location: str
+    """A local folder of safetensors weights, or a Hugging Face id (``kind == "hub"``)."""
+    name: str
+    """Short name for display and ``response_metadata['model_name']``."""
+    kind: str
+    """``embedded``, ``path``, ``gguf`` or ``hub``."""
 
 
-def _load_gguf_cached(
-    gguf_path: Path, name: str, source: str, torch_dtype: torch.dtype
-) -> LoadedModel:
-    """Load a GGUF file, converting it once to a safetensors folder in :func:`cache_dir`."""
+def model_source(model: str | os.PathLike[str] | None) -> ModelSource:
+    """Resolve ``model`` (as :func:`load_model` takes it) to a folder or a hub id.
+
+    A ``.gguf`` file, and the embedded default, are converted once to a safetensors folder
+    in :func:`cache_dir` (a later call finds it there), so any loader that reads
+    safetensors folders (transformers, vLLM) can load them.
+
+    Raises:
+        ModelLoadError: a path that does not exist, an unreadable GGUF file, or the
+            embedded wheel missing.
+    """
+    if model is None:
+        return ModelSource(str(converted_gguf(embedded_gguf_path())), EMBEDDED_NAME, "embedded")
+    text = os.fspath(model)
+    path = Path(text).expanduser()
+    if text.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {path}")
+        return ModelSource(str(converted_gguf(path)), path.stem, "gguf")
+    if path.exists():
+        return ModelSource(str(path), path.name, "path")
+    if _looks_like_path(text):
+        raise ModelLoadError(f"Model path does not exist: {path}")
+    return ModelSource(text, text, "hub")
+
+
+def converted_gguf(gguf_path: Path) -> Path:
+    """The safetensors folder of a GGUF file in :func:`cache_dir`, converted on first use."""
     stat = gguf_path.stat()
     target = cache_dir() / f"{gguf_path.stem}-{stat.st_size}"
     marker = target / "seed-converted.txt"
-    if not marker.is_file():
-        _convert_gguf(gguf_path, target)
-        marker.write_text(f"converted from {gguf_path}\n")
-    loaded = _load_pretrained(str(target), torch_dtype, source=source, local_only=True)
-    loaded.name = name
-    return loaded
+    with _CONVERT_LOCK:
+        if not marker.is_file():
+            _convert_gguf(gguf_path, target)
+            marker.write_text(f"converted from {gguf_path}\n")
+    return target
+
+
+_CONVERT_LOCK = threading.Lock()
 
 
 def _convert_gguf(gguf_path: Path, target: Path) -> None:
@@ -298,3 +324,29 @@ def shared_model(model: str | None, device: str, dtype: str) -> LoadedModel:
         if key not in _MODELS:
             _MODELS[key] = load_model(model, device=device, dtype=dtype)
         return _MODELS[key]
+
+
+def template_renders_tools(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether ``tokenizer``'s chat template takes ``tools`` (renders tool schemas)."""
+    template = getattr(tokenizer, "chat_template", None) or ""
+    return "tools" in (template if isinstance(template, str) else str(template))
+
+
+def chat_prompt_ids(
+    tokenizer: PreTrainedTokenizerBase, messages: Seq[dict[str, Any]], **template_kwargs: Any
+) -> list[int]:
+    """Prompt token ids of chat ``messages`` through ``tokenizer``'s chat template.
+
+    The generation prompt is added. The caller holds whatever lock guards ``tokenizer``
+    (fast tokenizers are not safe to share across threads).
+
+    Args:
+        tokenizer: a tokenizer with a chat template.
+        messages: ``{"role": ..., "content": ...}`` turns.
+        **template_kwargs: passed to ``apply_chat_template`` (e.g. ``tools``).
+    """
+    ids = tokenizer.apply_chat_template(
+        list(messages), add_generation_prompt=True, tokenize=True, return_dict=False,
+        **template_kwargs,
+    )  # fmt: skip
+    return [int(i) for i in ids]  # type: ignore[union-attr, arg-type]

@@ -103,9 +103,11 @@ class Sequence:
 
 
 def check_prompt_ids(
-    ids: list[int], params: SamplingParams, *, max_context: int, max_cache_tokens: int
+    ids: list[int], params: SamplingParams, *, max_context: int, max_cache_tokens: int | None
 ) -> list[int]:
     """``ids`` if a request of that prompt and ``params`` fits the context and the KV budget.
+
+    ``max_cache_tokens=None``: no KV budget of its own (a backend that manages it).
 
     Raises:
         ValueError: the prompt is empty, or it does not fit the context (or
@@ -119,7 +121,10 @@ def check_prompt_ids(
             f"prompt is {len(ids)} tokens; the model's context is {max_context} tokens "
             f"and max_tokens is {params.max_tokens}, so prompts may have at most {limit}"
         )
-    if len(ids) + params.max_tokens + DRAFT_SLACK > max_cache_tokens:
+    if (
+        max_cache_tokens is not None
+        and len(ids) + params.max_tokens + DRAFT_SLACK > max_cache_tokens
+    ):
         raise ValueError(
             f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) + "
             f"{DRAFT_SLACK} draft slots exceeds max_cache_tokens={max_cache_tokens}"

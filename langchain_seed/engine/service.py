@@ -12,27 +12,26 @@ engines are process-wide registries here.
 from __future__ import annotations
 
 import abc
-import asyncio
 import atexit
 import copy
 import logging
-import queue
 import random
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Self, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from langchain_seed.engine import compute
+from langchain_seed.engine.client import EngineClient, Prompt
 from langchain_seed.engine.config import EngineConfig, SamplingParams
 from langchain_seed.engine.results import EngineClosedError, GenerationResult, QueueFullError
 from langchain_seed.engine.scheduler import queue_part
-from langchain_seed.engine.sequence import SeqStatus, Sequence, check_prompt_ids
+from langchain_seed.engine.sequence import SeqStatus, Sequence
 from langchain_seed.engine.stats import EngineStats, peak_memory
 
 if TYPE_CHECKING:
@@ -40,14 +39,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Prompt = str | list[int]
-
 _SHARED: dict[tuple[Any, ...], Engine] = {}
 _SHARED_LOCK = threading.Lock()  # guards _SHARED; held while a shared engine is built
 _ALL_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
-class EngineService(abc.ABC):
+class EngineService(EngineClient):
     """Submission, streaming and the engine thread around :meth:`step` (see the module docstring).
 
     Subclasses build ``config``, ``scheduler``, ``runner``, ``prefix_cache``, the draft
@@ -80,20 +77,6 @@ class EngineService(abc.ABC):
         self, exc: BaseException, include_waiting: bool, also: Seq[Sequence] = ()
     ) -> None:
         """Fail every running (and, if asked, waiting) request with ``exc``; free all state."""
-
-    @abc.abstractmethod
-    def encode(self, text: str) -> list[int]:
-        """Token ids of a prompt text."""
-
-    @property
-    @abc.abstractmethod
-    def vocab_size(self) -> int:
-        """Valid token ids are below it."""
-
-    @property
-    @abc.abstractmethod
-    def max_context(self) -> int:
-        """Context length of the target model in tokens."""
 
     @abc.abstractmethod
     def _forward_counts(self) -> tuple[int, int]:
@@ -146,17 +129,6 @@ class EngineService(abc.ABC):
         return self._closed
 
     # ----- submission --------------------------------------------------------------
-    def submit(
-        self,
-        prompt: Prompt,
-        params: SamplingParams | None = None,
-        *,
-        group: str | None = None,
-        on_delta: Callable[[str], None] | None = None,
-    ) -> Future[GenerationResult]:
-        """Queue one request; it joins the running batch at the next step."""
-        return self.submit_many([prompt], params, group=group, on_delta=on_delta)[0]
-
     def submit_many(
         self,
         prompts: Seq[Prompt],
@@ -230,29 +202,8 @@ class EngineService(abc.ABC):
             raise ValueError(f"got {len(plist)} SamplingParams for {count} prompts")
         return plist
 
-    def check_prompt(self, prompt: Prompt, params: SamplingParams | None = None) -> list[int]:
-        """Token ids of ``prompt`` if this engine can run it with ``params``.
-
-        Raises:
-            ValueError: the prompt is empty, has token ids outside the vocabulary, or
-                does not fit the context (or ``max_cache_tokens``) with ``max_tokens``.
-        """
-        params = params if params is not None else SamplingParams()
-        if isinstance(prompt, str):
-            if not prompt:
-                raise ValueError("prompt is empty")
-            ids = self.encode(prompt)
-        else:
-            ids = [int(t) for t in prompt]
-            bad = [t for t in ids if not 0 <= t < self.vocab_size]
-            if bad:
-                raise ValueError(
-                    f"prompt token ids {bad[:5]} are outside the model's vocabulary "
-                    f"(ids must be in [0, {self.vocab_size}))"
-                )
-        return check_prompt_ids(
-            ids, params, max_context=self.max_context, max_cache_tokens=self.config.max_cache_tokens
-        )
+    def _cache_token_limit(self) -> int | None:
+        return self.config.max_cache_tokens
 
     def _make_sequence(
         self,
@@ -290,67 +241,6 @@ class EngineService(abc.ABC):
             self._cv.wait(timeout=0.1)
             if self._closed:
                 raise EngineClosedError("engine closed")
-
-    # ----- convenience -------------------------------------------------------------
-    def generate(
-        self,
-        prompts: Seq[Prompt],
-        params: SamplingParams | Seq[SamplingParams] | None = None,
-        *,
-        group: str | Seq[str | None] | None = None,
-    ) -> list[GenerationResult]:
-        """Run ``prompts`` to completion (one batch) and return their results in order."""
-        return [f.result() for f in self.submit_many(prompts, params, group=group)]
-
-    async def agenerate(
-        self,
-        prompts: Seq[Prompt],
-        params: SamplingParams | Seq[SamplingParams] | None = None,
-        *,
-        group: str | Seq[str | None] | None = None,
-    ) -> list[GenerationResult]:
-        """Async :meth:`generate`; cancelling the awaiting task cancels the requests."""
-        futures = self.submit_many(prompts, params, group=group)
-        wrapped = [asyncio.wrap_future(f) for f in futures]
-        try:
-            return list(await asyncio.gather(*wrapped))
-        except asyncio.CancelledError:
-            for f in futures:
-                f.cancel()
-            raise
-
-    def stream(
-        self, prompt: Prompt, params: SamplingParams | None = None, *, group: str | None = None
-    ) -> Iterator[str]:
-        """Yield text deltas of one request as the engine produces them."""
-        pieces: queue.Queue[str | None] = queue.Queue()
-        future = self.submit(prompt, params, group=group, on_delta=pieces.put)
-        future.add_done_callback(lambda _: pieces.put(None))
-        try:
-            while (piece := pieces.get()) is not None:
-                yield piece
-            future.result()
-        finally:
-            future.cancel()
-
-    async def astream(
-        self, prompt: Prompt, params: SamplingParams | None = None, *, group: str | None = None
-    ) -> AsyncIterator[str]:
-        """Async :meth:`stream` (no thread hop per token: the engine posts to this loop)."""
-        loop = asyncio.get_running_loop()
-        pieces: asyncio.Queue[str | None] = asyncio.Queue()
-
-        def post(piece: str | None) -> None:
-            loop.call_soon_threadsafe(pieces.put_nowait, piece)
-
-        future = self.submit(prompt, params, group=group, on_delta=post)
-        future.add_done_callback(lambda _: post(None))
-        try:
-            while (piece := await pieces.get()) is not None:
-                yield piece
-            future.result()
-        finally:
-            future.cancel()
 
     def stats(self) -> EngineStats:
         """A snapshot of the engine-wide counters (taken between steps, safe to keep)."""
@@ -390,12 +280,6 @@ class EngineService(abc.ABC):
         with _SHARED_LOCK:
             if _SHARED.get(self._shared_key) is self:
                 del _SHARED[self._shared_key]
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ----- the engine thread -------------------------------------------------------
     def _loop(self) -> None:

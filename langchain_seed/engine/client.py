@@ -1,0 +1,202 @@
+"""What the LangChain classes and the reasoning layer need of an engine.
+
+:class:`EngineClient` is the interface both backends implement: the embedded
+:class:`~langchain_seed.engine.Engine` and
+:class:`~langchain_seed.backends.vllm.VLLMEngine`. A backend implements submission
+(:meth:`EngineClient.submit_many`, futures of :class:`GenerationResult`, an ``on_delta``
+callback for streaming), prompt checking and chat rendering, the stats and closing; the
+blocking, async and streaming conveniences here are built on those.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import queue
+from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Sequence as Seq
+from concurrent.futures import Future
+from typing import Any, Self
+
+from langchain_seed.engine.config import SamplingParams
+from langchain_seed.engine.results import GenerationResult
+from langchain_seed.engine.sequence import check_prompt_ids
+from langchain_seed.engine.stats import EngineStats
+
+Prompt = str | list[int]
+"""A prompt: text (tokenized with special tokens) or token ids (a rendered chat template)."""
+
+
+class EngineClient(abc.ABC):
+    """An engine the LangChain classes submit to (see the module docstring)."""
+
+    # ----- what a backend implements -------------------------------------------------
+    @abc.abstractmethod
+    def submit_many(
+        self,
+        prompts: Seq[Prompt],
+        params: SamplingParams | Seq[SamplingParams] | None = None,
+        *,
+        group: str | Seq[str | None] | None = None,
+        on_delta: Callable[[str], None] | None = None,
+    ) -> list[Future[GenerationResult]]:
+        """Queue several requests together; one future per prompt, in order.
+
+        ``group`` is one group id for all prompts, or one (or ``None``) per prompt: the
+        samples of one prompt, which share its prefix.
+
+        Raises:
+            ValueError: an empty or over-long prompt, or a params list of the wrong length.
+            EngineClosedError: the engine is closed.
+        """
+
+    def check_prompt(self, prompt: Prompt, params: SamplingParams | None = None) -> list[int]:
+        """Token ids of ``prompt`` if this engine can run it with ``params``.
+
+        Raises:
+            ValueError: the prompt is empty, has token ids outside the vocabulary, or
+                does not fit the context (or ``max_cache_tokens``) with ``max_tokens``.
+        """
+        params = params if params is not None else SamplingParams()
+        if isinstance(prompt, str):
+            if not prompt:
+                raise ValueError("prompt is empty")
+            ids = self.encode(prompt)
+        else:
+            ids = [int(t) for t in prompt]
+            bad = [t for t in ids if not 0 <= t < self.vocab_size]
+            if bad:
+                raise ValueError(
+                    f"prompt token ids {bad[:5]} are outside the model's vocabulary "
+                    f"(ids must be in [0, {self.vocab_size}))"
+                )
+        return check_prompt_ids(
+            ids, params, max_context=self.max_context, max_cache_tokens=self._cache_token_limit()
+        )
+
+    def _cache_token_limit(self) -> int | None:
+        """Most tokens (prompt + output) one request may hold; ``None``: the context only."""
+        return None
+
+    @abc.abstractmethod
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a prompt text."""
+
+    @abc.abstractmethod
+    def render_chat(self, messages: Seq[dict[str, Any]], **template_kwargs: Any) -> list[int]:
+        """Prompt token ids of chat ``messages`` through the tokenizer's chat template."""
+
+    @property
+    @abc.abstractmethod
+    def chat_template_renders_tools(self) -> bool:
+        """Whether the tokenizer's chat template takes ``tools`` (renders tool schemas)."""
+
+    @property
+    @abc.abstractmethod
+    def model_name(self) -> str:
+        """Display name of the target model."""
+
+    @property
+    @abc.abstractmethod
+    def max_context(self) -> int:
+        """Context length of the target model in tokens."""
+
+    @property
+    @abc.abstractmethod
+    def vocab_size(self) -> int:
+        """Valid token ids are below it."""
+
+    @abc.abstractmethod
+    def stats(self) -> EngineStats:
+        """A snapshot of the engine-wide counters (safe to keep)."""
+
+    @abc.abstractmethod
+    def reset_stats(self) -> None:
+        """Start counting afresh."""
+
+    @property
+    @abc.abstractmethod
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+
+    @abc.abstractmethod
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the engine; pending requests fail with ``EngineClosedError``."""
+
+    # ----- built on the above ------------------------------------------------------
+    def submit(
+        self,
+        prompt: Prompt,
+        params: SamplingParams | None = None,
+        *,
+        group: str | None = None,
+        on_delta: Callable[[str], None] | None = None,
+    ) -> Future[GenerationResult]:
+        """Queue one request; it joins the running batch at the next step."""
+        return self.submit_many([prompt], params, group=group, on_delta=on_delta)[0]
+
+    def generate(
+        self,
+        prompts: Seq[Prompt],
+        params: SamplingParams | Seq[SamplingParams] | None = None,
+        *,
+        group: str | Seq[str | None] | None = None,
+    ) -> list[GenerationResult]:
+        """Run ``prompts`` to completion (one batch) and return their results in order."""
+        return [f.result() for f in self.submit_many(prompts, params, group=group)]
+
+    async def agenerate(
+        self,
+        prompts: Seq[Prompt],
+        params: SamplingParams | Seq[SamplingParams] | None = None,
+        *,
+        group: str | Seq[str | None] | None = None,
+    ) -> list[GenerationResult]:
+        """Async :meth:`generate`; cancelling the awaiting task cancels the requests."""
+        futures = self.submit_many(prompts, params, group=group)
+        wrapped = [asyncio.wrap_future(f) for f in futures]
+        try:
+            return list(await asyncio.gather(*wrapped))
+        except asyncio.CancelledError:
+            for f in futures:
+                f.cancel()
+            raise
+
+    def stream(
+        self, prompt: Prompt, params: SamplingParams | None = None, *, group: str | None = None
+    ) -> Iterator[str]:
+        """Yield text deltas of one request as the engine produces them."""
+        pieces: queue.Queue[str | None] = queue.Queue()
+        future = self.submit(prompt, params, group=group, on_delta=pieces.put)
+        future.add_done_callback(lambda _: pieces.put(None))
+        try:
+            while (piece := pieces.get()) is not None:
+                yield piece
+            future.result()
+        finally:
+            future.cancel()
+
+    async def astream(
+        self, prompt: Prompt, params: SamplingParams | None = None, *, group: str | None = None
+    ) -> AsyncIterator[str]:
+        """Async :meth:`stream` (no thread hop per token: the engine posts to this loop)."""
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def post(piece: str | None) -> None:
+            loop.call_soon_threadsafe(pieces.put_nowait, piece)
+
+        future = self.submit(prompt, params, group=group, on_delta=post)
+        future.add_done_callback(lambda _: post(None))
+        try:
+            while (piece := await pieces.get()) is not None:
+                yield piece
+            future.result()
+        finally:
+            future.cancel()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
