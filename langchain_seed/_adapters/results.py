@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.messages.ai import UsageMetadata
 
 if TYPE_CHECKING:
-    from langchain_seed.engine import Engine, GenerationResult
+    from langchain_seed.engine import GenerationResult
+    from langchain_seed.engine.client import EngineClient
 
 
 def generation_info(result: GenerationResult, model_name: str) -> dict[str, Any]:
@@ -36,6 +37,6 @@ def usage_metadata(result: GenerationResult) -> UsageMetadata:
     return usage
 
 
-def llm_output(engine: Engine) -> dict[str, Any]:
+def llm_output(engine: EngineClient) -> dict[str, Any]:
     """``llm_output`` of a call: the model name and the engine-wide stats after the call."""
     return {"model_name": engine.model_name, "engine_stats": engine.stats().to_dict()}

@@ -16,7 +16,8 @@ from langchain_seed._adapters.submission import Prompt, take
 from langchain_seed.engine.config import SamplingParams
 
 if TYPE_CHECKING:
-    from langchain_seed.engine import Engine, GenerationResult
+    from langchain_seed.engine import GenerationResult
+    from langchain_seed.engine.client import EngineClient
 
 _DONE = object()
 
@@ -74,7 +75,7 @@ class DeltaStream:
 
 
 def open_stream(
-    engine: Engine,
+    engine: EngineClient,
     prompt: Prompt,
     params: SamplingParams,
     *,

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 from langchain_seed.engine.config import SamplingParams
 
 if TYPE_CHECKING:
-    from langchain_seed.engine import Engine, GenerationResult
+    from langchain_seed.engine import GenerationResult
+    from langchain_seed.engine.client import EngineClient
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ Futures = list[list["Future[GenerationResult]"]]
 
 
 def submit_call(
-    engine: Engine, prompts: Sequence[Prompt], params: SamplingParams, n: int
+    engine: EngineClient, prompts: Sequence[Prompt], params: SamplingParams, n: int
 ) -> Futures:
     """Hand every prompt of one call to the engine together -> futures[prompt][sample].
 
@@ -101,7 +102,7 @@ async def await_all(futures: Futures) -> list[list[GenerationResult]]:
 
 @dataclass
 class _Waiting:
-    engine: Engine
+    engine: EngineClient
     prompt: Prompt
     params: SamplingParams
     n: int
@@ -117,7 +118,7 @@ class _Submitted:
 
     def add(
         self,
-        engine: Engine,
+        engine: EngineClient,
         prompts: Sequence[Prompt],
         params: SamplingParams,
         n: int,
@@ -128,7 +129,7 @@ class _Submitted:
                 self._waiting.append(_Waiting(engine, prompt, params, n, row))
 
     def take(
-        self, engine: Engine, prompt: Prompt, params: SamplingParams, n: int
+        self, engine: EngineClient, prompt: Prompt, params: SamplingParams, n: int
     ) -> list[Future[GenerationResult]] | None:
         with self._lock:
             for i, entry in enumerate(self._waiting):
@@ -150,7 +151,7 @@ worker threads and tasks of a batch)."""
 
 @contextmanager
 def submitted_together(
-    engine: Engine, prompts: Sequence[Prompt], params: SamplingParams, n: int
+    engine: EngineClient, prompts: Sequence[Prompt], params: SamplingParams, n: int
 ) -> Iterator[None]:
     """Submit ``prompts`` now; runs started inside take their futures with :func:`submit_all`.
 
@@ -174,7 +175,7 @@ def submitted_together(
 
 
 def take(
-    engine: Engine, prompt: Prompt, params: SamplingParams, n: int
+    engine: EngineClient, prompt: Prompt, params: SamplingParams, n: int
 ) -> list[Future[GenerationResult]] | None:
     """The futures of this request if the current batch submitted it to ``engine``, else None."""
     submitted = _SUBMITTED.get()
@@ -182,7 +183,7 @@ def take(
 
 
 def submit_all(
-    engine: Engine, prompts: Sequence[Prompt], params: SamplingParams, n: int
+    engine: EngineClient, prompts: Sequence[Prompt], params: SamplingParams, n: int
 ) -> Futures:
     """The futures of one run: taken from its batch's pre-submission, the rest submitted now.
 

@@ -9,6 +9,8 @@
 | ``batched_ar`` | Engine, ``autoregressive`` policy (prefix cache on) |
 | ``ours`` | Engine, ``batched`` policy, best drafters, prefix cache on |
 | ``ours_nocache`` | ``ours`` with the prefix cache off (the prefix-cache workload's baseline) |
+| ``vllm`` | vLLM's engine (``backend="vllm"``), no speculation; needs vLLM installed |
+| ``vllm_spec`` | vLLM with n-gram speculation (``gamma`` tokens); needs vLLM installed |
 
 Every trial opens a fresh backend: an engine method builds a new :class:`Engine` (weights
 are shared between engines of one process; the prefix cache and stats start empty), so a
@@ -47,6 +49,8 @@ METHODS = (
     "batched_ar",
     "ours",
     "ours_nocache",
+    "vllm",
+    "vllm_spec",
 )
 """Every method name the CLI accepts."""
 
@@ -269,6 +273,13 @@ def make_method(name: str, config: BenchConfig, *, gamma: int | None = None) -> 
         return BenchMethod(name, lambda: HFBackend(config, mode, name=name))
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+    if name in ("vllm", "vllm_spec"):
+        from langchain_seed.backends.vllm import require_vllm
+        from langchain_seed.bench.vllm import VLLMBackend
+
+        require_vllm()  # fail at the start of a run, not in its first trial
+        spec = name == "vllm_spec"
+        return BenchMethod(name, lambda: VLLMBackend(config, spec=spec, name=name))
     settings = engine_settings(name, config, gamma)
     label = name if gamma is None else f"{name}[g={gamma}]"
     return BenchMethod(label, lambda: EngineBackend(config, settings, label))

