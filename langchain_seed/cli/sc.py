@@ -71,6 +71,12 @@ def register(subparsers: Any) -> None:
         help="default: consensus ngram (plus model with --draft-model)",
     )
     parser.add_argument("--max-batch-size", type=int, default=32, help="engine max_batch_size")
+    parser.add_argument(
+        "--backend",
+        default="embedded",
+        choices=("embedded", "vllm"),
+        help="vllm: run on vLLM's engine (needs vLLM; --policy/--drafters/--device unused)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16")
@@ -137,7 +143,13 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
     )
     print(f"loading {args.model or 'the embedded model'} ...", file=sys.stderr)
-    engine = Engine(config)
+    engine: Any
+    if args.backend == "vllm":
+        from langchain_seed.backends.vllm import VLLMEngine
+
+        engine = VLLMEngine(args.model, dtype=args.dtype)
+    else:
+        engine = Engine(config)
     try:
         chat = ChatSeed(engine=engine)
         prompt = ChatPromptTemplate.from_messages([("system", SYSTEM), ("human", INSTRUCTION)])

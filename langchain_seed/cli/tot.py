@@ -80,6 +80,12 @@ def register(subparsers: Any) -> None:
     model.add_argument(
         "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16")
     )
+    model.add_argument(
+        "--backend",
+        default="embedded",
+        choices=("embedded", "vllm"),
+        help="vllm: run on vLLM's engine (needs vLLM; --policy/--drafters/--device unused)",
+    )
     out = parser.add_argument_group("output")
     out.add_argument("--json", dest="json_path", default=None, help="write the result as JSON")
     out.add_argument("--mermaid", default=None, help="write a Mermaid chart (Markdown) here")
@@ -91,6 +97,8 @@ def build_llm(args: argparse.Namespace) -> Any:
     """The SeedLLM the options describe."""
     from langchain_seed import SeedLLM
 
+    if args.backend == "vllm":
+        return SeedLLM(backend="vllm", model=args.model, dtype=args.dtype)
     drafters = args.drafters or (
         ["model", "consensus", "ngram"] if args.draft_model else ["consensus", "ngram"]
     )

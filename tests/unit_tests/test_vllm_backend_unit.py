@@ -205,3 +205,16 @@ def test_tree_of_thoughts_runs_on_a_model_that_takes_n() -> None:
     out = tot.invoke({"input": "4 5 6 10"})
     assert out["stats"]["model_submissions"] >= 1
     assert chat.calls and all("n" in c for c in chat.calls)
+
+
+@pytest.mark.skipif(HAVE_VLLM, reason="vLLM is installed here")
+def test_cli_backend_option_reaches_the_vllm_backend() -> None:
+    from langchain_seed.cli import build_parser
+    from langchain_seed.cli.tot import build_llm
+
+    args = build_parser().parse_args(["tot", "--backend", "vllm", "--input", "4 5 6 10"])
+    assert args.backend == "vllm"
+    with pytest.raises(ImportError, match="pip install vllm"):
+        build_llm(args)
+    sc_args = build_parser().parse_args(["sc", "--backend", "vllm"])
+    assert sc_args.backend == "vllm"
