@@ -41,7 +41,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from langchain_seed.engine.client import EngineClient, Prompt
+from langchain_seed.engine.client import EngineClient, Prompt, SharedEngines
 from langchain_seed.engine.config import Grammar, SamplingParams
 from langchain_seed.engine.loading import (
     ModelLoadError,
@@ -243,7 +243,6 @@ class VLLMEngine(EngineClient):
         self._counts = EngineStats()
         self._spec_base: dict[str, Any] = {}
         self._numbers = 0
-        self._shared_key: tuple[Any, ...] | None = None
         source = model_source(model)
         self._name = source.name
         backend_kwargs = dict(backend_kwargs or {})
@@ -318,24 +317,12 @@ class VLLMEngine(EngineClient):
         """The process-wide vLLM engine for this configuration (started on first use)."""
         kwargs = dict(backend_kwargs or {})
         key = (model, dtype, json.dumps(kwargs, sort_keys=True, default=repr))
-        with _SHARED_LOCK:
-            engine = _SHARED.get(key)
-            if engine is None or engine.closed:
-                if engine is not None:  # a dead engine: free its loop and processes first
-                    engine.close()
-                engine = cls(model, dtype=dtype, backend_kwargs=kwargs)
-                engine._shared_key = key
-                _SHARED[key] = engine
-            return engine
+        return SHARED.get(key, lambda: cls(model, dtype=dtype, backend_kwargs=kwargs))
 
     @staticmethod
     def close_shared() -> int:
         """Close every shared vLLM engine of this process; returns how many were closed."""
-        with _SHARED_LOCK:
-            engines = list(_SHARED.values())
-        for engine in engines:
-            engine.close()
-        return len(engines)
+        return SHARED.close_all()
 
     # ----- the EngineClient interface ----------------------------------------------
     @property
@@ -474,9 +461,7 @@ class VLLMEngine(EngineClient):
         if self._closed:
             return
         self._closed = True
-        with _SHARED_LOCK:
-            if self._shared_key is not None and _SHARED.get(self._shared_key) is self:
-                del _SHARED[self._shared_key]
+        SHARED.remove(self)
         with self._lock:
             pending = list(self._pending.values())
         error = EngineClosedError("engine closed before the request finished")
@@ -639,8 +624,8 @@ class VLLMEngine(EngineClient):
 
 _TOKEN_FIELDS = ("prompt_tokens", "generated_tokens", "cached_prompt_tokens", "target_tokens")
 
-_SHARED: dict[tuple[Any, ...], VLLMEngine] = {}
-_SHARED_LOCK = threading.RLock()  # shared() may close a dead engine, which unregisters
+SHARED: SharedEngines[VLLMEngine] = SharedEngines()
+"""The process's shared vLLM engines (:meth:`VLLMEngine.shared`)."""
 _ALL: weakref.WeakSet[VLLMEngine] = weakref.WeakSet()
 
 

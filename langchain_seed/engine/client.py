@@ -13,10 +13,11 @@ from __future__ import annotations
 import abc
 import asyncio
 import queue
-from collections.abc import AsyncIterator, Callable, Iterator
+import threading
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator
 from collections.abc import Sequence as Seq
 from concurrent.futures import Future
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar
 
 from langchain_seed.engine.config import SamplingParams
 from langchain_seed.engine.results import GenerationResult
@@ -29,6 +30,9 @@ Prompt = str | list[int]
 
 class EngineClient(abc.ABC):
     """An engine the LangChain classes submit to (see the module docstring)."""
+
+    _registered: tuple[SharedEngines[Any], Hashable] | None = None
+    """Set by the :class:`SharedEngines` registry that holds this engine."""
 
     # ----- what a backend implements -------------------------------------------------
     @abc.abstractmethod
@@ -200,3 +204,52 @@ class EngineClient(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+E = TypeVar("E", bound=EngineClient)
+
+
+class SharedEngines(Generic[E]):
+    """A process-wide registry of engines, one per configuration key.
+
+    An engine is built under the registry's lock: threads racing for one configuration get
+    one engine (one batch, one memory budget), never one each. A closed (or dead) engine is
+    replaced by a fresh one on the next :meth:`get`.
+    """
+
+    def __init__(self) -> None:
+        self._engines: dict[Hashable, E] = {}
+        self._lock = threading.RLock()  # reentrant: replacing a dead engine closes it here
+
+    def get(self, key: Hashable, build: Callable[[], E]) -> E:
+        """The engine for ``key``, built with ``build()`` on first use."""
+        with self._lock:
+            engine = self._engines.get(key)
+            if engine is None or engine.closed:
+                if engine is not None:
+                    engine.close()  # idempotent; frees what a dead engine still holds
+                engine = build()
+                engine._registered = (self, key)
+                self._engines[key] = engine
+            return engine
+
+    def remove(self, engine: EngineClient) -> None:
+        """Forget ``engine`` (its :meth:`~EngineClient.close` calls this)."""
+        registered = getattr(engine, "_registered", None)
+        if registered is None or registered[0] is not self:
+            return
+        with self._lock:
+            if self._engines.get(registered[1]) is engine:
+                del self._engines[registered[1]]
+
+    def engines(self) -> list[E]:
+        """The engines registered now."""
+        with self._lock:
+            return list(self._engines.values())
+
+    def close_all(self) -> int:
+        """Close every registered engine; returns how many were closed."""
+        engines = self.engines()
+        for engine in engines:
+            engine.close()
+        return len(engines)

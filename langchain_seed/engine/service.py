@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 
 from langchain_seed.engine import compute
-from langchain_seed.engine.client import EngineClient, Prompt
+from langchain_seed.engine.client import EngineClient, Prompt, SharedEngines
 from langchain_seed.engine.config import EngineConfig, SamplingParams
 from langchain_seed.engine.results import EngineClosedError, GenerationResult, QueueFullError
 from langchain_seed.engine.scheduler import queue_part
@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_SHARED: dict[tuple[Any, ...], Engine] = {}
-_SHARED_LOCK = threading.Lock()  # guards _SHARED; held while a shared engine is built
+SHARED: SharedEngines[Engine] = SharedEngines()
+"""The process's shared embedded engines (:meth:`EngineService.shared`)."""
 _ALL_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
@@ -63,7 +63,6 @@ class EngineService(EngineClient):
         self._inbox: list[Sequence] = []
         self._closed = False
         self._step_lock = threading.Lock()  # held while a step mutates state and stats
-        self._shared_key: tuple[Any, ...] | None = None  # set by Engine.shared
         self._thread = threading.Thread(target=self._loop, name="seed-engine", daemon=True)
         self._thread.start()
         _ALL_ENGINES.add(self)  # type: ignore[arg-type]
@@ -97,18 +96,10 @@ class EngineService(EngineClient):
         cfg = config if config is not None else EngineConfig(**kwargs)
         key = (
             cfg.model, cfg.draft_model, cfg.policy, cfg.drafters, cfg.max_batch_size,
-            cfg.max_cache_tokens, cfg.gamma, cfg.device, cfg.dtype, cfg.prefix_cache_tokens,
-            cfg.adaptive_gamma, cfg.max_queue, cfg.queue_full,
+            cfg.max_cache_tokens, cfg.gamma, cfg.device, cfg.dtype,
+            cfg.prefix_cache_tokens, cfg.adaptive_gamma, cfg.max_queue, cfg.queue_full,
         )  # fmt: skip
-        # Check and build under one lock: threads racing for the same configuration
-        # must get one engine (one batch, one KV budget), never one each.
-        with _SHARED_LOCK:
-            engine = _SHARED.get(key)
-            if engine is None or engine.closed:
-                engine = build(cfg)
-                engine._shared_key = key
-                _SHARED[key] = engine
-            return engine
+        return SHARED.get(key, lambda: build(cfg))
 
     @staticmethod
     def close_shared() -> int:
@@ -117,11 +108,7 @@ class EngineService(EngineClient):
         Each shared engine keeps its thread, its KV buffers and its prefix cache until it is
         closed: close the engines of a finished job to give that memory back.
         """
-        with _SHARED_LOCK:
-            engines = list(_SHARED.values())
-        for engine in engines:
-            engine.close()
-        return len(engines)
+        return SHARED.close_all()
 
     @property
     def closed(self) -> bool:
@@ -275,11 +262,7 @@ class EngineService(EngineClient):
             self._thread.join(timeout)
 
     def _unregister(self) -> None:
-        if self._shared_key is None:
-            return
-        with _SHARED_LOCK:
-            if _SHARED.get(self._shared_key) is self:
-                del _SHARED[self._shared_key]
+        SHARED.remove(self)
 
     # ----- the engine thread -------------------------------------------------------
     def _loop(self) -> None:

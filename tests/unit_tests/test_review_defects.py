@@ -344,7 +344,7 @@ def test_closed_shared_engine_leaves_the_registry_and_frees_its_memory(model_pat
     engine.generate(["the cat sat on the mat"], SamplingParams(max_tokens=4))
     assert engine.prefix_cache.stats()["memory_bytes"] > 0
     engine.close()
-    assert engine not in service_module._SHARED.values()
+    assert engine not in service_module.SHARED.engines()
     assert engine.prefix_cache.stats()["memory_bytes"] == 0
     assert engine.prefix_cache.tokens_stored == 0
     assert engine.runner.cache.nbytes() == 0
@@ -379,4 +379,4 @@ def test_close_shared_closes_every_shared_engine(model_path):
     second = Engine.shared(EngineConfig(model=model_path, max_batch_size=7))
     assert Engine.close_shared() >= 2
     assert first.closed and second.closed
-    assert service_module._SHARED == {}
+    assert service_module.SHARED.engines() == []

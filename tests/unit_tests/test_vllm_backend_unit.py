@@ -219,5 +219,5 @@ def test_cli_backend_option_reaches_the_vllm_backend() -> None:
     assert args.backend == "vllm"
     with pytest.raises(ImportError, match="pip install vllm"):
         build_llm(args)
-    sc_args = build_parser().parse_args(["sc", "--backend", "vllm"])
+    sc_args = build_parser().parse_args(["sc", "--backend", "vllm", "--question", "1 + 1?"])
     assert sc_args.backend == "vllm"
