@@ -390,10 +390,7 @@ class VLLMEngine(EngineClient):
             ValueError: an empty or over-long prompt, or a list of the wrong length.
             EngineClosedError: the engine is closed, or vLLM died.
         """
-        if isinstance(prompts, str):
-            raise ValueError("prompts must be a list of prompts; use submit() for one prompt")
-        plist = _as_list(params, len(prompts), SamplingParams(), "SamplingParams")
-        groups = _as_list(group, len(prompts), None, "groups")
+        plist, groups = self._per_prompt(prompts, params, group)
         ids = [self.check_prompt(p, sp) for p, sp in zip(prompts, plist)]
         if self._seeds_unsafe and any(sp.seed is not None and not sp.greedy for sp in plist):
             raise ValueError(
@@ -648,15 +645,6 @@ def _load_tokenizer(location: str) -> Any:
         return AutoTokenizer.from_pretrained(location, local_files_only=True)
     except OSError as exc:
         raise ModelLoadError(f"Could not load the tokenizer of {location!r}: {exc}") from exc
-
-
-def _as_list(value: Any, count: int, default: Any, what: str) -> list[Any]:
-    if value is None or isinstance(value, (str, SamplingParams)):
-        return [default if value is None else value] * count
-    values = list(value)
-    if len(values) != count:
-        raise ValueError(f"got {len(values)} {what} for {count} prompts")
-    return values
 
 
 def _resolve(future: Future[GenerationResult], result: GenerationResult) -> None:

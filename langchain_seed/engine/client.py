@@ -78,6 +78,34 @@ class EngineClient(abc.ABC):
             ids, params, max_context=self.max_context, max_cache_tokens=self._cache_token_limit()
         )
 
+    @staticmethod
+    def _per_prompt(
+        prompts: Seq[Prompt],
+        params: SamplingParams | Seq[SamplingParams] | None,
+        group: str | Seq[str | None] | None,
+    ) -> tuple[list[SamplingParams], list[str | None]]:
+        """:meth:`submit_many`'s ``params`` and ``group`` as one entry per prompt.
+
+        Raises:
+            ValueError: ``prompts`` is a string, or a list has the wrong length.
+        """
+        if isinstance(prompts, str):
+            raise ValueError("prompts must be a list of prompts; use submit() for one prompt")
+        count = len(prompts)
+        if params is None or isinstance(params, SamplingParams):
+            plist = [params if params is not None else SamplingParams()] * count
+        else:
+            plist = list(params)
+            if len(plist) != count:
+                raise ValueError(f"got {len(plist)} SamplingParams for {count} prompts")
+        if group is None or isinstance(group, str):
+            groups: list[str | None] = [group] * count
+        else:
+            groups = list(group)
+            if len(groups) != count:
+                raise ValueError(f"got {len(groups)} groups for {count} prompts")
+        return plist, groups
+
     def _cache_token_limit(self) -> int | None:
         """Most tokens (prompt + output) one request may hold; ``None``: the context only."""
         return None

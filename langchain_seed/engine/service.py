@@ -141,15 +141,7 @@ class EngineService(EngineClient):
             QueueFullError: ``queue_full="error"`` and the queue has no room for the batch,
                 or the batch is larger than ``max_queue``.
         """
-        if isinstance(prompts, str):
-            raise ValueError("prompts must be a list of prompts; use submit() for one prompt")
-        plist = self._params_list(params, len(prompts))
-        if group is None or isinstance(group, str):
-            groups: list[str | None] = [group] * len(prompts)
-        else:
-            groups = list(group)
-            if len(groups) != len(prompts):
-                raise ValueError(f"got {len(groups)} groups for {len(prompts)} prompts")
+        plist, groups = self._per_prompt(prompts, params, group)
         seqs = [self._make_sequence(p, sp, g, on_delta) for p, sp, g in zip(prompts, plist, groups)]
         limit = self.config.max_queue
         if limit is not None and len(seqs) > limit and self.config.queue_full == "error":
@@ -176,18 +168,6 @@ class EngineService(EngineClient):
                 queued += part
                 self._cv.notify_all()
         return [s.future for s in seqs]
-
-    def _params_list(
-        self, params: SamplingParams | Seq[SamplingParams] | None, count: int
-    ) -> list[SamplingParams]:
-        if params is None:
-            return [SamplingParams()] * count
-        if isinstance(params, SamplingParams):
-            return [params] * count
-        plist = list(params)
-        if len(plist) != count:
-            raise ValueError(f"got {len(plist)} SamplingParams for {count} prompts")
-        return plist
 
     def _cache_token_limit(self) -> int | None:
         return self.config.max_cache_tokens
