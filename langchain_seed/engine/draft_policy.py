@@ -1,26 +1,32 @@
 """Draft policy: which draft each sequence verifies and how long, from measured numbers only.
 
-A step verifies ``b`` rows padded to ``p = q + 1`` positions each (the longest draft ``q``
-plus the pending token). Two models, refitted every step, decide ``q``:
+A verification step feeds each of its ``b`` rows its pending token plus its draft. The
+runner computes ``t`` token positions for it: ``b + sum(draft lengths)`` when the forward
+is packed (:mod:`~langchain_seed.engine.packing`, ragged drafts cost only their own
+tokens), ``b * (longest draft + 1)`` when every row is padded to the longest. Two models,
+refitted every step, decide the lengths:
 
-- :class:`StepCost`: ``log seconds = load + shape(b, p)``. ``shape`` is a table of measured
-  relative costs by ``(b, p)`` (the cost is not linear in ``b * p``: at batch 1 on a CPU,
+- :class:`StepCost`: ``log seconds = load + shape(b, t)``. ``shape`` is a table of measured
+  relative costs by ``(b, t)`` (the cost is not linear in ``t``: at batch 1 on a CPU,
   2 positions can cost more than 5); ``load`` is one common factor that follows the machine
   (another process on the cores inflates every entry alike). Each observation moves
   ``load`` by most of the surprise and its own entry by a little, so a loaded machine does
-  not make rarely measured entries look cheap. Unmeasured entries are priced from the
-  measured one-position cost at that batch size plus :data:`EXTRA_POSITION_PRIOR` per extra
-  position, and measured the first time they are used.
+  not make rarely measured entries look cheap. An unmeasured entry between two measured
+  ones of its batch size is interpolated; otherwise it is priced from the plain step of
+  that batch size grown by ``(PRIOR_OVERHEAD_TOKENS + t) / (PRIOR_OVERHEAD_TOKENS + b)``.
+  A shape's first timing moves it half-way from that prior (one timing on a busy machine
+  is noisy); later ones refine it.
 - :class:`Acceptance`: per-token acceptance probability ``a`` of each drafter, counted
   engine-wide (per drafter, greedy or sampled) and per sequence. A verification of ``g``
   draft tokens that accepted ``k`` is ``k`` successes plus one failure when ``k < g`` (a
   truncated geometric observation), and ``a = successes / (successes + failures)``. A new
   sequence starts from the engine-wide estimate of the drafter, not from a fixed prior.
 
-With ``a_i`` per sequence, drafting up to ``q`` tokens yields ``sum_{k=1..q} a_i**k``
-expected extra tokens for row ``i``. :meth:`DraftPolicy.choose_length` picks the ``q`` with
-the most expected tokens per second, ``q = 0`` (a plain autoregressive step) unless a
-longer one is predicted to beat it by :data:`MIN_GAIN`.
+With ``a_i`` per sequence, the ``k``-th token of row ``i``'s draft is worth ``a_i ** k``
+expected tokens. :meth:`DraftPolicy.choose_length` picks the lengths with the most
+expected tokens per second: packed, the ``E`` most valuable draft tokens of the whole
+batch for the best ``E``; padded, one cap for every row. It drafts nothing unless that is
+predicted to beat a plain autoregressive step by :data:`MIN_GAIN`.
 """
 
 from __future__ import annotations
@@ -37,11 +43,13 @@ from langchain_seed.engine.drafters.base import Draft
 if TYPE_CHECKING:
     from langchain_seed.engine.sequence import Sequence
 
-EXTRA_POSITION_PRIOR = 0.25
-"""Assumed relative cost of each extra position before it is measured (+25% per token)."""
+PRIOR_OVERHEAD_TOKENS = 16.0
+"""Before a shape is measured, a step is priced as ``overhead + t`` tokens, the overhead
+(weights read, kernel launches, the host) worth this many tokens of work."""
 MIN_GAIN = 1.02
 """A draft length must beat plain decoding by 2% in predicted tokens per second."""
 LOAD_RATE = 0.5  # share of a surprise taken by the common load factor
+FIRST_RATE = 0.5  # share of a new shape's first surprise it takes (one timing is noisy)
 SHAPE_RATE = 0.3  # share of the rest taken by the observed (b, p) entry
 ACCEPTANCE_PRIOR = (1.0, 1.0)  # pseudo (successes, failures) of an unmeasured drafter: a = 0.5
 SEQUENCE_WEIGHT = 4.0  # pseudo-observations of the engine-wide estimate in a sequence's
@@ -84,57 +92,75 @@ class CostModel:
 
 
 class StepCost:
-    """Relative cost of a verification forward by ``(rows, positions per row)``."""
+    """Relative cost of a verification forward by ``(rows, computed token positions)``."""
 
     def __init__(self) -> None:
         self.load = 0.0  # log seconds of the common factor
-        self.shape: dict[tuple[int, int], float] = {}  # (b, p) -> log relative cost
+        self.shape: dict[tuple[int, int], float] = {}  # (b, t) -> log relative cost
+        self._by_rows: dict[int, list[int]] = {}  # b -> sorted measured t
 
-    def relative(self, b: int, p: int) -> float | None:
-        """Predicted cost of ``(b, p)`` in load units, or ``None`` with nothing measured yet."""
-        if (b, p) in self.shape:
-            return math.exp(self.shape[(b, p)])
-        one = self._one_position(b)
-        if one is None:
-            return None
-        return one * (1.0 + EXTRA_POSITION_PRIOR * (p - 1))
+    def relative(self, b: int, t: int) -> float | None:
+        """Predicted cost of ``(b, t)`` in load units, or ``None`` with nothing measured yet."""
+        if (b, t) in self.shape:
+            return math.exp(self.shape[(b, t)])
+        measured = self._by_rows.get(b)
+        if measured:
+            i = bisect.bisect_left(measured, t)
+            if 0 < i < len(measured):  # between two measured entries of this batch size
+                lo, hi = measured[i - 1], measured[i]
+                w = (t - lo) / (hi - lo)
+                return math.exp((1 - w) * self.shape[(b, lo)] + w * self.shape[(b, hi)])
+            if i == 0:  # below every measured entry: grown from the smallest
+                return math.exp(self.shape[(b, measured[0])]) * _growth(measured[0], t)
+        # Past the measured range: from the plain step, so that one dear measured shape
+        # (at batch 1 on a CPU, 2-3 positions can cost more than 5) does not price every
+        # longer draft out before it is tried.
+        plain = self._plain(b)
+        return None if plain is None else plain * _growth(b, t)
 
-    def seconds(self, b: int, p: int) -> float | None:
-        """Predicted seconds of ``(b, p)`` at the current load."""
-        rel = self.relative(b, p)
+    def seconds(self, b: int, t: int) -> float | None:
+        """Predicted seconds of ``(b, t)`` at the current load."""
+        rel = self.relative(b, t)
         return None if rel is None else rel * math.exp(self.load)
 
-    def observe(self, b: int, p: int, seconds: float) -> None:
-        """Fold one timed forward of ``b`` rows x ``p`` positions into the model."""
+    def observe(self, b: int, t: int, seconds: float) -> None:
+        """Fold one timed forward of ``b`` rows computing ``t`` positions into the model."""
         if seconds <= 0:
             return
         log_t = math.log(seconds)
-        prior = self.relative(b, p)
+        prior = self.relative(b, t)
         if prior is None:  # the first forward of all sets the scale
             self.load = log_t
-            self.shape[(b, p)] = 0.0
+            self._set(b, t, 0.0)
             return
-        if (b, p) not in self.shape:  # first time of this shape: the surprise is its own
-            self.shape[(b, p)] = log_t - self.load
+        if (b, t) not in self.shape:  # first time of this shape: half-way to what it cost
+            self._set(b, t, math.log(prior) + FIRST_RATE * (log_t - self.load - math.log(prior)))
             return
         error = log_t - (self.load + math.log(prior))
         self.load += LOAD_RATE * error
-        self.shape[(b, p)] += SHAPE_RATE * (1.0 - LOAD_RATE) * error
+        self.shape[(b, t)] += SHAPE_RATE * (1.0 - LOAD_RATE) * error
 
-    def _one_position(self, b: int) -> float | None:
-        """Relative one-position cost at ``b`` rows: measured, or interpolated from others."""
-        if (b, 1) in self.shape:
-            return math.exp(self.shape[(b, 1)])
-        rows = sorted(k for k, p in self.shape if p == 1)
+    def _set(self, b: int, t: int, value: float) -> None:
+        self.shape[(b, t)] = value
+        bisect.insort(self._by_rows.setdefault(b, []), t)
+
+    def _plain(self, b: int) -> float | None:
+        """Relative cost of a plain step of ``b`` rows: measured, or from other batch sizes."""
+        rows = sorted(k for k in self._by_rows if (k, k) in self.shape)
         if not rows:
             return None
         i = bisect.bisect_left(rows, b)
         if i == 0 or i == len(rows):
             near = rows[0] if i == 0 else rows[-1]
-            return math.exp(self.shape[(near, 1)])
+            return math.exp(self.shape[(near, near)]) * _growth(near, b)
         lo, hi = rows[i - 1], rows[i]
         w = (b - lo) / (hi - lo)
-        return math.exp((1 - w) * self.shape[(lo, 1)] + w * self.shape[(hi, 1)])
+        return math.exp((1 - w) * self.shape[(lo, lo)] + w * self.shape[(hi, hi)])
+
+
+def _growth(t0: int, t: int) -> float:
+    """Prior cost ratio of computing ``t`` positions instead of ``t0``."""
+    return (PRIOR_OVERHEAD_TOKENS + t) / (PRIOR_OVERHEAD_TOKENS + t0)
 
 
 class Acceptance:
@@ -173,10 +199,17 @@ def expected_gain(a: float, q: int) -> float:
 
 
 class DraftPolicy:
-    """Draft choice and length for one engine (see the module docstring)."""
+    """Draft choice and length for one engine (see the module docstring).
 
-    def __init__(self, gamma: int) -> None:
+    Args:
+        gamma: most draft tokens per sequence per step.
+        packed: the engine verifies ragged drafts packed (each row pays for its own
+            tokens) rather than padded to the longest.
+    """
+
+    def __init__(self, gamma: int, packed: bool = False) -> None:
         self.gamma = gamma
+        self.packed = packed
         self.cost = StepCost()
         self.acceptance = Acceptance()
         self.draft_cost = CostModel(c0=0.3, c1=0.02)
@@ -247,36 +280,67 @@ class DraftPolicy:
         """Draft length per sequence maximizing the batch's expected tokens per second.
 
         Args:
-            seqs: running sequences (one verification each, one padded forward in all).
+            seqs: running sequences (one verification each, one forward in all).
             available: most draft tokens each may get (drafts found, gamma cap, tokens left).
             acceptance: per-token acceptance estimate of each sequence's draft.
             extra_seconds: seconds each draft position adds besides verification (one
                 forward of the draft model over the batch).
 
         Returns:
-            ``min(q, available[i])`` for one cap ``q`` (shorter drafts ride free in the
-            padded forward); ``q = 0`` when no length beats plain decoding.
+            At most ``available[i]`` tokens for row ``i``; all zeros when no lengths beat
+            plain decoding. Packed, the lengths take the most valuable draft tokens of the
+            batch (the ``k``-th token of row ``i`` is worth ``a_i ** k``); padded, they are
+            ``min(q, available[i])`` for one cap ``q`` (shorter drafts ride free).
         """
         b = len(seqs)
         if b == 0:
             return []
-        base = self.cost.seconds(b, 1)
+        base = self.cost.seconds(b, b)
         if base is None:
             return [0] * b
+        caps = [min(self.gamma, n) if a > 0 else 0 for n, a in zip(available, acceptance)]
+        if self.packed:
+            return self._packed_lengths(caps, acceptance, base, extra_seconds)
         best_q, best_rate = 0, b / base
         expected = float(b)  # every verification yields one token
-        for q in range(1, min(self.gamma, max(available, default=0)) + 1):
-            expected += sum(a**q for a, n in zip(acceptance, available) if n >= q and a > 0)
-            seconds = self.cost.seconds(b, q + 1)
+        for q in range(1, max(caps, default=0) + 1):
+            expected += sum(a**q for a, n in zip(acceptance, caps) if n >= q)
+            seconds = self.cost.seconds(b, b * (q + 1))
             assert seconds is not None
             rate = expected / (seconds + q * extra_seconds)
             if rate > best_rate * (MIN_GAIN if best_q == 0 else 1.0):
                 best_q, best_rate = q, rate
-        return [min(best_q, n) for n in available]
+        return [min(best_q, n) for n in caps]
 
-    def observe_step(self, b: int, positions: int, seconds: float) -> None:
-        """Time of one verification forward of ``b`` rows x ``positions`` each."""
-        self.cost.observe(b, positions, seconds)
+    def _packed_lengths(
+        self, caps: list[int], acceptance: Seq[float], base: float, extra_seconds: float
+    ) -> list[int]:
+        """The best number ``E`` of the batch's most valuable draft tokens, as lengths."""
+        b = len(caps)
+        tokens = sorted(
+            ((acceptance[i] ** k, i) for i in range(b) for k in range(1, caps[i] + 1)),
+            key=lambda vi: -vi[0],
+        )
+        best_e, best_rate = 0, b / base
+        expected, longest = float(b), 0
+        taken = [0] * b
+        for e, (value, i) in enumerate(tokens, start=1):
+            expected += value
+            taken[i] += 1
+            longest = max(longest, taken[i])
+            seconds = self.cost.seconds(b, b + e)
+            assert seconds is not None
+            rate = expected / (seconds + longest * extra_seconds)
+            if rate > best_rate * (MIN_GAIN if best_e == 0 else 1.0):
+                best_e, best_rate = e, rate
+        lengths = [0] * b
+        for _, i in tokens[:best_e]:
+            lengths[i] += 1
+        return lengths
+
+    def observe_step(self, b: int, tokens: int, seconds: float) -> None:
+        """Time of one verification forward of ``b`` rows computing ``tokens`` positions."""
+        self.cost.observe(b, tokens, seconds)
 
     def observe(self, seq: Sequence, drafter: str, drafted: int, accepted: int) -> None:
         """One verification's outcome (acceptance counts)."""

@@ -122,7 +122,7 @@ class Engine(EngineService):
         if len(set(names)) != len(names):
             raise ValueError(f"drafter names must be unique, got {names}")
         self.scheduler = Scheduler(cfg)
-        self.policy = DraftPolicy(cfg.gamma)
+        self.policy = DraftPolicy(cfg.gamma, packed=self.runner.packs)
         self.prefix_cache = PrefixCache(cfg.prefix_cache_tokens)
         self._tok_lock = threading.Lock()
         self.text = TextTracker(self.tokenizer, self._tok_lock)
@@ -297,8 +297,8 @@ class Engine(EngineService):
         t0 = time.perf_counter()
         verdicts = self.runner.verify(seqs, drafts)  # ends with the step's one host copy
         seconds = time.perf_counter() - t0
-        positions = 1 + max(len(d.tokens) for d in drafts)  # every row padded to the longest
-        self.policy.observe_step(len(seqs), positions, seconds)
+        fed = [1 + len(d.tokens) for d in drafts]
+        self.policy.observe_step(len(seqs), self.runner.computed_tokens(fed), seconds)
         self._stats.spec.target_tokens += sum(1 + len(d.tokens) for d in drafts)
         self._stats.verify_seconds += seconds
         return verdicts

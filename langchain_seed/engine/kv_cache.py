@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
+from langchain_seed.engine.packing import Packing
+
 CAPACITY_QUANTUM = 16
 """Row capacities are multiples of this many slots (fewer re-layouts, aligned rows)."""
 
@@ -65,6 +67,7 @@ class SlotCache(Cache):
         self._want = 0  # slots the current forward may read
         self._rows = slice(0, 0)
         self._write_pos: torch.Tensor | None = None  # [b, q] slot of each fed token
+        self._packing: Packing | None = None  # a packed forward's token layout
         self._kv_len = 0
         self._query_len = 0
 
@@ -121,8 +124,13 @@ class SlotCache(Cache):
         return k, v
 
     # ----- per forward -------------------------------------------------------------
-    def begin(self, rows: slice, write_pos: torch.Tensor, kv_len: int) -> None:
+    def begin(
+        self, rows: slice, write_pos: torch.Tensor, kv_len: int, packing: Packing | None = None
+    ) -> None:
         """Set where the next forward writes: ``write_pos`` is ``[b, q]`` slot indices.
+
+        With ``packing``, the forward is packed: its layers' new keys/values come as
+        ``[1, kv_heads, T, head_dim]`` and are spread to the rows before they are written.
 
         Raises:
             ValueError: a row would write past its capacity (the scheduler's reservation
@@ -135,6 +143,7 @@ class SlotCache(Cache):
             )
         self._rows = rows
         self._write_pos = write_pos
+        self._packing = packing
         self._kv_len = kv_len
         self._query_len = write_pos.shape[1]
         self._want = rows.stop * self.capacity
@@ -148,6 +157,9 @@ class SlotCache(Cache):
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write new keys/values (``[b, kv_heads, q, head_dim]``) at the rows' slots."""
+        if self._packing is not None:  # [1, kv_heads, T, head_dim] -> [b, kv_heads, q, dim]
+            key_states = self._packing.pad(key_states, dim=2)
+            value_states = self._packing.pad(value_states, dim=2)
         if self._pools[layer_idx] is None:
             self._allocate(layer_idx, key_states)
         self._initialise(layer_idx, self._want)

@@ -19,6 +19,7 @@ tokens each row keeps (:meth:`ModelRunner.keep`); the cache owns them.
 from __future__ import annotations
 
 from collections.abc import Sequence as Seq
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ import torch
 
 from langchain_seed.engine.grammar import unpack_allowed
 from langchain_seed.engine.kv_cache import SlotCache
+from langchain_seed.engine.packing import Packing, packed, supports_packing
 from langchain_seed.engine.sampling import (
     accept_matching,
     accept_rejection,
@@ -112,7 +114,10 @@ class ModelRunner:
         self.dtype: torch.dtype = getattr(model, "dtype", None) or torch.float32
         self.window, self.window_per_type = attention_windows(model)
         self.cache = SlotCache(self.num_layers, max_rows, budget_tokens)
+        self.packs = supports_packing(model)
+        """Ragged verification forwards run packed (:mod:`~langchain_seed.engine.packing`)."""
         self.forwards = 0
+        self.packed_forwards = 0
         self.tokens_processed = 0
 
     @property
@@ -129,11 +134,25 @@ class ModelRunner:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    def computed_tokens(self, fed: Seq[int]) -> int:
+        """Token positions a forward over rows fed ``fed`` computes (packed or padded)."""
+        if self.packing(fed):
+            return sum(fed)
+        return len(fed) * max(1, max(fed, default=0))
+
+    def packing(self, fed: Seq[int]) -> bool:
+        """Whether a logits forward of rows fed ``fed`` runs packed: ragged, none empty."""
+        return self.packs and min(fed, default=0) > 0 and max(fed) * len(fed) > sum(fed)
+
     @torch.inference_mode()
     def forward(
         self, start: int, tokens: Seq[Seq[int]], *, logits: str = "all"
     ) -> torch.Tensor | None:
         """Run rows ``start .. start + len(tokens) - 1`` on their ragged ``tokens``.
+
+        A logits forward whose rows are ragged runs packed when the model allows
+        (:mod:`~langchain_seed.engine.packing`): the same logits, computed on the real
+        tokens only.
 
         Args:
             start: first row of the contiguous range.
@@ -147,10 +166,14 @@ class ModelRunner:
         b = len(tokens)
         q = max(1, max(len(t) for t in tokens))
         dev = self.device
-        host = [list(t) + [0] * (q - len(t)) for t in tokens]
-        host_lengths = self.cache.lengths[start : start + b]
         fed = [len(t) for t in tokens]
-        ids = torch.tensor(host, dtype=torch.long).to(dev, non_blocking=True)  # [b, q]
+        packing = Packing.of(fed, dev) if logits == "all" and self.packing(fed) else None
+        if packing is None:
+            host = [list(t) + [0] * (q - len(t)) for t in tokens]
+        else:
+            host = [[tok for t in tokens for tok in t]]
+        host_lengths = self.cache.lengths[start : start + b]
+        ids = torch.tensor(host, dtype=torch.long).to(dev, non_blocking=True)  # [b, q] / [1, T]
         meta = torch.tensor([host_lengths, fed], dtype=torch.long).to(dev, non_blocking=True)
         lengths, counts = meta[0], meta[1]  # [b], [b]
         steps = torch.arange(q, device=dev)[None, :]  # [1, q]
@@ -163,23 +186,29 @@ class ModelRunner:
         positions = lengths[:, None] + torch.minimum(steps, (counts - 1).clamp(min=0)[:, None])
         kv_len = max(n + min(f, q - 1) for n, f in zip(host_lengths, fed)) + 1
         mask: torch.Tensor | dict[str, torch.Tensor] | None = None
-        if max(host_lengths) > 0:
+        if max(host_lengths) > 0 or packing is not None:
             mask = self._mask(write_slots, kv_len)
         # else: every row starts empty, so the slot mask is plain causal (sliding too);
         # letting the model build it keeps SDPA's is_causal fast path (~1.5x faster prefill).
-        self.cache.begin(slice(start, start + b), write_slots, kv_len)
-        out = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=self.cache,
-            use_cache=True,
-            logits_to_keep=0 if logits == "all" else 1,
-        )
+        self.cache.begin(slice(start, start + b), write_slots, kv_len, packing)
+        if packing is not None:
+            positions = packing.unpad(positions[:, :, None])[..., 0]  # [1, T]
+        with packed(self.model, packing) if self.packs and logits == "all" else nullcontext():
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=self.cache,
+                use_cache=True,
+                logits_to_keep=0 if logits == "all" else 1,
+            )
         self.forwards += 1
+        self.packed_forwards += packing is not None
         self.tokens_processed += sum(fed)
         if logits == "none":
             return None
+        if packing is not None:
+            return packing.pad(out.logits.float(), dim=1)  # [b, q, vocab]
         return out.logits.float()  # [b, q, vocab]
 
     def _mask(self, write_slots: torch.Tensor, kv_len: int) -> torch.Tensor | dict[str, Any]:

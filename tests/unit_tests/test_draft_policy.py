@@ -8,7 +8,7 @@ import pytest
 
 from langchain_seed.engine.config import SamplingParams
 from langchain_seed.engine.draft_policy import (
-    EXTRA_POSITION_PRIOR,
+    PRIOR_OVERHEAD_TOKENS,
     Acceptance,
     CostModel,
     DraftPolicy,
@@ -23,12 +23,15 @@ def seq(greedy: bool = True) -> Sequence:
     return Sequence(prompt_ids=[1, 2, 3], params=SamplingParams(temperature=0 if greedy else 1))
 
 
-def policy_with_costs(costs: dict[tuple[int, int], float], gamma: int = 4) -> DraftPolicy:
-    """A policy whose cost table has measured ``costs`` (seconds by (rows, positions))."""
-    policy = DraftPolicy(gamma)
-    for _ in range(3):
+def policy_with_costs(
+    costs: dict[tuple[int, int], float], gamma: int = 4, packed: bool = False
+) -> DraftPolicy:
+    """A policy whose cost table has measured ``costs`` (seconds by (rows, positions per
+    row) when padded, by (rows, token positions in all) when packed)."""
+    policy = DraftPolicy(gamma, packed=packed)
+    for _ in range(30):
         for (b, p), seconds in costs.items():
-            policy.observe_step(b, p, seconds)
+            policy.observe_step(b, p if packed else b * p, seconds)
     return policy
 
 
@@ -53,14 +56,22 @@ def test_step_cost_learns_a_table_that_is_not_linear():
         assert cost.seconds(b, p) == pytest.approx(seconds, rel=0.05)
 
 
-def test_unmeasured_shapes_are_priced_from_the_one_position_cost():
+def test_unmeasured_shapes_are_priced_from_the_nearest_measured_one():
     cost = StepCost()
-    for _ in range(5):
-        cost.observe(4, 1, 0.1)
-        cost.observe(16, 1, 0.2)
-    assert cost.seconds(4, 3) == pytest.approx(0.1 * (1 + 2 * EXTRA_POSITION_PRIOR), rel=0.01)
-    # between two measured batch sizes: interpolated in log space
-    assert 0.1 < cost.seconds(8, 1) < 0.2
+    for _ in range(60):
+        cost.observe(4, 4, 0.1)  # plain steps of 4 and 16 rows
+        cost.observe(16, 16, 0.2)
+    k = PRIOR_OVERHEAD_TOKENS
+    assert cost.seconds(4, 12) == pytest.approx(0.1 * (k + 12) / (k + 4), rel=0.03)
+    # a plain step between two measured batch sizes: interpolated in log space
+    assert 0.1 < cost.seconds(8, 8) < 0.2
+    # a first timing moves a shape half-way from its prior; between two measured entries
+    # of a batch size the cost is interpolated; past them it grows from the plain step
+    prior = cost.seconds(4, 8)
+    cost.observe(4, 8, 0.3)
+    assert cost.seconds(4, 8) == pytest.approx(math.sqrt(prior * 0.3), rel=0.02)
+    assert 0.1 < cost.seconds(4, 6) < cost.seconds(4, 8)
+    assert cost.seconds(4, 10) == pytest.approx(0.1 * (k + 10) / (k + 4), rel=0.03)
 
 
 def test_load_moves_every_entry_so_rare_shapes_do_not_look_cheap():
@@ -68,12 +79,12 @@ def test_load_moves_every_entry_so_rare_shapes_do_not_look_cheap():
     predicted 2x slower too, so their relative cost (what decides) stays right."""
     cost = StepCost()
     for _ in range(10):
-        cost.observe(8, 1, 0.10)
-        cost.observe(8, 5, 0.20)
+        cost.observe(8, 8, 0.10)
+        cost.observe(8, 40, 0.20)
     for _ in range(30):  # loaded: only plain steps are seen
-        cost.observe(8, 1, 0.20)
-    assert cost.seconds(8, 1) == pytest.approx(0.20, rel=0.05)
-    ratio = cost.seconds(8, 5) / cost.seconds(8, 1)
+        cost.observe(8, 8, 0.20)
+    assert cost.seconds(8, 8) == pytest.approx(0.20, rel=0.05)
+    ratio = cost.seconds(8, 40) / cost.seconds(8, 8)
     assert ratio > 1.5, ratio  # quiet ratio was 2.0; a linear absolute fit would say ~1.0
 
 
@@ -162,3 +173,34 @@ def test_cost_model_fits_a_line():
     assert model.fitted
     assert model.c0 == pytest.approx(0.5) and model.c1 == pytest.approx(0.01)
     assert math.isfinite(model.step_time(10))
+
+
+# ----- packed verification ----------------------------------------------------------------
+def per_token(b: int, slope: float, most: int = 40) -> dict[tuple[int, int], float]:
+    """Measured packed costs of ``b`` rows: each draft token adds ``slope`` of a plain step."""
+    return {(b, t): 0.1 * (1 + slope * (t - b)) for t in range(b, b + most + 1)}
+
+
+def test_packed_drafts_go_to_the_rows_that_accept_them():
+    """One row with a good draft drafts long; rows whose drafts fail draft nothing (padded,
+    the good row would have made every row pay for its length)."""
+    acceptance = [0.9] + [0.1] * 7
+    packed = policy_with_costs(per_token(8, 0.04), packed=True)
+    assert lengths(packed, acceptance) == [4, 0, 0, 0, 0, 0, 0, 0]
+    padded = policy_with_costs({(8, p): 0.1 * (1 + 0.04 * 8 * (p - 1)) for p in range(1, 6)})
+    assert lengths(padded, acceptance) == [0] * 8
+
+
+def test_packed_lengths_follow_each_rows_acceptance():
+    policy = policy_with_costs(per_token(4, 0.08), packed=True)
+    out = lengths(policy, [0.95, 0.7, 0.4, 0.0])
+    assert out[0] >= out[1] >= out[2] and out[0] == 4 and out[3] == 0
+    assert sum(out) < 4 * 3  # not every row padded to the longest
+
+
+def test_packed_drafting_stops_where_tokens_cost_more_than_they_buy():
+    dear = policy_with_costs(per_token(4, 0.5), packed=True)  # a token costs half a step
+    assert lengths(dear, [0.6] * 4) == [0] * 4
+    cheap = policy_with_costs(per_token(4, 0.01), packed=True)
+    assert lengths(cheap, [0.6] * 4) == [4] * 4
+    assert lengths(cheap, [0.6] * 4, available=2) == [2] * 4  # never past what is there
