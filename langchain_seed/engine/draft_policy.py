@@ -9,13 +9,13 @@ refitted every step, decide the lengths:
 - :class:`StepCost`: ``log seconds = load + shape(b, t)``. ``shape`` is a table of measured
   relative costs by ``(b, t)`` (the cost is not linear in ``t``: at batch 1 on a CPU,
   2 positions can cost more than 5); ``load`` is one common factor that follows the machine
-  (another process on the cores inflates every entry alike). Each observation moves
-  ``load`` by most of the surprise and its own entry by a little, so a loaded machine does
-  not make rarely measured entries look cheap. An unmeasured entry between two measured
-  ones of its batch size is interpolated; otherwise it is priced from the plain step of
-  that batch size grown by ``(PRIOR_OVERHEAD_TOKENS + t) / (PRIOR_OVERHEAD_TOKENS + b)``.
-  A shape's first timing moves it half-way from that prior (one timing on a busy machine
-  is noisy); later ones refine it.
+  (another process on the cores inflates every entry alike). A shape's first timing sets
+  its entry against the current load; later ones split the surprise between the entry
+  (a share of ``1 / n`` for its ``n``-th timing, never under :data:`SHAPE_RATE`) and
+  ``load``, so an entry measured once is not mistaken for a change of load, and a change
+  of load moves every entry alike. An unmeasured entry between two measured ones of its
+  batch size is interpolated; otherwise it is priced from the plain step of that batch
+  size grown by ``(PRIOR_OVERHEAD_TOKENS + t) / (PRIOR_OVERHEAD_TOKENS + b)``.
 - :class:`Acceptance`: per-token acceptance probability ``a`` of each drafter, counted
   engine-wide (per drafter, greedy or sampled) and per sequence. A verification of ``g``
   draft tokens that accepted ``k`` is ``k`` successes plus one failure when ``k < g`` (a
@@ -48,9 +48,8 @@ PRIOR_OVERHEAD_TOKENS = 16.0
 (weights read, kernel launches, the host) worth this many tokens of work."""
 MIN_GAIN = 1.02
 """A draft length must beat plain decoding by 2% in predicted tokens per second."""
-LOAD_RATE = 0.5  # share of a surprise taken by the common load factor
-FIRST_RATE = 0.5  # share of a new shape's first surprise it takes (one timing is noisy)
-SHAPE_RATE = 0.3  # share of the rest taken by the observed (b, p) entry
+LOAD_RATE = 0.5  # share of the rest of a surprise taken by the common load factor
+SHAPE_RATE = 0.2  # least share of a surprise taken by the observed (b, t) entry
 ACCEPTANCE_PRIOR = (1.0, 1.0)  # pseudo (successes, failures) of an unmeasured drafter: a = 0.5
 SEQUENCE_WEIGHT = 4.0  # pseudo-observations of the engine-wide estimate in a sequence's
 ENGINE_DECAY = 0.998  # engine-wide counts forget slowly: drafters' luck changes with the work
@@ -97,6 +96,7 @@ class StepCost:
     def __init__(self) -> None:
         self.load = 0.0  # log seconds of the common factor
         self.shape: dict[tuple[int, int], float] = {}  # (b, t) -> log relative cost
+        self.timings: dict[tuple[int, int], int] = {}  # (b, t) -> timings folded in
         self._by_rows: dict[int, list[int]] = {}  # b -> sorted measured t
 
     def relative(self, b: int, t: int) -> float | None:
@@ -128,20 +128,21 @@ class StepCost:
         if seconds <= 0:
             return
         log_t = math.log(seconds)
-        prior = self.relative(b, t)
-        if prior is None:  # the first forward of all sets the scale
+        key = (b, t)
+        if not self.shape:  # the first forward of all sets the scale
             self.load = log_t
-            self._set(b, t, 0.0)
+        if key not in self.shape:  # a new shape: what it cost at the current load
+            self._set(b, t, log_t - self.load)
             return
-        if (b, t) not in self.shape:  # first time of this shape: half-way to what it cost
-            self._set(b, t, math.log(prior) + FIRST_RATE * (log_t - self.load - math.log(prior)))
-            return
-        error = log_t - (self.load + math.log(prior))
-        self.load += LOAD_RATE * error
-        self.shape[(b, t)] += SHAPE_RATE * (1.0 - LOAD_RATE) * error
+        n = self.timings[key] = self.timings[key] + 1
+        error = log_t - (self.load + self.shape[key])
+        own = max(SHAPE_RATE, 1.0 / n)
+        self.shape[key] += own * error
+        self.load += LOAD_RATE * (1.0 - own) * error
 
     def _set(self, b: int, t: int, value: float) -> None:
         self.shape[(b, t)] = value
+        self.timings[(b, t)] = 1
         bisect.insort(self._by_rows.setdefault(b, []), t)
 
     def _plain(self, b: int) -> float | None:

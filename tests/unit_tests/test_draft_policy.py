@@ -65,11 +65,12 @@ def test_unmeasured_shapes_are_priced_from_the_nearest_measured_one():
     assert cost.seconds(4, 12) == pytest.approx(0.1 * (k + 12) / (k + 4), rel=0.03)
     # a plain step between two measured batch sizes: interpolated in log space
     assert 0.1 < cost.seconds(8, 8) < 0.2
-    # a first timing moves a shape half-way from its prior; between two measured entries
-    # of a batch size the cost is interpolated; past them it grows from the plain step
-    prior = cost.seconds(4, 8)
+    # a first timing sets a shape at what it cost (the load unchanged); between two
+    # measured entries of a batch size the cost is interpolated; past them it grows from
+    # the plain step
     cost.observe(4, 8, 0.3)
-    assert cost.seconds(4, 8) == pytest.approx(math.sqrt(prior * 0.3), rel=0.02)
+    assert cost.seconds(4, 8) == pytest.approx(0.3, rel=0.02)
+    assert cost.seconds(4, 4) == pytest.approx(0.1, rel=0.02)
     assert 0.1 < cost.seconds(4, 6) < cost.seconds(4, 8)
     assert cost.seconds(4, 10) == pytest.approx(0.1 * (k + 10) / (k + 4), rel=0.03)
 
@@ -86,6 +87,20 @@ def test_load_moves_every_entry_so_rare_shapes_do_not_look_cheap():
     assert cost.seconds(8, 8) == pytest.approx(0.20, rel=0.05)
     ratio = cost.seconds(8, 40) / cost.seconds(8, 8)
     assert ratio > 1.5, ratio  # quiet ratio was 2.0; a linear absolute fit would say ~1.0
+
+
+def test_a_dear_shape_seen_alone_keeps_its_cost_instead_of_raising_the_load():
+    """Self-consistency's tail: plain steps of 16 rows, then a long run of drafted steps
+    and no plain one. The drafted shape's measured ratio (1.8x) must hold, or the policy
+    keeps drafting at a loss (the load would absorb the surprise and the ratio stay near
+    its optimistic prior)."""
+    cost = StepCost()
+    for _ in range(30):
+        cost.observe(16, 16, 0.125)
+    for _ in range(40):
+        cost.observe(16, 32, 0.225)
+    ratio = cost.seconds(16, 32) / cost.seconds(16, 16)
+    assert ratio == pytest.approx(1.8, rel=0.05), ratio
 
 
 # ----- Acceptance -----------------------------------------------------------------------
