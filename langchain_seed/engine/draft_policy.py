@@ -96,7 +96,7 @@ class StepCost:
     def __init__(self) -> None:
         self.load = 0.0  # log seconds of the common factor
         self.shape: dict[tuple[int, int], float] = {}  # (b, t) -> log relative cost
-        self.timings: dict[tuple[int, int], int] = {}  # (b, t) -> timings folded in
+        self._timings: dict[tuple[int, int], int] = {}  # (b, t) -> timings folded in
         self._by_rows: dict[int, list[int]] = {}  # b -> sorted measured t
 
     def relative(self, b: int, t: int) -> float | None:
@@ -134,7 +134,7 @@ class StepCost:
         if key not in self.shape:  # a new shape: what it cost at the current load
             self._set(b, t, log_t - self.load)
             return
-        n = self.timings[key] = self.timings[key] + 1
+        n = self._timings[key] = self._timings[key] + 1
         error = log_t - (self.load + self.shape[key])
         own = max(SHAPE_RATE, 1.0 / n)
         self.shape[key] += own * error
@@ -142,7 +142,7 @@ class StepCost:
 
     def _set(self, b: int, t: int, value: float) -> None:
         self.shape[(b, t)] = value
-        self.timings[(b, t)] = 1
+        self._timings[(b, t)] = 1
         bisect.insort(self._by_rows.setdefault(b, []), t)
 
     def _plain(self, b: int) -> float | None:
