@@ -475,7 +475,12 @@ def check_freed(engine: Any, soak: Soak) -> None:
         report.violations.append("KV buffers still allocated while the engine is idle")
     stats = engine.stats()
     report.engine_stats = stats.to_dict()
-    accounted = stats.requests_finished + stats.requests_failed + stats.requests_cancelled
+    accounted = (
+        stats.requests_finished
+        + stats.requests_failed
+        + stats.requests_cancelled
+        + stats.requests_coalesced  # answered by an identical request of their group
+    )
     if accounted != report.submitted:
         report.violations.append(
             f"engine accounted for {accounted} requests, {report.submitted} were submitted"

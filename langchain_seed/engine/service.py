@@ -28,6 +28,7 @@ import torch
 
 from langchain_seed.engine import compute
 from langchain_seed.engine.client import EngineClient, Prompt, SharedEngines
+from langchain_seed.engine.coalescing import COALESCED, coalesce
 from langchain_seed.engine.config import EngineConfig, SamplingParams
 from langchain_seed.engine.results import EngineClosedError, GenerationResult, QueueFullError
 from langchain_seed.engine.scheduler import queue_part
@@ -128,6 +129,11 @@ class EngineService(EngineClient):
 
         ``group`` is one group id for all prompts, or one (or ``None``) per prompt.
 
+        Requests of the batch in one group with the same prompt and the same deterministic
+        parameters (greedy, or one seed), say the ``n`` greedy samples of a prompt, are
+        decoded once and each gets its own result (:mod:`~langchain_seed.engine.coalescing`;
+        not when streaming with ``on_delta``). They count once against ``max_queue``.
+
         With a bounded queue (``max_queue``), a batch that does not fit waits for room
         (``queue_full="block"``) or raises (``"error"``). A batch larger than ``max_queue``
         itself can never fit at once: in ``"block"`` mode it is queued in parts as room
@@ -142,7 +148,9 @@ class EngineService(EngineClient):
                 or the batch is larger than ``max_queue``.
         """
         plist, groups = self._per_prompt(prompts, params, group)
-        seqs = [self._make_sequence(p, sp, g, on_delta) for p, sp, g in zip(prompts, plist, groups)]
+        made = [self._make_sequence(p, sp, g, on_delta) for p, sp, g in zip(prompts, plist, groups)]
+        futures = [s.future for s in made]
+        seqs = coalesce(made)  # identical deterministic requests decode once
         limit = self.config.max_queue
         if limit is not None and len(seqs) > limit and self.config.queue_full == "error":
             raise QueueFullError(
@@ -164,10 +172,12 @@ class EngineService(EngineClient):
                     for seq in seqs[queued:]:
                         _resolve_error(seq, exc)
                     break
-                self._inbox.extend(seqs[queued : queued + part])
+                added = seqs[queued : queued + part]
+                self._inbox.extend(added)
+                self._stats.requests_coalesced += sum(s.meta.get(COALESCED, 0) for s in added)
                 queued += part
                 self._cv.notify_all()
-        return [s.future for s in seqs]
+        return futures
 
     def _cache_token_limit(self) -> int | None:
         return self.config.max_cache_tokens

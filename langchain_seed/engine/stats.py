@@ -105,6 +105,9 @@ class EngineStats:
     requests_finished: int = 0
     requests_failed: int = 0
     requests_cancelled: int = 0
+    requests_coalesced: int = 0
+    """Requests answered by an identical deterministic request of their group, decoded once
+    (counted when queued; the one decoded counts as finished, failed or cancelled)."""
     steps: int = 0
     target_forwards: int = 0
     draft_forwards: int = 0
