@@ -1,14 +1,18 @@
 """ToT with the configuration a user gets: ``TreeOfThoughts.from_task(task, llm=SeedLLM(...))``.
 
 ``ours`` is the default ``SeedLLM(temperature=0)`` (batched policy, its default drafters),
-``batched_ar`` the same engine with ``policy="autoregressive", drafters=()``. One engine is
-alive at a time (on this CPU a second idle engine thread slows the first by ~40%: each
-thread that runs torch gets its own OpenMP team), methods alternate order across repeats,
-and ``--load`` runs a competing process (busy half of the time on one core) for the whole
-run, to check that speculation does not lose on a loaded machine.
+``batched_ar`` the same engine with ``policy="autoregressive", drafters=()``, and
+``sequential`` (with ``--methods``) the same search over plain transformers ``generate``, one
+call at a time (what ``HuggingFacePipeline`` and a sequential ToT do), under the same token
+budgets. One engine is alive at a time (on this CPU a second idle engine thread slows the
+first by ~40%: each thread that runs torch gets its own OpenMP team), methods alternate
+order across repeats, and ``--load`` runs a competing process (busy half of the time on
+one core) for the whole run, to check that speculation does not lose on a loaded machine.
+Searches are pipelined (the runnable's default) unless ``--no-pipeline``.
 
     python benchmarks/tot_default.py --task game24 --input "4 5 6 10" --repeats 2
     python benchmarks/tot_default.py --task game24 --load
+    python benchmarks/tot_default.py --task game24 --methods batched_ar ours sequential
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ while True:
 METHODS: dict[str, dict[str, Any]] = {
     "batched_ar": {"policy": "autoregressive", "drafters": ()},
     "ours": {},
+    "sequential": {},  # transformers generate, one call at a time (not an engine)
 }
 
 
@@ -42,6 +47,8 @@ def run_once(
     from langchain_seed import SeedLLM
     from langchain_seed.tree_of_thoughts import TreeOfThoughts
 
+    if method == "sequential":
+        return _run_sequential(task, puzzle, dtype, pipeline)
     llm = SeedLLM(temperature=0, dtype=dtype, **METHODS[method])
     tot = TreeOfThoughts.from_task(task, llm=llm, pipeline=pipeline)
     engine = llm.engine
@@ -59,9 +66,45 @@ def run_once(
         "acc_len": round(stats.spec.mean_accepted_length, 3),
         "drafted": stats.spec.drafted,
         "accepted": stats.spec.accepted,
+        "coalesced": stats.requests_coalesced,
         "phase_s": result["stats"]["seconds"],
-        "tree": json.dumps(result["tree"], sort_keys=True, default=str),
+        "tree": _tree(result["tree"]),
     }
+
+
+def _run_sequential(task: str, puzzle: str, dtype: str, pipeline: bool) -> dict[str, Any]:
+    """The same search over transformers ``generate``, one call at a time."""
+    from langchain_seed.bench.backends import BenchConfig
+    from langchain_seed.bench.hf import HFBackend
+    from langchain_seed.bench.workloads.tree_of_thoughts import budgeted_task
+    from langchain_seed.engine import SamplingParams
+    from langchain_seed.tree_of_thoughts import TreeOfThoughts
+    from langchain_seed.tree_of_thoughts.tasks import get_task
+
+    backend = HFBackend(BenchConfig(dtype=dtype), "sequential")
+    recorded, budget = budgeted_task(get_task(task), None)
+    llm = backend.llm(SamplingParams(temperature=0.0), budget=budget)
+    tot = TreeOfThoughts(llm=llm, task=recorded, temperature=0.0, pipeline=pipeline)
+    t0 = time.perf_counter()
+    result = tot.invoke({"input": puzzle})
+    wall = time.perf_counter() - t0
+    stats = backend.stats()
+    backend.close()
+    return {
+        "method": "sequential",
+        "wall_s": round(wall, 2),
+        "calls": stats.get("calls"),
+        "generated": stats.get("generated_tokens"),
+        "phase_s": result["stats"]["seconds"],
+        "tree": _tree(result["tree"]),
+    }
+
+
+def _tree(tree: Any) -> str:
+    """A search tree as canonical JSON of what lossless methods must agree on."""
+    from langchain_seed.bench.workloads.tree_of_thoughts import tree_signature
+
+    return tree_signature(tree)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,8 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pipeline",
         action=argparse.BooleanOptionalAction,
-        default=False,
-        help="TreeOfThoughts(pipeline=...) for both methods (default: off, as measured before)",
+        default=True,
+        help="TreeOfThoughts(pipeline=...) for every method (default: on, the runnable's default)",
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=["batched_ar", "ours"],
+        choices=list(METHODS),
+        help="methods to run (default: batched_ar ours; sequential takes minutes)",
     )
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args(argv)
@@ -86,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     try:
         for repeat in range(args.repeats):
-            order = list(METHODS) if repeat % 2 == 0 else list(reversed(METHODS))
+            order = list(args.methods) if repeat % 2 == 0 else list(reversed(args.methods))
             for method in order:
                 row = run_once(args.task, puzzle, method, args.dtype, args.pipeline)
                 row["repeat"] = repeat
@@ -96,16 +146,21 @@ def main(argv: list[str] | None = None) -> int:
         if competitor is not None:
             competitor.kill()
     print(f"\n{args.task} {puzzle!r}, dtype {args.dtype}, load: {'yes' if args.load else 'no'}")
-    print("| repeat | batched_ar s | ours s | x batched_ar | ours acc len | same tree |")
-    print("|---:|---:|---:|---:|---:|---|")
+    others = [m for m in args.methods if m != "ours"]
+    head = " | ".join(f"{m} s" for m in args.methods)
+    ratios = " | ".join(f"ours x {m}" for m in others)
+    print(f"| repeat | {head} | {ratios} | ours acc len | same tree |")
+    print("|---:|" + "---:|" * (len(args.methods) + len(others) + 1) + "---|")
     for repeat in range(args.repeats):
         pair = {r["method"]: r for r in rows if r["repeat"] == repeat}
-        ar, ours = pair["batched_ar"], pair["ours"]
-        print(
-            f"| {repeat} | {ar['wall_s']:.1f} | {ours['wall_s']:.1f} | "
-            f"{ar['wall_s'] / ours['wall_s']:.2f} | {ours['acc_len']:.2f} | "
-            f"{'yes' if ar['tree'] == ours['tree'] else 'no'} |"
+        walls = " | ".join(f"{pair[m]['wall_s']:.1f}" for m in args.methods)
+        ours = pair.get("ours")
+        speedups = " | ".join(
+            f"{pair[m]['wall_s'] / ours['wall_s']:.2f}" if ours else "-" for m in others
         )
+        same = len({r["tree"] for r in pair.values()}) == 1
+        acc = f"{ours['acc_len']:.2f}" if ours else "-"
+        print(f"| {repeat} | {walls} | {speedups} | {acc} | {'yes' if same else 'no'} |")
     if args.json_path:
         with open(args.json_path, "w", encoding="utf-8") as fh:
             json.dump({"task": args.task, "input": puzzle, "load": args.load, "rows": rows}, fh)

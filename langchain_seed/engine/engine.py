@@ -323,7 +323,7 @@ class Engine(EngineService):
                 seq.stats.target_tokens += 1 + len(draft.tokens)
                 seq.stats.record(draft.drafter or "none", len(draft.tokens), accepted)
                 self._stats.spec.record(draft.drafter or "none", len(draft.tokens), accepted)
-                self.policy.observe(seq, draft.drafter, len(draft.tokens), accepted)
+                self.policy.observe(seq, draft.policy_key, len(draft.tokens), accepted)
                 self._append(seq, new_tokens)
             except Exception as exc:
                 self._fail(seq, exc)

@@ -59,8 +59,10 @@ class Sequence:
     """KV-cache row while running (rows of running sequences are contiguous)."""
     generator: Any = None
     """The request's ``torch.Generator`` (sampling only), owned by the engine."""
-    draft_counts: dict[str, tuple[float, float]] = field(default_factory=dict)
-    """Per drafter: (accepted draft tokens, rejections) of this sequence's verifications."""
+    draft_counts: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
+    """Per kind of draft: accepted and rejected first tokens, accepted and rejected next
+    tokens of this sequence's verifications (the draft policy's
+    :class:`~langchain_seed.engine.draft_policy.Acceptance`)."""
     detok: Any = None
     """Incremental detokenization state, owned by the engine's ``TextTracker``."""
     prefix_handle: Any = None

@@ -12,6 +12,7 @@ from langchain_seed.engine.draft_policy import (
     Acceptance,
     CostModel,
     DraftPolicy,
+    Rate,
     StepCost,
     expected_gain,
 )
@@ -104,15 +105,44 @@ def test_a_dear_shape_seen_alone_keeps_its_cost_instead_of_raising_the_load():
 
 
 # ----- Acceptance -----------------------------------------------------------------------
-def test_acceptance_is_the_truncated_geometric_estimate():
+def test_acceptance_is_the_truncated_geometric_estimate_of_first_and_next_tokens():
     acc = Acceptance()
     s = seq()
     for _ in range(50):
-        acc.observe(s, "ngram", drafted=4, accepted=1)  # 1 success, 1 failure each time
-    assert acc.estimate(s, "ngram") == pytest.approx(0.5, abs=0.02)
+        acc.observe(s, "ngram", drafted=4, accepted=1)  # first accepted, the next one not
+    rate = acc.estimate(s, "ngram")
+    assert rate.first > 0.9 and rate.then < 0.1
     for _ in range(50):
-        acc.observe(s, "ngram", drafted=4, accepted=4)  # no failure: a -> 1
-    assert acc.estimate(s, "ngram") > 0.7
+        acc.observe(s, "ngram", drafted=4, accepted=0)  # first rejected: nothing about next
+    rate = acc.estimate(s, "ngram")
+    assert rate.first == pytest.approx(0.5, abs=0.05) and rate.then < 0.1
+    other = seq()
+    for _ in range(50):
+        acc.observe(other, "ngram", drafted=4, accepted=4)  # no failure: both -> 1
+    assert acc.estimate(other, "ngram").then > 0.8
+
+
+def test_a_span_that_runs_on_is_worth_drafting_long():
+    """Half the drafts miss at once, the rest copy a whole span: an i.i.d. rate (0.8 per
+    token over 3 failures in 5) would value a 4-token draft at 2.0 tokens; the split rates
+    value it at what it yields, 2.0 = 0.5 * 4, and its 4th token at 0.5, not 0.41."""
+    acc = Acceptance()
+    s = seq()
+    for _ in range(40):
+        acc.observe(s, "ngram/3", drafted=4, accepted=0)
+        acc.observe(s, "ngram/3", drafted=4, accepted=4)
+    rate = acc.estimate(s, "ngram/3")
+    assert rate.value(4) == pytest.approx(0.5, abs=0.05)
+    assert rate.gain(4) == pytest.approx(2.0, abs=0.15)
+
+
+def test_kinds_of_draft_are_measured_apart():
+    acc = Acceptance()
+    s = seq()
+    for _ in range(40):
+        acc.observe(s, "ngram/1", drafted=3, accepted=0)
+        acc.observe(s, "ngram/3", drafted=3, accepted=3)
+    assert acc.estimate(s, "ngram/1").first < 0.2 < 0.8 < acc.estimate(s, "ngram/3").first
 
 
 def test_a_new_sequence_starts_from_the_engine_wide_measurement_not_a_fixed_prior():
@@ -120,8 +150,9 @@ def test_a_new_sequence_starts_from_the_engine_wide_measurement_not_a_fixed_prio
     for _ in range(40):
         acc.observe(seq(), "consensus", drafted=3, accepted=0)
     fresh = seq()
-    assert acc.estimate(fresh, "consensus") < 0.1
-    assert acc.estimate(seq(greedy=False), "consensus") == pytest.approx(0.5)  # sampled: apart
+    assert acc.estimate(fresh, "consensus").first < 0.1
+    sampled = acc.estimate(seq(greedy=False), "consensus")  # sampled: measured apart
+    assert sampled.first == pytest.approx(0.5) and sampled.then == pytest.approx(0.5)
 
 
 def test_best_candidate_is_the_one_with_most_expected_tokens():
@@ -135,8 +166,22 @@ def test_best_candidate_is_the_one_with_most_expected_tokens():
     assert policy.best(s, []).tokens == []
 
 
+def test_best_candidate_is_judged_by_its_kind_and_keeps_it():
+    policy = DraftPolicy(4)
+    s = seq()
+    for _ in range(30):
+        policy.observe(s, "ngram/1", 4, 0)
+        policy.observe(s, "ngram/3", 4, 4)
+    drafts = [Draft([1, 2, 3, 4], None, "ngram", kind="ngram/1"), Draft([5, 6], None, "x")]
+    assert policy.best(s, drafts).drafter == "x"  # an unmeasured drafter (0.5) beats ngram/1
+    good = Draft([7, 8], None, "ngram", kind="ngram/3")
+    chosen = policy.best(s, [*drafts, good])
+    assert chosen.tokens == [7, 8] and chosen.policy_key == "ngram/3"
+
+
 def test_expected_gain():
     assert expected_gain(0.5, 3) == pytest.approx(0.5 + 0.25 + 0.125)
+    assert expected_gain(Rate(0.5, 1.0), 3) == pytest.approx(1.5)
     assert expected_gain(0.9, 0) == 0.0
 
 
@@ -213,9 +258,32 @@ def test_packed_lengths_follow_each_rows_acceptance():
     assert sum(out) < 4 * 3  # not every row padded to the longest
 
 
+def test_packed_lengths_follow_the_continuation_rate_not_only_the_first_token():
+    """Same first-token rate, different runs: the row whose drafts run on drafts longer."""
+    policy = policy_with_costs(per_token(2, 0.1), packed=True)
+    runs_on, stops = Rate(0.6, 0.95), Rate(0.6, 0.2)
+    out = policy.choose_length([seq()] * 2, [4, 4], [runs_on, stops])
+    assert out[0] == 4 and out[1] <= 1
+
+
 def test_packed_drafting_stops_where_tokens_cost_more_than_they_buy():
     dear = policy_with_costs(per_token(4, 0.5), packed=True)  # a token costs half a step
     assert lengths(dear, [0.6] * 4) == [0] * 4
     cheap = policy_with_costs(per_token(4, 0.01), packed=True)
     assert lengths(cheap, [0.6] * 4) == [4] * 4
     assert lengths(cheap, [0.6] * 4, available=2) == [2] * 4  # never past what is there
+
+
+def test_ngram_drafts_are_labelled_with_the_length_of_their_match():
+    from langchain_seed.engine.drafters.ngram import NgramDrafter
+
+    def draft(ids: list[int]) -> Draft:
+        s = Sequence(prompt_ids=ids, params=SamplingParams())
+        return NgramDrafter().propose([s], [4])[0]
+
+    three = draft([1, 2, 3, 4, 5, 1, 2, 3])
+    assert three.tokens == [4, 5, 1, 2] and three.policy_key == "ngram/3"
+    one = draft([5, 6, 7, 5])
+    assert one.tokens == [6, 7, 5] and one.policy_key == "ngram/1"
+    none = draft([1, 2, 3])
+    assert none.tokens == [] and none.kind == ""

@@ -41,6 +41,15 @@ class Draft:
     allowed: torch.Tensor | None = None
     """Grammar-constrained requests: ``[len(tokens) + 1, words]`` int32 token bitmasks,
     what the grammar allows at each verified position (set by the engine, not drafters)."""
+    kind: str = ""
+    """The evidence behind the draft, when a drafter's drafts differ in quality by kind
+    (``"ngram/3"``: a 3-token suffix match). The draft policy measures acceptance per kind
+    (:attr:`policy_key`); statistics count per ``drafter``."""
+
+    @property
+    def policy_key(self) -> str:
+        """What the draft policy measures acceptance by: ``kind``, else ``drafter``."""
+        return self.kind or self.drafter
 
 
 class Drafter(Protocol):

@@ -11,16 +11,22 @@ if TYPE_CHECKING:
     from langchain_seed.engine.sequence import Sequence
 
 
-def lookup(tokens: Seq[int], max_len: int, max_ngram: int = 3, min_ngram: int = 1) -> list[int]:
+def lookup(
+    tokens: Seq[int], max_len: int, max_ngram: int = 3, min_ngram: int = 1
+) -> tuple[list[int], int]:
     """Continuation of the most recent earlier occurrence of the longest matching suffix.
 
     For n from ``max_ngram`` down to ``min_ngram``: take the last n tokens, search for
     them earlier in ``tokens`` (latest occurrence first) and return up to ``max_len``
-    tokens that followed that occurrence. Empty when nothing matches.
+    tokens that followed that occurrence.
+
+    Returns:
+        ``(continuation, n)``: the draft and the length of the suffix it matched;
+        ``([], 0)`` when nothing matches.
     """
     size = len(tokens)
     if max_len <= 0 or size < 2:
-        return []
+        return [], 0
     for n in range(min(max_ngram, size - 1), min_ngram - 1, -1):
         suffix = list(tokens[size - n :])
         # Latest occurrence that ends before the suffix itself starts being compared.
@@ -28,8 +34,8 @@ def lookup(tokens: Seq[int], max_len: int, max_ngram: int = 3, min_ngram: int = 
             if tokens[start] == suffix[0] and list(tokens[start : start + n]) == suffix:
                 follow = list(tokens[start + n : start + n + max_len])
                 if follow:
-                    return follow
-    return []
+                    return follow, n
+    return [], 0
 
 
 class NgramDrafter:
@@ -42,11 +48,16 @@ class NgramDrafter:
         self.min_ngram = min_ngram
 
     def propose(self, sequences: Seq[Sequence], max_lens: Seq[int]) -> list[Draft]:
-        """One prompt-lookup draft per sequence."""
-        return [
-            Draft(lookup(seq.token_ids, n, self.max_ngram, self.min_ngram), None, self.name)
-            for seq, n in zip(sequences, max_lens)
-        ]
+        """One prompt-lookup draft per sequence, of kind ``"ngram/<n>"`` for an n-token match.
+
+        A longer match is stronger evidence (a 1-token match mostly finds an unrelated
+        continuation), so the draft policy measures acceptance per match length.
+        """
+        drafts = []
+        for seq, max_len in zip(sequences, max_lens):
+            tokens, n = lookup(seq.token_ids, max_len, self.max_ngram, self.min_ngram)
+            drafts.append(Draft(tokens, None, self.name, kind=f"{self.name}/{n}" if n else ""))
+        return drafts
 
     def release(self, sequence: Sequence) -> None:
         """Nothing to forget: the lookup reads the sequence itself."""
