@@ -72,6 +72,13 @@ class EngineFields(BaseModel):
     """Drafters the engine asks, from ``"model"``, ``"ngram"``, ``"consensus"`` and
     ``"grammar"`` (the text a grammar forces next: tool-call headers, JSON keys)."""
 
+    gamma: int = Field(default=4, ge=0, le=16)
+    """Most draft tokens per sequence per step (0 to 16); the engine's draft policy picks
+    each step's lengths up to it from measured costs and acceptance."""
+
+    max_batch_size: int = Field(default=16, ge=1)
+    """Most sequences decoded together in one engine step (the rest wait in the queue)."""
+
     device: str = "cpu"
     """Torch device of the models: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``..."""
 
@@ -129,7 +136,8 @@ class EngineFields(BaseModel):
             if self.backend_kwargs:
                 raise ValueError(
                     "backend_kwargs are for backend='vllm'; the embedded engine takes the "
-                    "fields model, draft_model, policy, drafters, device and dtype"
+                    "fields model, draft_model, policy, drafters, gamma, max_batch_size, "
+                    "device and dtype"
                 )
             self.engine_config()
         self.sampling_params(None, {})
@@ -141,14 +149,16 @@ class EngineFields(BaseModel):
 
         require_vllm()
         embedded_only = sorted(
-            {"draft_model", "policy", "drafters", "device"} & self.model_fields_set
+            {"draft_model", "policy", "drafters", "gamma", "max_batch_size", "device"}
+            & self.model_fields_set
         )
         if embedded_only:
             raise ValueError(
                 f"{embedded_only} configure the embedded engine; with backend='vllm' set "
                 "speculation in backend_kwargs['speculative_config'] (e.g. {'method': 'ngram', "
                 "'num_speculative_tokens': 4} or {'model': 'path/to/draft', "
-                "'num_speculative_tokens': 4}) and devices with CUDA_VISIBLE_DEVICES / "
+                "'num_speculative_tokens': 4}), the batch size with "
+                "backend_kwargs['max_num_seqs'] and devices with CUDA_VISIBLE_DEVICES / "
                 "tensor_parallel_size"
             )
 
@@ -192,6 +202,8 @@ class EngineFields(BaseModel):
             draft_model=self.draft_model,
             policy=self.policy,
             drafters=tuple(self.drafters),
+            gamma=self.gamma,
+            max_batch_size=self.max_batch_size,
             device=self.device,
             dtype=self.dtype,
         )

@@ -92,22 +92,37 @@ def position_seed(seed: int, position: int) -> int:
 
 
 def position_noise(
-    seed: int, positions: Seq[int], vocab: int, device: torch.device | str = "cpu"
+    seed: int,
+    positions: Seq[int],
+    vocab: int,
+    device: torch.device | str = "cpu",
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Exponential noise ``E_t(x) ~ Exp(1)`` for each output position ``t`` in ``positions``.
 
+    Args:
+        seed: the request's seed.
+        positions: output positions, one noise row each.
+        vocab: tokens per row.
+        device: where the noise is drawn.
+        out: ``[len(positions), vocab]`` float32 to write into (else a new tensor).
+
     Returns:
-        ``[len(positions), vocab]`` float32, strictly positive.
+        ``[len(positions), vocab]`` float32, strictly positive (``out`` when given).
     """
-    rows = []
-    for t in positions:
+    if out is None:
+        out = torch.empty(len(positions), vocab, dtype=torch.float32, device=device)
+    for row, t in enumerate(positions):
         gen = torch.Generator(device=device).manual_seed(position_seed(seed, t))
         # float64: a float32 u is exactly 0 with probability 2**-24 per token, which would
         # give E = 0 and let that token win whatever its p (a vocabulary of 150k would hit
         # it at ~1% of positions); in float64 the chance is 2**-53.
         u = torch.rand(vocab, generator=gen, device=device, dtype=torch.float64)  # [0, 1)
-        rows.append(-torch.log1p(-u))  # inverse CDF of Exp(1)
-    return torch.stack(rows).clamp_min(1e-300).float().clamp_min(1e-30)  # [n, vocab]
+        out[row].copy_(u.neg_().log1p_().neg_())  # inverse CDF of Exp(1), in place
+    # E = 0 (u = 0, or E below float32's range) would make its token win whatever its p.
+    # In place and per row: 16 rows x 5 positions of a 49k vocabulary took 76 ms with
+    # stacked float64 temporaries, about half that like this (2-core CPU).
+    return out.clamp_min_(1e-30)
 
 
 def sample_coupled(probs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ import pytest
 from langchain_core.caches import InMemoryCache
 from lc_adapter_helpers import Recorder, SpyEngine
 
-from langchain_seed import SeedLLM
+from langchain_seed import ChatSeed, SeedLLM
 from langchain_seed.engine import SamplingParams
 
 PROMPTS = ["hello", "abc", "the cat", "1 + 1 ="]
@@ -161,11 +161,21 @@ def test_unknown_call_argument_is_rejected_by_name(llm):
         ({"policy": "fastest"}, "policy"),
         ({"drafters": ("oracle",)}, "drafters"),
         ({"drafters": ("model",)}, "draft_model"),
+        ({"gamma": 17}, "gamma"),
+        ({"max_batch_size": 0}, "max_batch_size"),
+        ({"gama": 8}, "gama"),  # a misspelt field is refused, not ignored
+        ({"adaptive_gamma": False}, "adaptive_gamma"),  # an engine option that is no field
     ],
 )
 def test_invalid_fields_raise_naming_the_field(fields, name):
     with pytest.raises(ValueError, match=name):
         SeedLLM(**fields)
+
+
+def test_engine_fields_reach_the_engine_configuration():
+    config = SeedLLM(gamma=8, max_batch_size=32, policy="batched").engine_config()
+    assert (config.gamma, config.max_batch_size, config.policy) == (8, 32, "batched")
+    assert ChatSeed(llm=SeedLLM(gamma=2)).engine_config().gamma == 2
 
 
 def test_invalid_call_values_raise_at_the_call(llm):

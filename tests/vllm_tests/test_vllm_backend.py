@@ -159,6 +159,8 @@ def test_bad_input_errors(vllm_llm: SeedLLM) -> None:
         vllm_llm.invoke("hi", max_tokens=5000)  # over max_model_len=2048
     with pytest.raises(ValueError, match="draft_model|policy"):
         SeedLLM(backend="vllm", policy="autoregressive")
+    with pytest.raises(ValueError, match="max_num_seqs"):
+        SeedLLM(backend="vllm", gamma=2, max_batch_size=8)
     with pytest.raises(ValueError, match="not_a_vllm_argument"):
         VLLMEngine(None, backend_kwargs={"not_a_vllm_argument": 1})
     with pytest.raises(ModelLoadError, match="does not exist"):
