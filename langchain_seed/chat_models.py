@@ -15,7 +15,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Tool
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, model_validator
 
 from langchain_seed._adapters.fields import EngineFields
 from langchain_seed._adapters.messages import to_turn
@@ -103,10 +103,6 @@ class ChatSeed(EngineModel, BaseChatModel):
             async for chunk in chat.astream(messages):
                 print(chunk.content, end="", flush=True)
     """
-
-    # An unknown keyword (a misspelt field, an engine option that is not a field) raises at
-    # construction; LangChain's base models would ignore it silently.
-    model_config = ConfigDict(extra="forbid")
 
     llm: SeedLLM | None = None
     """A ``SeedLLM`` to take the model configuration, sampling defaults and engine from;

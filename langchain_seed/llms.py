@@ -12,7 +12,6 @@ from langchain_core.callbacks import (
 )
 from langchain_core.language_models import BaseLLM, LangSmithParams, LanguageModelInput
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
-from pydantic import ConfigDict
 
 from langchain_seed._adapters.model import EngineModel
 from langchain_seed._adapters.results import generation_info, llm_output
@@ -108,10 +107,6 @@ class SeedLLM(EngineModel, BaseLLM):
             async for piece in llm.astream("Once upon a time"):
                 print(piece, end="", flush=True)
     """
-
-    # An unknown keyword (a misspelt field, an engine option that is not a field) raises at
-    # construction; LangChain's base models would ignore it silently.
-    model_config = ConfigDict(extra="forbid")
 
     _kwargs_in_cache_key: ClassVar[bool] = False  # BaseLLM's cache key holds the fields only
 

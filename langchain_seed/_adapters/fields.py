@@ -48,6 +48,11 @@ _ROUTING_KWARGS = frozenset(
 """Keyword arguments LangChain itself threads through ``generate``; they carry no sampling."""
 
 
+PROVIDER_PARAMS = frozenset({"api_key", "base_url", "max_retries"})
+"""Constructor arguments LangChain's standard tests and hosted chat models use; accepted
+(a local engine has no key, server or retries) and ignored."""
+
+
 class EngineFields(BaseModel):
     """Fields and helpers common to ``SeedLLM`` and ``ChatSeed`` (a pydantic mixin)."""
 
@@ -126,6 +131,30 @@ class EngineFields(BaseModel):
     engine_: Any = Field(default=None, alias="engine", exclude=True)
     """An already built :class:`~langchain_seed.engine.Engine` to use instead of the shared
     engine for the model configuration above (pass it as ``engine=``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_arguments(cls, data: Any) -> Any:
+        """Raise for a constructor keyword that is no field (LangChain's models ignore it).
+
+        A misspelt field or an engine option that is not a field (``adaptive_gamma``) would
+        otherwise be dropped silently. LangChain's cross-provider parameters
+        (:data:`PROVIDER_PARAMS`) are accepted and have no effect on a local engine.
+        """
+        if not isinstance(data, dict):
+            return data
+        known = set(cls.model_fields) | {
+            f.alias for f in cls.model_fields.values() if f.alias is not None
+        }
+        unknown = sorted(str(k) for k in data if k not in known and k not in PROVIDER_PARAMS)
+        if unknown:
+            fields = sorted(set(EngineFields.model_fields) - {"engine_"} | {"engine"})
+            raise ValueError(
+                f"unknown argument(s) {unknown} for {cls.__name__}; its fields are {fields} "
+                "and LangChain's (callbacks, tags, metadata, cache, ...); other engine options "
+                "go through engine=Engine(EngineConfig(...))"
+            )
+        return data
 
     @model_validator(mode="after")
     def _validate_config(self) -> Self:

@@ -172,6 +172,13 @@ def test_invalid_fields_raise_naming_the_field(fields, name):
         SeedLLM(**fields)
 
 
+def test_langchain_provider_parameters_are_accepted_and_ignored():
+    llm = SeedLLM(api_key="unused", max_retries=2, base_url="http://unused", timeout=5)
+    assert llm.request_timeout == 5
+    with pytest.raises(ValueError, match=r"unknown argument\(s\) \['gama'\].*'gamma'"):
+        SeedLLM(gama=8)
+
+
 def test_engine_fields_reach_the_engine_configuration():
     config = SeedLLM(gamma=8, max_batch_size=32, policy="batched").engine_config()
     assert (config.gamma, config.max_batch_size, config.policy) == (8, 32, "batched")
