@@ -53,14 +53,12 @@ def run_once(
     tot = TreeOfThoughts.from_task(task, llm=llm, pipeline=pipeline)
     engine = llm.engine
     engine.reset_stats()
-    t0 = time.perf_counter()
-    result = tot.invoke({"input": puzzle})
-    wall = time.perf_counter() - t0
+    result, wall = _timed(tot, puzzle)
     stats = engine.stats()
     engine.close()
     return {
         "method": method,
-        "wall_s": round(wall, 2),
+        "wall_s": wall,
         "steps": stats.steps,
         "generated": stats.spec.generated_tokens,
         "acc_len": round(stats.spec.mean_accepted_length, 3),
@@ -85,19 +83,24 @@ def _run_sequential(task: str, puzzle: str, dtype: str, pipeline: bool) -> dict[
     recorded, budget = budgeted_task(get_task(task), None)
     llm = backend.llm(SamplingParams(temperature=0.0), budget=budget)
     tot = TreeOfThoughts(llm=llm, task=recorded, temperature=0.0, pipeline=pipeline)
-    t0 = time.perf_counter()
-    result = tot.invoke({"input": puzzle})
-    wall = time.perf_counter() - t0
+    result, wall = _timed(tot, puzzle)
     stats = backend.stats()
     backend.close()
     return {
         "method": "sequential",
-        "wall_s": round(wall, 2),
+        "wall_s": wall,
         "calls": stats.get("calls"),
         "generated": stats.get("generated_tokens"),
         "phase_s": result["stats"]["seconds"],
         "tree": _tree(result["tree"]),
     }
+
+
+def _timed(tot: Any, puzzle: str) -> tuple[dict[str, Any], float]:
+    """One search and its wall seconds."""
+    t0 = time.perf_counter()
+    result = tot.invoke({"input": puzzle})
+    return result, round(time.perf_counter() - t0, 2)
 
 
 def _tree(tree: Any) -> str:

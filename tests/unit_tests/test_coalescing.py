@@ -6,7 +6,7 @@ import time
 from concurrent.futures import CancelledError
 
 import pytest
-import torch
+from test_review_defects import greedy_ref  # transformers' greedy generate, EOS ignored
 
 from langchain_seed import SeedLLM
 from langchain_seed.engine import Engine, EngineConfig, SamplingParams
@@ -16,27 +16,13 @@ PROMPT = "the same prompt for every sample"
 LONG_PROMPT = "stream forever"  # the tiny target's greedy continuation has no EOS for long
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
 def engine(tiny_pair):
     with Engine(EngineConfig(model=str(tiny_pair.target_path), max_batch_size=8)) as eng:
         yield eng
-
-
-def greedy_ref(pair, prompt: str, max_new: int) -> list[int]:
-    ids = pair.tokenizer(prompt, return_tensors="pt").input_ids
-    with torch.no_grad():
-        out = pair.target.generate(
-            ids, max_new_tokens=max_new, min_new_tokens=max_new, do_sample=False, pad_token_id=2
-        )
-    return out[0, ids.shape[1] :].tolist()
 
 
 def wait_until(condition, timeout: float = 10.0) -> None:

@@ -216,9 +216,10 @@ def test_failed_step_resolves_every_request_and_releases_drafter_state(tiny_pair
             return forward(*args, **kwargs)
 
         monkeypatch.setattr(engine.runner, "forward", failing_forward)
+        # Distinct max_tokens: identical greedy members would decode once (coalescing).
         futures = engine.submit_many(
             ["the cat sat"] * 3 + ["a dog ran off to see"],
-            SamplingParams(max_tokens=30, ignore_eos=True),
+            [SamplingParams(max_tokens=30 + i, ignore_eos=True) for i in range(4)],
             group=["g", "g", "g", None],
         )
         for future in futures:
