@@ -12,6 +12,8 @@ import importlib.util
 import logging
 import os
 import re
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Sequence as Seq
@@ -248,23 +250,84 @@ def model_source(model: str | os.PathLike[str] | None) -> ModelSource:
     return ModelSource(text, text, "hub")
 
 
+CONVERTED_MARKER = "seed-converted.txt"
+"""Written into a converted folder before it takes its final name: a folder is complete
+exactly when it has the marker."""
+
+
 def converted_gguf(gguf_path: Path) -> Path:
-    """The safetensors folder of a GGUF file in :func:`cache_dir`, converted on first use."""
-    stat = gguf_path.stat()
-    target = cache_dir() / f"{gguf_path.stem}-{stat.st_size}"
-    marker = target / "seed-converted.txt"
-    with _CONVERT_LOCK:
-        if not marker.is_file():
-            _convert_gguf(gguf_path, target)
-            marker.write_text(f"converted from {gguf_path}\n")
+    """The safetensors folder of a GGUF file in :func:`cache_dir`, converted on first use.
+
+    The folder is keyed by the file's content (:func:`file_digest`), so two files of one
+    name and size, or a file replaced in place, never share a conversion. Threads and
+    processes converting one file at once are serialised by a lock file beside the folder;
+    each conversion is written to a folder of its own and renamed into place complete.
+    """
+    from filelock import FileLock
+
+    target = cache_dir() / f"{gguf_path.stem}-{file_digest(gguf_path)[:16]}"
+    if (target / CONVERTED_MARKER).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _CONVERT_LOCK, FileLock(str(target) + ".lock"):
+        if (target / CONVERTED_MARKER).is_file():  # another process converted it meanwhile
+            return target
+        work = Path(tempfile.mkdtemp(prefix=f"{target.name}.", suffix=".tmp", dir=target.parent))
+        try:
+            _convert_gguf(gguf_path, work)
+            (work / CONVERTED_MARKER).write_text(f"converted from {gguf_path}\n")
+            if target.exists():  # an unfinished folder (no marker) left by a killed process
+                shutil.rmtree(target)
+            work.rename(target)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     return target
 
 
 _CONVERT_LOCK = threading.Lock()
+_DIGEST_CHUNK = 1 << 20
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of ``path``'s content (hex), cached beside its size, times and inode.
+
+    Hashing reads the whole file once (~1 s per GB); later calls find the digest in
+    ``cache_dir()/digests`` while the file's ``stat`` (size, mtime, ctime, inode) is
+    unchanged. ``ctime`` changes on every write and cannot be set back, so a file
+    rewritten in place with the same size and mtime is hashed again.
+    """
+    import hashlib
+    import json
+
+    path = path.resolve()
+    stat = path.stat()
+    identity = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev]
+    name = hashlib.sha256(str(path).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    record = cache_dir() / "digests" / f"{name}.json"
+    try:
+        saved = json.loads(record.read_text())
+        if saved.get("path") == str(path) and saved.get("stat") == identity:
+            return str(saved["sha256"])
+    except (OSError, ValueError, KeyError, AttributeError):
+        pass
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_DIGEST_CHUNK):
+            digest.update(chunk)
+    value = digest.hexdigest()
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=record.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as out:
+            json.dump({"path": str(path), "stat": identity, "sha256": value}, out)
+        os.replace(tmp, record)  # atomic: a reader sees the old record or the new one
+    except OSError:  # a read-only cache still converts; it only hashes again next time
+        logger.debug("could not cache the digest of %s", path, exc_info=True)
+    return value
 
 
 def _convert_gguf(gguf_path: Path, target: Path) -> None:
-    """Dequantize ``gguf_path`` with transformers' GGUF support and save it as safetensors.
+    """Dequantize ``gguf_path`` with transformers' GGUF support and save it into ``target``.
 
     ``save_pretrained`` refuses a GGUF-loaded model ("quantized with gguf and is not
     serializable"), so the state dict goes into a fresh model built from the config
@@ -295,15 +358,8 @@ def _convert_gguf(gguf_path: Path, target: Path) -> None:
     generation_config = getattr(gguf_model, "generation_config", None)
     if generation_config is not None:
         fresh.generation_config = generation_config
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    fresh.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if target.exists():
-        import shutil
-
-        shutil.rmtree(target)
-    tmp.rename(target)
+    fresh.save_pretrained(target)
+    tokenizer.save_pretrained(target)
 
 
 def _plain_config(config: dict[str, Any]) -> dict[str, Any]:
