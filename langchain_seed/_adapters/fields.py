@@ -66,8 +66,9 @@ class EngineFields(BaseModel):
     ``.gguf`` file or a Hugging Face id already in the local cache."""
 
     draft_model: str | None = None
-    """Optional small causal LM sharing the target's vocabulary (enables the ``"model"``
-    drafter)."""
+    """Optional small causal LM sharing the target's vocabulary: it drafts (the ``"model"``
+    drafter joins the default ``drafters``; ``drafters`` given without ``"model"`` is
+    refused, since the draft model would never run)."""
 
     policy: Literal["autoregressive", "fcfs_rounds", "batched"] = "batched"
     """Engine scheduling policy: ``"batched"`` (batched verification, adaptive draft length),
@@ -75,7 +76,8 @@ class EngineFields(BaseModel):
 
     drafters: tuple[str, ...] = ("ngram", "grammar")
     """Drafters the engine asks, from ``"model"``, ``"ngram"``, ``"consensus"`` and
-    ``"grammar"`` (the text a grammar forces next: tool-call headers, JSON keys)."""
+    ``"grammar"`` (the text a grammar forces next: tool-call headers, JSON keys). Left out
+    with a ``draft_model``: ``("model", "ngram", "grammar")``."""
 
     gamma: int = Field(default=4, ge=0, le=16)
     """Most draft tokens per sequence per step (0 to 16); the engine's draft policy picks
@@ -105,8 +107,9 @@ class EngineFields(BaseModel):
     """Keep only the ``top_k`` most likely tokens; ``0`` switches it off."""
 
     seed: int | None = None
-    """Sampling seed. With a seed, sampled output repeats for the same request; sample ``j``
-    of ``n`` uses ``seed + j`` so that the samples differ."""
+    """Sampling seed in ``[-2**63, 2**64)``. With a seed, sampled output repeats for the same
+    request; sample ``j`` of ``n`` uses ``seed + j`` (wrapped past ``2**64 - 1``) so that the
+    samples differ."""
 
     stop: list[str] | None = None
     """Stop strings: output ends before the first occurrence of any of them (not returned)."""
@@ -226,16 +229,18 @@ class EngineFields(BaseModel):
 
     def engine_config(self) -> EngineConfig:
         """The :class:`EngineConfig` of this model configuration (validated)."""
-        return EngineConfig(
+        config = EngineConfig(
             model=self.model,
             draft_model=self.draft_model,
             policy=self.policy,
-            drafters=tuple(self.drafters),
             gamma=self.gamma,
             max_batch_size=self.max_batch_size,
             device=self.device,
             dtype=self.dtype,
-        )
+        )  # drafters left out: the engine's default, which adds "model" with a draft_model
+        if "drafters" in self.model_fields_set:
+            config = EngineConfig.of(config, drafters=tuple(self.drafters))
+        return config
 
     @property
     def model_name(self) -> str:

@@ -21,7 +21,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from langchain_seed.engine.config import SamplingParams
+from langchain_seed.engine.config import SamplingParams, sample_seed
 
 if TYPE_CHECKING:
     from langchain_seed.engine import GenerationResult
@@ -49,8 +49,8 @@ def submit_call(
     if n == 1:
         return [[future] for future in engine.submit_many(list(prompts), params)]
     samples = [params] * n
-    if params.seed is not None:
-        samples = [replace(params, seed=params.seed + j) for j in range(n)]
+    if params.seed is not None:  # seed + j, wrapped into the seed range past 2**64 - 1
+        samples = [replace(params, seed=sample_seed(params.seed, j)) for j in range(n)]
     submitted: Futures = []
     try:
         for prompt in prompts:

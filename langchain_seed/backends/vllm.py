@@ -42,7 +42,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from langchain_seed.engine.client import EngineClient, Prompt, SharedEngines
-from langchain_seed.engine.config import Grammar, SamplingParams
+from langchain_seed.engine.config import Grammar, SamplingParams, sample_seed
 from langchain_seed.engine.loading import (
     ModelLoadError,
     chat_prompt_ids,
@@ -175,7 +175,7 @@ def group_requests(
 
 def _sample_params(first: SamplingParams, j: int) -> SamplingParams:
     """The params of sample ``j`` of a request whose sample 0 has ``first``."""
-    return first if first.seed is None else replace(first, seed=first.seed + j)
+    return first if first.seed is None else replace(first, seed=sample_seed(first.seed, j))
 
 
 @dataclass

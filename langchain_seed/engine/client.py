@@ -17,11 +17,11 @@ import threading
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator
 from collections.abc import Sequence as Seq
 from concurrent.futures import Future
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar, cast
 
-from langchain_seed.engine.config import SamplingParams
+from langchain_seed.engine.config import SamplingParams, as_token_id
 from langchain_seed.engine.results import GenerationResult
-from langchain_seed.engine.sequence import check_prompt_ids
+from langchain_seed.engine.sequence import check_prompt_ids, check_text
 from langchain_seed.engine.stats import EngineStats
 
 Prompt = str | list[int]
@@ -58,22 +58,36 @@ class EngineClient(abc.ABC):
         """Token ids of ``prompt`` if this engine can run it with ``params``.
 
         Raises:
-            ValueError: the prompt is empty, has token ids outside the vocabulary, or
-                does not fit the context (or ``max_cache_tokens``) with ``max_tokens``.
+            ValueError: the prompt is empty, is text with a lone surrogate (not encodable),
+                has token ids that are no integers or are outside the vocabulary, or does
+                not fit the context (or ``max_cache_tokens``) with ``max_tokens``.
+            TypeError: the prompt is neither a str nor a list of token ids (bytes, say).
         """
         params = params if params is not None else SamplingParams()
         if isinstance(prompt, str):
             if not prompt:
                 raise ValueError("prompt is empty")
+            check_text("prompt", prompt)
             ids = self.encode(prompt)
-        else:
-            ids = [int(t) for t in prompt]
-            bad = [t for t in ids if not 0 <= t < self.vocab_size]
-            if bad:
+        elif isinstance(prompt, (list, tuple)):
+            ids = [t for t in (as_token_id(t) for t in prompt) if t is not None]
+            if len(ids) != len(prompt):
+                bad = [t for t in prompt if as_token_id(t) is None]
                 raise ValueError(
-                    f"prompt token ids {bad[:5]} are outside the model's vocabulary "
+                    f"prompt token ids must be integers >= 0, got {bad[:5]!r} "
+                    f"(a prompt is a str or a list of int token ids)"
+                )
+            bad_ids = [t for t in ids if t >= self.vocab_size]
+            if bad_ids:
+                raise ValueError(
+                    f"prompt token ids {bad_ids[:5]} are outside the model's vocabulary "
                     f"(ids must be in [0, {self.vocab_size}))"
                 )
+        else:
+            raise TypeError(
+                f"a prompt must be a str or a list of int token ids, got {type(prompt).__name__}"
+                + (" (decode bytes to str first)" if isinstance(prompt, (bytes, bytearray)) else "")
+            )
         return check_prompt_ids(
             ids, params, max_context=self.max_context, max_cache_tokens=self._cache_token_limit()
         )
@@ -88,6 +102,7 @@ class EngineClient(abc.ABC):
 
         Raises:
             ValueError: ``prompts`` is a string, or a list has the wrong length.
+            TypeError: ``params`` is neither a SamplingParams nor a list of them.
         """
         if isinstance(prompts, str):
             raise ValueError("prompts must be a list of prompts; use submit() for one prompt")
@@ -95,7 +110,14 @@ class EngineClient(abc.ABC):
         if params is None or isinstance(params, SamplingParams):
             plist = [params if params is not None else SamplingParams()] * count
         else:
-            plist = list(params)
+            plist = list(params) if isinstance(params, (list, tuple)) else [cast(Any, params)]
+            wrong = [p for p in plist if not isinstance(p, SamplingParams)]
+            if wrong:
+                raise TypeError(
+                    "params must be a SamplingParams, a list of them (one per prompt) or None, "
+                    f"got {type(wrong[0]).__name__} {wrong[0]!r}"
+                    + (" (build SamplingParams(**it))" if isinstance(wrong[0], dict) else "")
+                )
             if len(plist) != count:
                 raise ValueError(f"got {len(plist)} SamplingParams for {count} prompts")
         if group is None or isinstance(group, str):

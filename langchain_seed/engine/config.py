@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 POLICIES = ("autoregressive", "fcfs_rounds", "batched")
 DRAFTERS = ("model", "ngram", "consensus", "grammar")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+MIN_TEMPERATURE = 1e-5
+"""Temperatures below this are greedy (as in vLLM): ``logits / T`` overflows float32 long
+before ``T`` reaches 0 (at ``T ~ 1e-37`` every row became token 0 repeated), and below it
+sampling only splits exact ties."""
+
+SEED_RANGE = (-(2**63), 2**64)
+"""Seeds are integers in ``[-2**63, 2**64)``: their noise streams are keyed modulo 2**64."""
 
 Policy = Literal["autoregressive", "fcfs_rounds", "batched"]
 
@@ -110,22 +119,22 @@ class SamplingParams:
     stop string); ``stop_token_ids`` other than EOS are refused by the grammar's mask."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.stop, str):
-            self.stop = (self.stop,)
-        self.stop = tuple(self.stop)
-        self.stop_token_ids = tuple(int(t) for t in self.stop_token_ids)
+        self.stop = _strings("stop", self.stop)
+        self.stop_token_ids = _token_ids("stop_token_ids", self.stop_token_ids)
         if not _real(self.temperature) or self.temperature < 0:
             raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
+        if self.temperature < MIN_TEMPERATURE:
+            self.temperature = 0.0  # vanishing temperatures are greedy (MIN_TEMPERATURE)
         if not _real(self.top_p) or not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"top_p must be a number in (0, 1], got {self.top_p!r}")
+        if not _integer(self.top_k) or self.top_k < 0:
             raise ValueError(f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")
-        if not isinstance(self.max_tokens, int) or self.max_tokens <= 0:
+        if not _integer(self.max_tokens) or self.max_tokens <= 0:
             raise ValueError(f"max_tokens must be an integer > 0, got {self.max_tokens!r}")
-        if any(not isinstance(s, str) or s == "" for s in self.stop):
-            raise ValueError(f"stop must be non-empty strings, got {self.stop!r}")
+        if not isinstance(self.ignore_eos, bool):
+            raise ValueError(f"ignore_eos must be True or False, got {self.ignore_eos!r}")
         if self.seed is not None and (
-            not isinstance(self.seed, int) or not -(2**63) <= self.seed < 2**64
+            not _integer(self.seed) or not SEED_RANGE[0] <= self.seed < SEED_RANGE[1]
         ):
             raise ValueError(
                 f"seed must be an integer in [-2**63, 2**64) or None, got {self.seed!r}"
@@ -153,13 +162,101 @@ class SamplingParams:
         return self.temperature == 0.0
 
 
+def sample_seed(seed: int, j: int) -> int:
+    """The seed of sample ``j`` of ``n`` samples seeded ``seed``: ``seed + j``, modulo 2**64.
+
+    Noise streams are keyed by the seed modulo 2**64
+    (:func:`~langchain_seed.engine.sampling.position_seed`), so wrapping past ``2**64 - 1``
+    keeps the ``n`` streams distinct and every derived seed in :data:`SEED_RANGE`.
+    """
+    derived = seed + j
+    return derived - 2**64 if derived >= SEED_RANGE[1] else derived
+
+
 def _real(value: object) -> bool:
     """A finite int or float (bool excluded); NaN passes every ``<`` check, so test it."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _check_int(name: str, value: object, least: int) -> None:
+    if not _integer(value) or value < least:  # type: ignore[operator]
+        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+
+
+def _integer(value: object) -> bool:
+    """An ``int`` that is not a ``bool`` (``True`` would otherwise pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _strings(name: str, value: object) -> tuple[str, ...]:
+    """``value`` as a tuple of non-empty strings (one string or ``None`` allowed)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, (list, tuple, set, frozenset)) or not all(
+        isinstance(s, str) and s for s in value
+    ):
+        raise ValueError(
+            f"{name} must be a non-empty string or a list / tuple of them (None: no stop "
+            f"strings), got {value!r}"
+        )
+    return tuple(value)
+
+
+def _token_ids(name: str, value: object) -> tuple[int, ...]:
+    """``value`` as a tuple of token ids (integers >= 0; ``None`` allowed)."""
+    if value is None:
+        return ()
+    ids = [as_token_id(t) for t in value] if isinstance(value, (list, tuple, set)) else [None]
+    if any(t is None for t in ids):
+        raise ValueError(f"{name} must be a list / tuple of integer token ids >= 0, got {value!r}")
+    return tuple(t for t in ids if t is not None)
+
+
+def as_token_id(value: object) -> int | None:
+    """``value`` as a token id (an integer >= 0), or ``None`` when it is none.
+
+    Python, NumPy and 0-d torch integers are token ids; a bool, a float (never truncated), a
+    string or a negative number are not.
+    """
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return None
+    try:
+        index = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+    return index if index >= 0 else None
+
+
+PREFIX_CACHE_ENV = "SEED_PREFIX_CACHE_TOKENS"
+
+
 def _default_prefix_cache_tokens() -> int:
-    return int(os.environ.get("SEED_PREFIX_CACHE_TOKENS", "16384"))
+    """``$SEED_PREFIX_CACHE_TOKENS`` (a plain integer of tokens >= 0), else 16,384."""
+    text = os.environ.get(PREFIX_CACHE_ENV, "16384")
+    try:
+        value = int(text.strip().replace("_", ""))
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(
+            f"environment variable {PREFIX_CACHE_ENV}={text!r} must be an integer number of "
+            "tokens >= 0 (e.g. 16384; 0 turns the prefix cache off)"
+        )
+    return value
+
+
+class _DefaultDrafters(tuple[str, ...]):
+    """The default drafter set, marked so that it follows ``draft_model`` (see EngineConfig)."""
+
+    __slots__ = ()
+
+
+def default_drafters(draft_model: str | None) -> tuple[str, ...]:
+    """``("ngram", "grammar")``, with ``"model"`` first when a draft model is configured."""
+    names = ("ngram", "grammar") if draft_model is None else ("model", "ngram", "grammar")
+    return _DefaultDrafters(names)
 
 
 @dataclass(slots=True)
@@ -175,7 +272,9 @@ class EngineConfig:
             ``"batched"`` (one target forward verifies every sequence, adaptive gamma).
         drafters: drafters to ask, from ``"model"``, ``"ngram"``, ``"consensus"`` and
             ``"grammar"`` (the text a request's grammar forces next; constrained requests
-            only).
+            only). Left out: ``("ngram", "grammar")``, with ``"model"`` added when a
+            ``draft_model`` is given. Given with a ``draft_model`` but without ``"model"``,
+            it is refused (the draft model would never run).
         max_batch_size: most sequences decoded at once; more requests wait in the queue.
         max_cache_tokens: token slots of each model's KV pool, its whole memory. Running
             sequences get one row each, as wide as the largest reservation (prompt +
@@ -196,7 +295,7 @@ class EngineConfig:
     model: str | None = None
     draft_model: str | None = None
     policy: str = "batched"
-    drafters: tuple[str, ...] = ("ngram", "grammar")
+    drafters: tuple[str, ...] = default_drafters(None)
     max_batch_size: int = 16
     max_cache_tokens: int = 65536
     gamma: int = 4
@@ -214,37 +313,83 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
-        if isinstance(self.drafters, str):
+        if isinstance(self.model, os.PathLike):
+            self.model = os.fspath(self.model)
+        if isinstance(self.draft_model, os.PathLike):
+            self.draft_model = os.fspath(self.draft_model)
+        if self.model is not None and not isinstance(self.model, str):
+            raise ValueError(f"model must be a path or model id (str) or None, got {self.model!r}")
+        if self.draft_model is not None and not isinstance(self.draft_model, str):
+            raise ValueError(
+                f"draft_model must be a path or model id (str) or None, got {self.draft_model!r}"
+            )
+        if isinstance(self.drafters, _DefaultDrafters):  # left out: follows draft_model
+            self.drafters = default_drafters(self.draft_model)
+        elif isinstance(self.drafters, str):
             self.drafters = (self.drafters,)
-        self.drafters = tuple(self.drafters)
+        if not isinstance(self.drafters, (list, tuple)):
+            raise ValueError(
+                f"drafters must be a tuple drawn from {DRAFTERS}, got {self.drafters!r}"
+            )
+        if not isinstance(self.drafters, _DefaultDrafters):
+            self.drafters = tuple(self.drafters)
         unknown = [d for d in self.drafters if d not in DRAFTERS]
         if unknown:
             raise ValueError(f"drafters must be drawn from {DRAFTERS}, got unknown {unknown}")
         if "model" in self.drafters and self.draft_model is None:
             raise ValueError("drafters includes 'model' but no draft_model is configured")
-        if not isinstance(self.max_batch_size, int) or self.max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be an integer >= 1, got {self.max_batch_size}")
-        if not isinstance(self.max_cache_tokens, int) or self.max_cache_tokens < 16:
+        if self.draft_model is not None and "model" not in self.drafters:
             raise ValueError(
-                f"max_cache_tokens must be an integer >= 16, got {self.max_cache_tokens}"
+                f"draft_model={self.draft_model!r} is given but drafters={self.drafters} has no "
+                "'model', so the draft model would never run: add 'model' to drafters (e.g. "
+                "drafters=('model', 'ngram', 'grammar')), leave drafters out (then 'model' is "
+                "added), or drop draft_model"
             )
-        if not isinstance(self.gamma, int) or not 0 <= self.gamma <= 16:
-            raise ValueError(f"gamma must be an integer in [0, 16], got {self.gamma}")
+        _check_int("max_batch_size", self.max_batch_size, 1)
+        _check_int("max_cache_tokens", self.max_cache_tokens, 16)
+        if not _integer(self.gamma) or not 0 <= self.gamma <= 16:
+            raise ValueError(f"gamma must be an integer in [0, 16], got {self.gamma!r}")
+        if not isinstance(self.device, str) or not self.device:
+            raise ValueError(
+                f"device must be a torch device name ('cpu', 'cuda', ...), got {self.device!r}"
+            )
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.dtype == "auto":
             from langchain_seed.engine.loading import auto_dtype
 
             self.dtype = auto_dtype(self.model, self.device)
-        if not isinstance(self.prefix_cache_tokens, int) or self.prefix_cache_tokens < 0:
+        if not _integer(self.prefix_cache_tokens) or self.prefix_cache_tokens < 0:
             raise ValueError(
                 "prefix_cache_tokens must be an integer >= 0 (0 = off), "
-                f"got {self.prefix_cache_tokens}"
+                f"got {self.prefix_cache_tokens!r}"
             )
-        if self.max_queue is not None and self.max_queue < 1:
-            raise ValueError(f"max_queue must be >= 1 or None, got {self.max_queue}")
+        if not isinstance(self.adaptive_gamma, bool):
+            raise ValueError(f"adaptive_gamma must be True or False, got {self.adaptive_gamma!r}")
+        if self.max_queue is not None and (not _integer(self.max_queue) or self.max_queue < 1):
+            raise ValueError(f"max_queue must be an integer >= 1 or None, got {self.max_queue!r}")
         if self.queue_full not in ("error", "block"):
             raise ValueError(f"queue_full must be 'error' or 'block', got {self.queue_full!r}")
+
+    @classmethod
+    def of(cls, config: EngineConfig | None = None, **kwargs: Any) -> EngineConfig:
+        """``config`` with ``kwargs`` applied (a new config), or one built from ``kwargs``.
+
+        Raises:
+            ValueError: a keyword that is no field (the fields are listed), or a bad value.
+        """
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(k for k in kwargs if k not in names)
+        if unknown:
+            raise ValueError(f"unknown EngineConfig field(s) {unknown}; the fields are {names}")
+        if config is None:
+            return cls(**kwargs)
+        if not isinstance(config, EngineConfig):
+            raise ValueError(f"config must be an EngineConfig or None, got {config!r}")
+        if not kwargs:
+            return config
+        # A config whose drafters were left out keeps following draft_model (__post_init__).
+        return replace(config, **kwargs)
 
     @property
     def uses_drafts(self) -> bool:

@@ -117,6 +117,12 @@ def check_prompt_ids(
     """
     if not ids:
         raise ValueError("prompt is empty (no tokens)")
+    if params.max_tokens >= max_context:
+        raise ValueError(
+            f"max_tokens={params.max_tokens} leaves no room for a prompt: the model's context "
+            f"is {max_context} tokens, so max_tokens must be at most {max_context - 1} "
+            "(prompt + max_tokens <= context)"
+        )
     limit = max_context - params.max_tokens
     if len(ids) > limit:
         raise ValueError(
@@ -132,3 +138,19 @@ def check_prompt_ids(
             f"{DRAFT_SLACK} draft slots exceeds max_cache_tokens={max_cache_tokens}"
         )
     return ids
+
+
+def check_text(name: str, text: str) -> None:
+    """Raise ``ValueError`` when ``text`` cannot be encoded as UTF-8 (a lone surrogate).
+
+    A tokenizer fails on such text with an error that names neither the field nor the
+    character (``TextEncodeInput must be Union[...]``).
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{name} has a lone surrogate {text[exc.start]!r} at index {exc.start}, which is "
+            "not valid Unicode text; text must be encodable as UTF-8 (decode bytes with "
+            "errors='replace', or pair the surrogates)"
+        ) from None
