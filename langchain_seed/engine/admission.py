@@ -141,7 +141,10 @@ class Admitter:
             feeds.append(list(key[cached:]))
         start = wave[0].row
         for runner in runners.values():
-            runner.prefill(start, feeds)
+            # A draft model with a shorter context holds the prompt up to its last position
+            # only (it drafts nothing for a longer sequence; ModelDrafter.propose).
+            room = [max(0, runner.max_positions - runner.lengths[s.row]) for s in wave]
+            runner.prefill(start, [f[:n] for f, n in zip(feeds, room)])
         if self.prefix_cache.enabled:
             for seq in wave:
                 key = _key(seq)

@@ -34,6 +34,7 @@ row. It drafts nothing unless that is predicted to beat a plain autoregressive s
 from __future__ import annotations
 
 import bisect
+import logging
 import math
 import time
 from collections import deque
@@ -45,6 +46,8 @@ from langchain_seed.engine.drafters.base import Draft
 
 if TYPE_CHECKING:
     from langchain_seed.engine.sequence import Sequence
+
+logger = logging.getLogger(__name__)
 
 PRIOR_OVERHEAD_TOKENS = 16.0
 """Before a shape is measured, a step is priced as ``overhead + t`` tokens, the overhead
@@ -259,25 +262,51 @@ class DraftPolicy:
         self.draft_cost = CostModel(c0=0.3, c1=0.02)
         """Seconds of one draft-model forward over ``b`` rows (linear in ``b``)."""
 
-    def draft(self, running: Seq[Sequence], drafters: Seq[Any], adaptive: bool) -> list[Draft]:
+    def draft(
+        self,
+        running: Seq[Sequence],
+        drafters: Seq[Any],
+        adaptive: bool,
+        failures: dict[str, int] | None = None,
+    ) -> list[Draft]:
         """One draft per running sequence: propose, pick the best candidate, size it.
 
         Free drafters propose up to the cap (``gamma`` and the tokens left); a costly
         drafter (the draft model) is asked for the length :meth:`choose_length` picks with
         its own per-position cost, and timed. When ``adaptive``, one length cap for the
         step is then chosen over the chosen drafts (0 = a plain step).
+
+        A drafter that raises drafts no more for the rows it was asked to draft for
+        (``Sequence.drafters_off``; counted in ``failures``): drafts are guesses, so their
+        requests go on without them instead of failing.
         """
         caps = [max(0, min(self.gamma, seq.remaining - 1)) for seq in running]
         candidates: list[list[Draft]] = [[] for _ in running]
         for drafter in drafters:
-            lens = caps
+            off = [drafter.name in s.drafters_off for s in running]
+            if all(off):
+                continue
+            lens = [0 if o else c for o, c in zip(off, caps)]
             costly = getattr(drafter, "costly", False)
             if costly and adaptive:
                 per_position = self.draft_cost.step_time(len(running))
                 acceptance = [self.acceptance.estimate(s, drafter.name) for s in running]
-                lens = self.choose_length(running, caps, acceptance, per_position)
+                lens = self.choose_length(running, lens, acceptance, per_position)
             before, t0 = getattr(drafter, "forwards", 0), time.perf_counter()
-            proposed = drafter.propose(running, lens)
+            try:
+                proposed = drafter.propose(running, lens)
+            except Exception:
+                logger.exception(
+                    "drafter %r failed; it stops drafting for the %d requests it was asked for",
+                    drafter.name,
+                    sum(1 for n in lens if n > 0),
+                )
+                for seq, n in zip(running, lens):
+                    if n > 0:
+                        seq.drafters_off.add(drafter.name)
+                if failures is not None:
+                    failures[drafter.name] = failures.get(drafter.name, 0) + 1
+                continue
             forwards = getattr(drafter, "forwards", 0) - before
             if costly and forwards > 0:
                 _synchronize(drafter)

@@ -18,6 +18,7 @@ submission side (queue, futures, streaming, the thread) is
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -37,19 +38,20 @@ from langchain_seed.engine.grammar import GrammarCompiler
 from langchain_seed.engine.loading import (
     LoadedModel,
     chat_prompt_ids,
+    release_model,
     shared_model,
     template_renders_tools,
 )
 from langchain_seed.engine.prefix_cache import PrefixCache
 from langchain_seed.engine.results import GenerationResult, RequestCancelledError
-from langchain_seed.engine.runner import ModelRunner, Verdict
+from langchain_seed.engine.runner import ModelRunner, ReleasedModel, Verdict, context_length
 from langchain_seed.engine.scheduler import Scheduler
-from langchain_seed.engine.sequence import SeqStatus, Sequence
-from langchain_seed.engine.service import EngineService, Prompt, _resolve_error
+from langchain_seed.engine.sequence import SeqStatus, Sequence, check_text
+from langchain_seed.engine.service import EngineService, Prompt, _resolve_error, _timeout_error
 from langchain_seed.engine.stats import EngineStats
 from langchain_seed.engine.text import TextTracker
 
-__all__ = ["Engine", "Prompt", "check_same_vocabulary", "shared_model"]
+__all__ = ["Engine", "Prompt", "check_same_vocabulary", "release_model", "shared_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +69,25 @@ def check_same_vocabulary(target: LoadedModel, draft: LoadedModel) -> None:
         )
 
 
+def _check_texts(where: str, value: Any) -> None:
+    """Raise ``ValueError`` naming ``where`` for a string in ``value`` that is not valid text."""
+    if isinstance(value, str):
+        check_text(where, value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_texts(f"{where}[{key!r}]", item)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_texts(f"{where}[{i}]", item)
+
+
 class Engine(EngineService):
     """Continuous-batching engine with scheduled speculative decoding.
 
     Args:
-        config: what to load and how to schedule; keyword arguments build one instead.
+        config: what to load and how to schedule. Keyword arguments are
+            :class:`EngineConfig` fields: they build one, or override ``config``'s (an
+            unknown one raises ``ValueError``).
         extra_drafters: custom :class:`Drafter` objects asked next to the configured ones
             (any object with ``name``, ``propose`` and ``release``; see
             :class:`~langchain_seed.engine.drafters.base.Drafter` for the optional hooks).
@@ -93,10 +109,23 @@ class Engine(EngineService):
         extra_drafters: Seq[Drafter] = (),
         **kwargs: Any,
     ) -> None:
-        self.config = config if config is not None else EngineConfig(**kwargs)
+        self.config = EngineConfig.of(config, **kwargs)
+        self._model_keys: list[tuple[str | None, str, str]] = []
+        """The ``shared_model`` references this engine holds (given back when it closes)."""
+        try:
+            self._build(extra_drafters)
+        except BaseException:
+            self._release_models()
+            raise
+        self._start_service()
+
+    def _build(self, extra_drafters: Seq[Drafter]) -> None:
         cfg = self.config
-        self.target = shared_model(cfg.model, cfg.device, cfg.dtype)
+        self.target = self._load(cfg.model)
         self.tokenizer = self.target.tokenizer
+        self._max_context = context_length(self.target.model)
+        embeddings = cast(torch.nn.Embedding, self.target.model.get_input_embeddings())
+        self._vocab_size = int(embeddings.num_embeddings)
         self.runner = ModelRunner(
             self.target.model, cfg.max_batch_size, cfg.device, cfg.max_cache_tokens
         )
@@ -111,7 +140,7 @@ class Engine(EngineService):
             elif name == "grammar":
                 self.drafters.append(GrammarDrafter(self._encode_text))
             elif name == "model" and cfg.draft_model is not None:
-                draft = shared_model(cfg.draft_model, cfg.device, cfg.dtype)
+                draft = self._load(cfg.draft_model)
                 check_same_vocabulary(self.target, draft)
                 draft_runner = ModelRunner(
                     draft.model, cfg.max_batch_size, cfg.device, cfg.max_cache_tokens
@@ -139,7 +168,28 @@ class Engine(EngineService):
         )
         """Compiles the grammars of constrained requests (xgrammar, loaded on first use)."""
         self._stats = EngineStats()
-        self._start_service()
+
+    def _load(self, model: str | None) -> LoadedModel:
+        """The process's copy of ``model`` (a reference this engine gives back on close)."""
+        cfg = self.config
+        loaded = shared_model(model, cfg.device, cfg.dtype)
+        self._model_keys.append((model, cfg.device, cfg.dtype))
+        return loaded
+
+    def _release_models(self) -> None:
+        """Give back this engine's model references and drop its own pointers to the weights.
+
+        Runs once the engine thread has ended (or when building failed): the last engine
+        of a model to close frees its weights, even while a caller still holds the closed
+        engine object.
+        """
+        keys, self._model_keys = self._model_keys, []
+        for runner in getattr(self, "runners", {}).values():
+            runner.release_model()
+        if hasattr(self, "target"):
+            self.target = dataclasses.replace(self.target, model=cast(Any, ReleasedModel()))
+        for key in keys:
+            release_model(*key)
 
     @property
     def model_drafter(self) -> ModelDrafter | None:
@@ -164,14 +214,12 @@ class Engine(EngineService):
     @property
     def max_context(self) -> int:
         """Context length of the target model in tokens."""
-        config = self.target.model.config
-        return int(getattr(config, "max_position_embeddings", 0) or 2048)
+        return self._max_context
 
     @property
     def vocab_size(self) -> int:
         """Rows of the target's input embedding: valid token ids are below it."""
-        embeddings = cast(torch.nn.Embedding, self.target.model.get_input_embeddings())
-        return int(embeddings.num_embeddings)
+        return self._vocab_size
 
     def _encode_text(self, text: str) -> list[int]:
         """Token ids of a piece of output text (no special tokens)."""
@@ -198,6 +246,8 @@ class Engine(EngineService):
             messages: ``{"role": ..., "content": ...}`` turns.
             **template_kwargs: passed to ``apply_chat_template`` (e.g. ``tools``).
         """
+        for i, message in enumerate(messages):
+            _check_texts(f"messages[{i}]", message)
         with self._tok_lock:
             return chat_prompt_ids(self.tokenizer, messages, **template_kwargs)
 
@@ -205,7 +255,8 @@ class Engine(EngineService):
     def step(self) -> None:
         """One engine step: admit, draft, verify, accept, finish (the module docstring)."""
         t0 = time.perf_counter()
-        timed = self._stats.phase_seconds()
+        counters = self._stats  # a callback may reset_stats() mid-step
+        timed = counters.phase_seconds()
         self._reap()
         admitted = self.scheduler.schedule_admission()
         if admitted:
@@ -229,7 +280,8 @@ class Engine(EngineService):
                 self._accept(running, drafts, verdicts)  # 4. accept
             self._release_finished()  # 5. finish
         elapsed = time.perf_counter() - t0
-        self._stats.scheduler_seconds += max(0.0, elapsed - (self._stats.phase_seconds() - timed))
+        if self._stats is counters:
+            self._stats.scheduler_seconds += max(0.0, elapsed - (counters.phase_seconds() - timed))
         if not self.scheduler.has_work:
             self._free_memory()  # idle: give the KV pools back (the prefix cache keeps its spans)
 
@@ -262,7 +314,8 @@ class Engine(EngineService):
             return [Draft() for _ in running]
         t0 = time.perf_counter()
         adaptive = cfg.adaptive_gamma and cfg.policy == "batched"
-        drafts = self.policy.draft(running, self.drafters, adaptive=adaptive)
+        failures = self._stats.drafter_failures
+        drafts = self.policy.draft(running, self.drafters, adaptive=adaptive, failures=failures)
         self._stats.draft_seconds += time.perf_counter() - t0
         return drafts
 
@@ -312,7 +365,8 @@ class Engine(EngineService):
             try:
                 if not verdict.finite:
                     raise FloatingPointError(
-                        f"non-finite logits (NaN/inf) from the target for request {seq.seq_id}"
+                        f"non-finite logits or sampling probabilities (NaN/inf) from the target "
+                        f"for request {seq.seq_id}"
                     )
                 accepted = verdict.accepted
                 self.runner.keep(seq.row, self.runner.lengths[seq.row] + 1 + accepted)
@@ -384,13 +438,7 @@ class Engine(EngineService):
                 self._fail(seq, RequestCancelledError(f"request {seq.seq_id} cancelled"))
                 self._stats.requests_cancelled += 1
             elif seq.deadline is not None and now > seq.deadline:
-                self._fail(
-                    seq,
-                    TimeoutError(
-                        f"request {seq.seq_id} exceeded request_timeout="
-                        f"{seq.params.request_timeout}s"
-                    ),
-                )
+                self._fail(seq, _timeout_error(seq))
         waiting = [s for s in self.scheduler.waiting if s.finished]
         for seq in waiting:
             self.scheduler.waiting.remove(seq)

@@ -370,16 +370,49 @@ def _plain_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 _MODELS: dict[tuple[Any, ...], LoadedModel] = {}
+_USERS: dict[tuple[Any, ...], int] = {}  # key -> references taken by shared_model
 _MODELS_LOCK = threading.Lock()
 
 
 def shared_model(model: str | None, device: str, dtype: str) -> LoadedModel:
-    """Load a model once per process per ``(model, device, dtype)``."""
+    """Load a model once per process per ``(model, device, dtype)`` and take a reference.
+
+    Every call takes one reference; :func:`release_model` gives it back, and the last one
+    given back drops the process's copy (the weights are freed once nothing else holds
+    them). An :class:`~langchain_seed.engine.Engine` takes its references when it is built
+    and gives them back when it closes.
+    """
     key = (model, device, dtype)
     with _MODELS_LOCK:
         if key not in _MODELS:
             _MODELS[key] = load_model(model, device=device, dtype=dtype)
+            _USERS[key] = 0
+        _USERS[key] += 1
         return _MODELS[key]
+
+
+def release_model(model: str | None, device: str, dtype: str) -> bool:
+    """Give back one reference taken by :func:`shared_model` for ``(model, device, dtype)``.
+
+    Returns:
+        True when that was the last reference and the process's copy was dropped.
+    """
+    key = (model, device, dtype)
+    with _MODELS_LOCK:
+        if key not in _USERS:
+            return False
+        _USERS[key] -= 1
+        if _USERS[key] > 0:
+            return False
+        del _USERS[key], _MODELS[key]
+    logger.info("released %s (%s, %s)", model or EMBEDDED_NAME, device, dtype)
+    return True
+
+
+def loaded_models() -> dict[tuple[Any, ...], int]:
+    """The models this process holds now: ``(model, device, dtype)`` -> references."""
+    with _MODELS_LOCK:
+        return dict(_USERS)
 
 
 def template_renders_tools(tokenizer: PreTrainedTokenizerBase) -> bool:

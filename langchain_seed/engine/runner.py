@@ -88,6 +88,21 @@ def attention_windows(model: torch.nn.Module, name: str = "") -> tuple[int | Non
     return (int(window), False) if window else (None, False)
 
 
+def context_length(model: torch.nn.Module) -> int:
+    """Positions ``model`` embeds: ``max_position_embeddings`` (``n_positions``), else 2048."""
+    config: Any = model.config
+    text = getattr(config, "get_text_config", lambda: config)()
+    return int(getattr(text, "max_position_embeddings", 0) or 2048)
+
+
+class ReleasedModel(torch.nn.Module):
+    """Stands in for a model whose weights were released (its engine closed)."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Raise: nothing runs on a released model."""
+        raise RuntimeError("this model's weights were released: its engine is closed")
+
+
 class ModelRunner:
     """Owns one model and its :class:`SlotCache`.
 
@@ -113,12 +128,19 @@ class ModelRunner:
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])  # type: ignore[operator]
         self.dtype: torch.dtype = getattr(model, "dtype", None) or torch.float32
         self.window, self.window_per_type = attention_windows(model)
+        self.max_positions = context_length(model)
+        """Positions the model has (``max_position_embeddings``): none is fed past it."""
         self.cache = SlotCache(self.num_layers, max_rows, budget_tokens)
         self.packs = supports_packing(model)
         """Ragged verification forwards run packed (:mod:`~langchain_seed.engine.packing`)."""
         self.forwards = 0
         self.packed_forwards = 0
         self.tokens_processed = 0
+
+    def release_model(self) -> None:
+        """Drop this runner's pointer to the weights (its engine closed) and its KV memory."""
+        self.model = ReleasedModel()
+        self.cache.release_memory()
 
     @property
     def lengths(self) -> list[int]:
@@ -184,6 +206,9 @@ class ModelRunner:
         # drafts long.
         write_slots = lengths[:, None] + torch.minimum(steps, counts[:, None])  # [b, q]
         positions = lengths[:, None] + torch.minimum(steps, (counts - 1).clamp(min=0)[:, None])
+        # A row fed nothing (a draft model's row that drafts no more: its cache may stand at
+        # the model's last position) must not index past the context either.
+        positions = positions.clamp_(max=self.max_positions - 1)
         kv_len = max(n + min(f, q - 1) for n, f in zip(host_lengths, fed)) + 1
         mask: torch.Tensor | dict[str, torch.Tensor] | None = None
         if max(host_lengths) > 0 or packing is not None:
@@ -267,6 +292,10 @@ class ModelRunner:
         targets = logits.argmax(dim=-1)  # [b, q]: greedy rows' targets
         for group in plan.groups:
             probs = process_logits(logits[group.rows], group.params)  # [r, q, vocab]
+            # A row whose sampling distribution is not finite fails alone (its verdict), and
+            # its neighbours' sampling never depends on it.
+            usable = torch.isfinite(probs).all(dim=-1) | ~plan.valid[group.rows]  # [r, q]
+            finite[group.rows] &= usable.all(dim=-1)
             if group.seeded is not None:
                 assert group.noise is not None
                 targets[group.rows[group.seeded]] = sample_coupled(probs[group.seeded], group.noise)

@@ -59,6 +59,8 @@ class Sequence:
     """KV-cache row while running (rows of running sequences are contiguous)."""
     generator: Any = None
     """The request's ``torch.Generator`` (sampling only), owned by the engine."""
+    drafters_off: set[str] = field(default_factory=set)
+    """Drafters that no longer draft for this sequence (one raised while proposing for it)."""
     draft_counts: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
     """Per kind of draft: accepted and rejected first tokens, accepted and rejected next
     tokens of this sequence's verifications (the draft policy's

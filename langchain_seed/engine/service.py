@@ -92,9 +92,13 @@ class EngineService(EngineClient):
 
     @classmethod
     def shared(cls, config: EngineConfig | None = None, **kwargs: Any) -> Engine:
-        """The process-wide engine for this configuration (created on first use)."""
+        """The process-wide engine for this configuration (created on first use).
+
+        ``kwargs`` are :class:`EngineConfig` fields: they build the configuration, or
+        override those of ``config`` (an unknown one raises ``ValueError``).
+        """
         build = cast("Callable[[EngineConfig], Engine]", cls)
-        cfg = config if config is not None else EngineConfig(**kwargs)
+        cfg = EngineConfig.of(config, **kwargs)
         key = (
             cfg.model, cfg.draft_model, cfg.policy, cfg.drafters, cfg.max_batch_size,
             cfg.max_cache_tokens, cfg.gamma, cfg.device, cfg.dtype,
@@ -106,8 +110,9 @@ class EngineService(EngineClient):
     def close_shared() -> int:
         """Close every shared engine of this process; returns how many were closed.
 
-        Each shared engine keeps its thread, its KV buffers and its prefix cache until it is
-        closed: close the engines of a finished job to give that memory back.
+        Each shared engine keeps its thread, its KV buffers, its prefix cache and its models
+        until it is closed: close the engines of a finished job to give that memory back (a
+        model's weights are freed when the last engine using it closes).
         """
         return SHARED.close_all()
 
@@ -161,21 +166,29 @@ class EngineService(EngineClient):
         with self._cv:
             if self._closed:
                 raise EngineClosedError("engine closed")
-            queued = 0
-            while queued < len(seqs):
-                part = queue_part(seqs, queued, self.config.max_queue)
+            pending, settled = list(seqs), 0  # settled: queued, or failed while blocked
+            while pending:
+                part = queue_part(pending, 0, self.config.max_queue)
                 try:
-                    self._wait_for_room(part)
+                    room = self._wait_for_room(part, pending)
                 except EngineClosedError as exc:
-                    if queued == 0:
+                    if settled == 0:
                         raise
-                    for seq in seqs[queued:]:
+                    for seq in pending:
                         _resolve_error(seq, exc)
                     break
-                added = seqs[queued : queued + part]
+                if not room:  # request_timeout passed while blocked: those requests fail
+                    now = time.monotonic()
+                    late = [s for s in pending if s.deadline is not None and now > s.deadline]
+                    for seq in late:
+                        _resolve_error(seq, _timeout_error(seq, waiting=True))
+                    pending = [s for s in pending if s not in late]
+                    settled += len(late)
+                    continue
+                added, pending = pending[:part], pending[part:]
                 self._inbox.extend(added)
                 self._stats.requests_coalesced += sum(s.meta.get(COALESCED, 0) for s in added)
-                queued += part
+                settled += part
                 self._cv.notify_all()
         return futures
 
@@ -205,42 +218,70 @@ class EngineService(EngineClient):
         Its errors (a grammar that does not compile) raise at submission.
         """
 
-    def _wait_for_room(self, count: int) -> None:
+    def _wait_for_room(self, count: int, pending: Seq[Sequence] = ()) -> bool:
+        """Wait (holding ``_cv``) until ``count`` more requests fit in the queue.
+
+        Returns:
+            True when they fit; False as soon as the ``request_timeout`` of one of
+            ``pending`` (the requests still to queue) has passed.
+        """
         limit = self.config.max_queue
         if limit is None:
-            return
+            return True
+        deadlines = [s.deadline for s in pending if s.deadline is not None]
         while len(self._inbox) + len(self.scheduler.waiting) + count > limit:
             if self.config.queue_full == "error":
                 raise QueueFullError(
                     f"submission queue is full (max_queue={limit}); retry later or use "
                     "queue_full='block'"
                 )
-            self._cv.wait(timeout=0.1)
+            left = min(deadlines) - time.monotonic() if deadlines else 0.1
+            if left <= 0:
+                return False
+            self._cv.wait(timeout=min(0.1, left))
             if self._closed:
                 raise EngineClosedError("engine closed")
+        return True
 
     def stats(self) -> EngineStats:
-        """A snapshot of the engine-wide counters (taken between steps, safe to keep)."""
-        with self._step_lock:
+        """A snapshot of the engine-wide counters (safe to keep).
+
+        Taken on the compute thread, so between steps of every engine; from an ``on_delta``
+        callback (which runs inside a step on that thread) it is taken at once, with the
+        counters as far as the step has come. Never waits on a step lock: a callback that
+        asks would otherwise wait for the step that is calling it.
+        """
+
+        def snapshot() -> EngineStats:
             stats = copy.deepcopy(self._stats)
             stats.target_forwards, stats.draft_forwards = self._forward_counts()
             stats.kv_pool_bytes, stats.kv_budget_bytes = self._kv_bytes()
             stats.prefix_cache = self.prefix_cache.stats()
+            return stats
+
+        stats = compute.run(snapshot)
         stats.peak_memory_bytes = peak_memory(self.config.device)
         return stats
 
     def reset_stats(self) -> None:
-        """Start counting afresh (forward counters included)."""
-        with self._step_lock:
+        """Start counting afresh (forward counters included).
+
+        Runs on the compute thread like :meth:`stats` (from a callback: at once).
+        """
+
+        def reset() -> None:
             self._stats = EngineStats()
             self._reset_forward_counts()
+
+        compute.run(reset)
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the engine thread and free its memory.
 
         Pending requests fail with :class:`EngineClosedError`; the KV buffers and the
-        prefix cache are released, and a shared engine leaves the registry, so the next
-        :meth:`shared` call builds a fresh one.
+        prefix cache are released, the models are given back (their weights are freed
+        when no other engine uses them), and a shared engine leaves the registry, so the
+        next :meth:`shared` call builds a fresh one.
         """
         with self._cv:
             self._closed = True
@@ -266,10 +307,12 @@ class EngineService(EngineClient):
                     if self._closed:
                         break
                     new, self._inbox = self._inbox, []
+                    # Queued under the lock: a submitter waiting for room always finds these
+                    # requests in the inbox or the queue (never room that is not there).
+                    for seq in new:
+                        self._attach_generator(seq)
+                        self.scheduler.add(seq)
                     self._cv.notify_all()
-                for seq in new:
-                    self._attach_generator(seq)
-                    self.scheduler.add(seq)
                 with self._step_lock:
                     compute.run(self._guarded_step)
         except BaseException as exc:  # the thread itself broke: nothing may be left hanging
@@ -292,6 +335,10 @@ class EngineService(EngineClient):
 
         with self._step_lock:
             compute.run(fail_all)
+        self._release_models()
+
+    def _release_models(self) -> None:
+        """Give back the models this engine holds (after its thread's last step)."""
 
     def _guarded_step(self) -> None:
         """One step on the compute thread; a failure fails the batch, the engine goes on."""
@@ -311,6 +358,14 @@ class EngineService(EngineClient):
             return
         seq.generator = torch.Generator(device=self.runner.device)
         seq.generator.manual_seed(random.randrange(2**63))
+
+
+def _timeout_error(seq: Sequence, waiting: bool = False) -> TimeoutError:
+    """The error of a request whose ``request_timeout`` passed."""
+    where = " while its submission waited for room in the queue" if waiting else ""
+    return TimeoutError(
+        f"request {seq.seq_id} exceeded request_timeout={seq.params.request_timeout}s{where}"
+    )
 
 
 def _resolve_error(seq: Sequence, exc: BaseException) -> None:

@@ -123,6 +123,9 @@ class EngineStats:
     verify_seconds: float = 0.0
     scheduler_seconds: float = 0.0
     prefix_cache: dict[str, Any] = field(default_factory=dict)
+    drafter_failures: dict[str, int] = field(default_factory=dict)
+    """Proposals that raised, by drafter: drafting by that drafter stopped for the rows it
+    was asked for (their requests go on without its drafts)."""
 
     def phase_seconds(self) -> float:
         """Seconds in prefill, drafting and verification so far."""

@@ -18,7 +18,12 @@ import torch
 
 from langchain_seed.engine.drafters.base import Draft
 from langchain_seed.engine.runner import ModelRunner
-from langchain_seed.engine.sampling import position_noise, process_logits, sample_coupled
+from langchain_seed.engine.sampling import (
+    position_noise,
+    process_logits,
+    sample_coupled,
+    sample_inverse_cdf,
+)
 
 if TYPE_CHECKING:
     from langchain_seed.engine.sequence import Sequence
@@ -54,6 +59,12 @@ class ModelDrafter:
         start = sequences[0].row
         probs: list[list[torch.Tensor]] = [[] for _ in sequences]
         feed: list[list[int]] = []
+        # Never past the draft model's context: with N tokens, drafting g feeds positions up
+        # to N + g - 2 (the pending token at N - 1, then g - 1 drafts).
+        room = [self.runner.max_positions + 1 - s.num_tokens for s in sequences]
+        max_lens = [max(0, min(g, r)) for g, r in zip(max_lens, room)]
+        if max(max_lens, default=0) <= 0:
+            return drafts
         for seq, g in zip(sequences, max_lens):
             tokens = seq.token_ids
             self._drafted[seq.seq_id] = (len(tokens), [])
@@ -68,7 +79,8 @@ class ModelDrafter:
             logits = self.runner.forward(start, feed)  # [b, q, vocab]
             assert logits is not None
             rows = logits[index[:, 0], index[:, 1]]  # [a, vocab]
-            picked = rows.argmax(dim=-1)  # greedy rows' drafts
+            picked = rows.argmax(dim=-1)  # [a]: greedy rows' drafts
+            usable = torch.ones_like(picked)  # [a]: 0 where a row's q is not finite
             for j, i in enumerate(active):
                 seq = sequences[i]
                 self.runner.keep(seq.row, self.runner.lengths[seq.row] + len(feed[i]))
@@ -77,9 +89,13 @@ class ModelDrafter:
                     picked[j] = token
                     if q is not None:
                         probs[i].append(q)
-            chosen = picked.tolist()  # one host copy per draft position
+                        usable[j] = torch.isfinite(q).all()
+            chosen, fine = torch.stack([picked, usable]).tolist()  # one host copy per position
             feed = [[] for _ in sequences]
             for j, i in enumerate(active):
+                if not fine[j]:  # this row's draft ends here; its neighbours draft on
+                    probs[i].pop()
+                    continue
                 drafts[i].tokens.append(int(chosen[j]))
                 if depth + 1 < max_lens[i]:
                     feed[i] = [int(chosen[j])]
@@ -107,7 +123,10 @@ class ModelDrafter:
             # position will use, so the two agree as often as they can.
             noise = position_noise(seq.params.seed, [position], q.shape[-1], q.device)
             return sample_coupled(q, noise)[0], None
-        return torch.multinomial(q[0], 1, generator=seq.generator)[0], q[0]
+        # Inverse CDF rather than torch.multinomial, which raises on a non-finite row (and
+        # would fail the whole batch); such a row's draft is cut by the caller instead.
+        u = torch.rand(1, generator=seq.generator, device=q.device)  # [1]
+        return sample_inverse_cdf(q, u)[0], q[0]
 
     def verified(self, seq: Sequence, new_tokens: Seq[int]) -> None:
         """Keep only the draft KV of tokens the sequence kept.
