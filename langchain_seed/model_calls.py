@@ -177,9 +177,16 @@ def drive(run: Run[T], llm: BaseLanguageModel, config: RunnableConfig) -> T:
 
 
 async def adrive(run: Run[T], llm: BaseLanguageModel, config: RunnableConfig) -> T:
-    """Async :func:`drive` (``agenerate`` / ``abatch``, events dispatched on the loop)."""
+    """Async :func:`drive` (``agenerate`` / ``abatch``, events dispatched on the loop).
+
+    The run's own code (building prompts, parsing every sample with a parser that may be
+    the user's, a task's checks) runs on a worker thread, one step at a time, never on the
+    event loop: a slow or pathological parse must not stall the other coroutines of the
+    loop. A thread hop per step costs ~0.1 ms against model calls of seconds.
+    """
     steps = _Steps(run)
-    for step in steps:
+    step_iter = iter(steps)
+    while (step := await asyncio.to_thread(next, step_iter, None)) is not None:
         if not isinstance(step, ModelCall):
             await adispatch_custom_event(step.name, step.data, config=step.config or config)
         else:
@@ -297,15 +304,17 @@ async def _apipelined(
 ) -> CallResult:
     """Async :func:`_pipelined`: one task per prompt."""
     assert call.then is not None
-    then, start = call.then, time.perf_counter()
+    then, start, lock = call.then, time.perf_counter(), asyncio.Lock()
 
     async def one(i: int) -> CallResult:
         row = await acall_model(llm, _single(call, i), config)
-        follow = then(i, row.samples[0])
+        async with lock:  # the search's callbacks run one at a time, off the loop (adrive)
+            follow = await asyncio.to_thread(then, i, row.samples[0])
         if follow is not None:
             result = await acall_model(llm, follow, config)
             if follow.done is not None:
-                follow.done(result)
+                async with lock:  # storing outputs: cheap, but not while a callback runs
+                    follow.done(result)
         return row
 
     limit = asyncio.Semaphore(_concurrency(call, config))

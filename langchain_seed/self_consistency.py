@@ -53,11 +53,20 @@ GSM8K_PROMPT = (
 PROGRESS_EVENT = "self_consistency_progress"
 """Name of the custom event dispatched after every sampling round (``astream_events``)."""
 
+# These patterns read model output, so each must run in time linear in the text (Python's
+# backtracking engine does not promise it; possessive quantifiers would, from Python 3.11 on,
+# and we support 3.10). Two rules make them linear: no two quantifiers that can match the same
+# long run (of whitespace, digits, stars) stand side by side without a character between
+# them that the run cannot contain (``\s*[:=]?\s*\**\s*`` before a missing number tried every
+# split of a whitespace run: cubic, 22 s on 1,200 newlines), so a failed attempt backs off
+# one character at a time and each step fails at once; and a long run is reached only from
+# the few starts just before it (a keyword, ``####``, ``\boxed{``, a digit: none of them can
+# be inside the run), so no run is scanned from many starts.
 _NUMBER = r"[-+]?\$?\s?\d[\d,]*(?:\.\d+)?"
 _HASHES = re.compile(r"####\s*(" + _NUMBER + ")")
-_BOXED = re.compile(r"\\boxed\{\s*([^{}]*)\}")
+_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")  # not ``\{\s*([^{}]*)``: both match spaces
 _ANSWER_IS = re.compile(
-    r"(?:the\s+(?:final\s+)?answer\s+is|answer\s*:)\s*[:=]?\s*\**\s*(" + _NUMBER + ")",
+    r"(?:the\s+(?:final\s+)?answer\s+is|answer\s*:)\s*(?:[:=]\s*)?(?:\*+\s*)?(" + _NUMBER + ")",
     re.IGNORECASE,
 )
 _ANY_NUMBER = re.compile(_NUMBER)
@@ -255,7 +264,8 @@ class SelfConsistency(RunnableSerializable[dict[str, Any] | str, dict[str, Any]]
     parser: Any = None
     """Callable ``text -> answer``, regex string (last match, group 1 if any) or output
     parser; ``None`` is :func:`gsm8k_answer`. A parser that raises leaves that sample
-    unparsed."""
+    unparsed. ``ainvoke`` / ``abatch`` run it off the event loop (on a worker thread), so a
+    slow parser, or a slow pattern on a degenerate sample, never stalls the loop."""
     early_stop: bool = False
     """Sample in rounds and stop once the leading answer can no longer be overtaken."""
     round_size: int | None = Field(default=None, ge=1)

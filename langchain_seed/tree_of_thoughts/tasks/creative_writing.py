@@ -31,7 +31,9 @@ VOTE_PROMPT = """Given an instruction and several choices, decide which choice i
 Instruction: Write a coherent passage of 4 short paragraphs. The end sentence of each paragraph must be: {input}
 """
 
-VOTE_RE = re.compile(r"best choice is\D{0,12}?(\d+)", re.IGNORECASE)
+VOTE_RE = re.compile(r"best choice is\D{0,12}?(\d{1,6})(?!\d)", re.IGNORECASE)
+"""``The best choice is 2``: linear (a literal start, bounded gaps); a choice of more than six
+digits is no choice (``int`` of a 5,000-digit run raises)."""
 SENTENCE_END = re.compile(r"[.!?][\"”’')]?\s+(?=[\"“‘(]?[A-Z0-9])")
 
 
@@ -109,16 +111,15 @@ class CreativeWritingTask(ToTTask):
 
     def parse_thoughts(self, x: str, state: str, outputs: list[str], step: int) -> list[str]:
         """Non-empty samples become children; passages get a ``Passage:`` header if missing."""
-        children: list[str] = []
+        children: dict[str, None] = {}  # distinct, in order
         for output in outputs:
             text = output.rstrip()
             if not text.strip():
                 continue
             if step >= 1 and "Passage:" not in text:
                 text = "\n\nPassage:\n" + text.lstrip("\n")
-            if state + text not in children:
-                children.append(state + text)
-        return children
+            children.setdefault(state + text)
+        return list(children)
 
     def vote_prompt(self, x: str, states: list[str], step: int) -> str:
         """The paper's vote prompt with every candidate as ``Choice i``."""

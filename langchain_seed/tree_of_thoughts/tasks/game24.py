@@ -172,7 +172,22 @@ VALUE_MAP = {"sure": 20.0, "likely": 1.0, "impossible": 0.001}
 EVALUATION_REGEX = r"([^\n]{0,30}\n){0,2}(sure|likely|impossible)"
 """What a constrained evaluation answer may be (``constrain_evaluations``)."""
 
-STEP_RE = re.compile(r"^\s*(?P<expr>.+?)\s*=\s*(?P<result>-?[\d.]+)\s*\(left:\s*(?P<left>[^)]*)\)")
+STEP_RE = re.compile(
+    r"^\s*(?P<expr>\S(?:.*?\S)?)\s*=\s*(?P<result>-?[\d.]+)\s*\(left:(?P<left>[^)]{0,64})\)"
+)
+r"""A proposed step, ``a op b = c (left: ...)``, at the start of a line.
+
+It reads model output in time linear in the line: ``expr`` ends at a non-space, so the
+whitespace before ``=`` is scanned from one place only (``.+?\s*=`` rescanned a run of
+spaces from each of its characters: quadratic, 4 s on 50,000 spaces), and the list of numbers
+left is bounded (an unbounded one was rescanned from every ``=`` of a line without ``)``)."""
+
+MAX_EXPRESSION_CHARS = 200
+"""Longest expression :func:`evaluate_expression` reads; a Game of 24 answer has ~30
+characters. It bounds the work: the parse, the nesting and the size of every value."""
+MAX_EXPRESSION_DEPTH = 64
+"""Deepest nesting (brackets, unary signs, chained operations) :func:`evaluate_expression`
+walks."""
 
 
 def current_numbers(state: str, x: str) -> str:
@@ -189,24 +204,30 @@ def evaluate_expression(expression: str) -> Fraction | None:
 
     Returns:
         The value as a :class:`~fractions.Fraction`, or ``None`` when the text is not such
-        an expression or divides by zero.
+        an expression, divides by zero, is longer than :data:`MAX_EXPRESSION_CHARS` or nests
+        deeper than :data:`MAX_EXPRESSION_DEPTH`. It never raises: the text is a model's.
     """
-    text = expression.replace("×", "*").replace("x", "*").replace("÷", "/")
+    text = expression.replace("×", "*").replace("x", "*").replace("÷", "/").strip()
+    if len(text) > MAX_EXPRESSION_CHARS:
+        return None
     try:
-        tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError:
+        tree = ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError, MemoryError, RecursionError):  # ValueError: a NUL byte
         return None
 
-    def walk(node: ast.AST) -> Fraction:
+    def walk(node: ast.AST, depth: int = 0) -> Fraction:
+        if depth > MAX_EXPRESSION_DEPTH:
+            raise ValueError("expression nested too deeply")
+        depth += 1
         if isinstance(node, ast.Expression):
-            return walk(node.body)
+            return walk(node.body, depth)
         if isinstance(node, ast.Constant) and type(node.value) is int:
             return Fraction(node.value)
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            value = walk(node.operand)
+            value = walk(node.operand, depth)
             return -value if isinstance(node.op, ast.USub) else value
         if isinstance(node, ast.BinOp):
-            left, right = walk(node.left), walk(node.right)
+            left, right = walk(node.left, depth), walk(node.right, depth)
             if isinstance(node.op, ast.Add):
                 return left + right
             if isinstance(node.op, ast.Sub):
@@ -219,7 +240,7 @@ def evaluate_expression(expression: str) -> Fraction | None:
 
     try:
         return walk(tree)
-    except (ValueError, ZeroDivisionError):
+    except (ValueError, ZeroDivisionError, RecursionError):
         return None
 
 
@@ -276,7 +297,7 @@ class Game24Task(ToTTask):
     def parse_thoughts(self, x: str, state: str, outputs: list[str], step: int) -> list[str]:
         """Every well-formed line becomes a child (``a op b = c (left: ...)`` or ``Answer:``)."""
         answer_step = current_numbers(state, x) == "24"
-        children: list[str] = []
+        children: dict[str, None] = {}  # distinct, in order
         for output in outputs:
             for line in output.split("\n"):
                 line = line.strip()
@@ -287,9 +308,9 @@ class Game24Task(ToTTask):
                     ok = match is not None and (
                         not self.strict or _step_adds_up(current_numbers(state, x), match)
                     )
-                if ok and state + line + "\n" not in children:
-                    children.append(state + line + "\n")
-        return children
+                if ok:
+                    children.setdefault(state + line + "\n")
+        return list(children)
 
     def static_value(self, x: str, state: str, step: int) -> float | None:
         """Four lines without an answer are a dead end (the paper's rule)."""
@@ -353,16 +374,27 @@ def _judgement(output: str) -> str | None:
     return None
 
 
+_DECIMAL = re.compile(r"-?\d{1,12}(?:\.\d{1,12})?")
+"""A number as a step writes it. Nothing else becomes a :class:`Fraction`: model text such as
+``1e999999999`` would make ``Fraction`` build a billion-digit integer."""
+
+
+def _numbers(texts: list[str]) -> Counter[Fraction] | None:
+    """The multiset of ``texts`` as numbers, ``None`` if one is not a :data:`_DECIMAL`."""
+    if not all(_DECIMAL.fullmatch(t) for t in texts):
+        return None
+    return Counter(Fraction(t) for t in texts)
+
+
 def _step_adds_up(numbers_before: str, match: re.Match[str]) -> bool:
     """``a op b = c`` is right and ``left`` is the numbers before with a, b replaced by c."""
     value = evaluate_expression(match.group("expr"))
-    try:
-        result = Fraction(match.group("result"))
-        before = Counter(Fraction(n) for n in numbers_before.split())
-        left = Counter(Fraction(n) for n in match.group("left").split())
-    except (ValueError, ZeroDivisionError):
+    result = _numbers([match.group("result")])
+    before = _numbers(numbers_before.split())
+    left = _numbers(match.group("left").split())
+    operands = _numbers(re.findall(r"\d+(?:\.\d+)?", match.group("expr")))
+    if value is None or result is None or before is None or left is None or operands is None:
         return False
-    operands = Counter(Fraction(n) for n in re.findall(r"\d+(?:\.\d+)?", match.group("expr")))
     if operands - before:  # an operand that is not among the numbers left
         return False
-    return value == result and before - operands + Counter([result]) == left
+    return value == next(iter(result)) and before - operands + result == left
