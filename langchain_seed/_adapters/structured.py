@@ -23,8 +23,9 @@ from langchain_core.output_parsers.openai_tools import (
     PydanticToolsParser,
 )
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
-from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
+
+from langchain_seed._adapters.tools import openai_tool
 
 if TYPE_CHECKING:
     from langchain_seed.chat_models import ChatSeed
@@ -75,7 +76,7 @@ def structured_output(
     trace = {"kwargs": {"method": method, "strict": strict}, "schema": schema}
     parser: Runnable[Any, Any]
     if method == "function_calling":
-        tool = convert_to_openai_tool(schema)
+        tool = openai_tool(schema)  # parameters: the schema's own JSON schema (recursion kept)
         tool["function"].setdefault("description", "Return the answer in this structure.")
         name = tool["function"]["name"]
         bound = model.bind_tools(

@@ -1,4 +1,4 @@
-"""Tool calling for ``ChatSeed``: tool formats, the tool-call grammar, prompt and parsing.
+"""Tool calling for ``ChatSeed``: tool formats, the tool-call grammar and prompt.
 
 The tool-call format is the Hermes / Qwen one, which many open models are trained on::
 
@@ -12,26 +12,21 @@ engine constrains the output with a structural-tag grammar (xgrammar): in ``"aut
 free text, in which every ``<tool_call>`` must continue as a valid call of a bound tool; in
 ``"required"`` mode only tool calls; with a named tool exactly one call of it. A call is
 therefore valid by construction unless ``max_tokens`` cuts it short, and the cut call is
-reported in ``invalid_tool_calls``.
+reported in ``invalid_tool_calls``. Reading the calls back: :mod:`.tool_parsing`.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from langchain_core.messages import InvalidToolCall, ToolCall, ToolCallChunk
-from langchain_core.messages.tool import invalid_tool_call, tool_call, tool_call_chunk
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import BaseModel
 
+from langchain_seed._adapters.tool_parsing import CLOSE, OPEN, ToolCallStream, parse_tool_calls
 from langchain_seed.engine.config import Grammar
-
-OPEN, CLOSE = "<tool_call>", "</tool_call>"
 
 TOOLS_PROMPT = """# Tools
 
@@ -54,8 +49,71 @@ TOOL_CHOICES = ("auto", "none", "required", "any")
 ToolLike = Mapping[str, Any] | type | Callable[..., Any] | BaseTool
 
 
+def openai_tool(tool: ToolLike, *, strict: bool | None = None) -> dict[str, Any]:
+    """``tool`` in OpenAI's format, its parameters the tool's own JSON schema where it has refs.
+
+    ``convert_to_openai_tool`` inlines every ``$ref`` of a pydantic schema and turns a
+    recursive one into ``{}`` (any value at all), so a grammar built from its output lets
+    through arguments the schema forbids: a recursive model's answers then fail validation.
+    Where the tool's own schema (pydantic's, with its ``$defs``) has refs it is used as it
+    is; the grammar compiler resolves refs, recursive ones included. Without refs both
+    schemas state the same constraints and the shorter converted one is kept.
+    """
+    spec = convert_to_openai_tool(tool, strict=strict)  # type: ignore[arg-type]
+    own = _own_schema(tool)
+    if own is not None and _has_ref(own) and isinstance(spec.get("function"), dict):
+        spec["function"]["parameters"] = _rooted(own)
+    return spec
+
+
+def _rooted(schema: dict[str, Any]) -> dict[str, Any]:
+    """A schema that is only a ref to one of its ``$defs``, with that object at its top.
+
+    A recursive model's schema is ``{"$defs": {...}, "$ref": "#/$defs/Node"}``; templates
+    and prompts show parameters as ``type`` and ``properties``, so those go to the top, and
+    the ``$defs`` stay beside them, so every ref still resolves.
+    """
+    ref, defs = schema.get("$ref"), schema.get("$defs")
+    if set(schema) == {"$ref", "$defs"} and isinstance(ref, str) and isinstance(defs, dict):
+        root = defs.get(ref.removeprefix("#/$defs/"))
+        if ref.startswith("#/$defs/") and isinstance(root, dict):
+            return {**root, "$defs": defs}
+    return schema
+
+
+def _own_schema(tool: Any) -> dict[str, Any] | None:
+    """The JSON schema of a pydantic class, a tool's pydantic arguments or a function's."""
+    if isinstance(tool, BaseTool):
+        tool = tool.tool_call_schema
+    elif callable(tool) and not isinstance(tool, type):
+        from langchain_core.tools.base import create_schema_from_function
+
+        try:  # the model convert_to_openai_tool builds for a function
+            tool = create_schema_from_function(
+                tool.__name__,
+                tool,
+                filter_args=(),
+                parse_docstring=True,
+                error_on_invalid_docstring=False,
+                include_injected=False,
+            )
+        except Exception:  # noqa: BLE001 - then the converted schema stands
+            return None
+    if isinstance(tool, type) and issubclass(tool, BaseModel):
+        return tool.model_json_schema()
+    return None
+
+
+def _has_ref(schema: Any) -> bool:
+    if isinstance(schema, dict):
+        return "$ref" in schema or any(_has_ref(v) for v in schema.values())
+    if isinstance(schema, list):
+        return any(_has_ref(v) for v in schema)
+    return False
+
+
 def format_tools(tools: Sequence[ToolLike], *, strict: bool | None = None) -> list[dict[str, Any]]:
-    """Tools in OpenAI's format (``convert_to_openai_tool``), each checked.
+    """Tools in OpenAI's format (:func:`openai_tool`), each checked.
 
     A name given twice (a class and its schema dict, say) keeps its first definition.
 
@@ -64,7 +122,7 @@ def format_tools(tools: Sequence[ToolLike], *, strict: bool | None = None) -> li
     """
     formatted: dict[str, dict[str, Any]] = {}
     for tool in tools:
-        spec = convert_to_openai_tool(tool, strict=strict)  # type: ignore[arg-type]
+        spec = openai_tool(tool, strict=strict)
         function = spec.get("function", {})
         name = function.get("name")
         if not name:
@@ -207,145 +265,3 @@ def tool_stream(kwargs: Mapping[str, Any]) -> ToolCallStream | None:
 def call_text(name: str, args: Mapping[str, Any]) -> str:
     """One tool call written in the model's format (for AI messages rendered back)."""
     return f"{OPEN}\n{json.dumps({'name': name, 'arguments': dict(args)})}\n{CLOSE}"
-
-
-# ---------------------------------------------------------------------- parsing
-
-
-_BLOCK = re.compile(re.escape(OPEN) + r"(.*?)" + re.escape(CLOSE), re.DOTALL)
-
-
-@dataclass
-class ParsedCalls:
-    """A completion split into its text and its tool calls."""
-
-    content: str
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    invalid_tool_calls: list[InvalidToolCall] = field(default_factory=list)
-
-
-def _new_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"
-
-
-def parse_block(body: str, names: Sequence[str]) -> ToolCall | InvalidToolCall:
-    """One ``<tool_call>`` body -> a tool call, or an invalid tool call with the error."""
-    try:
-        value = json.loads(body)
-    except json.JSONDecodeError as exc:
-        return invalid_tool_call(name=None, args=body.strip(), id=_new_id(), error=str(exc))
-    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
-        return invalid_tool_call(
-            name=None, args=body.strip(), id=_new_id(), error="a tool call needs a name"
-        )
-    name = value["name"]
-    args = value.get("arguments", value.get("parameters", {}))
-    if not isinstance(args, dict):
-        error = "arguments must be a JSON object"
-        return invalid_tool_call(name=name, args=json.dumps(args), id=_new_id(), error=error)
-    if names and name not in names:
-        error = f"{name!r} is not a bound tool; bound tools: {list(names)}"
-        return invalid_tool_call(name=name, args=json.dumps(args), id=_new_id(), error=error)
-    return tool_call(name=name, args=args, id=_new_id())
-
-
-def parse_tool_calls(text: str, names: Sequence[str]) -> ParsedCalls:
-    """Split a completion into content and tool calls; an unclosed call is invalid."""
-    out = ParsedCalls("")
-    pieces: list[str] = []
-    end = 0
-    for match in _BLOCK.finditer(text):
-        pieces.append(text[end : match.start()])
-        _add(out, parse_block(match.group(1), names))
-        end = match.end()
-    rest = text[end:]
-    if OPEN in rest:  # a call cut short (max_tokens)
-        before, _, body = rest.partition(OPEN)
-        pieces.append(before)
-        error = "the tool call is incomplete (max_tokens reached?)"
-        out.invalid_tool_calls.append(
-            invalid_tool_call(name=None, args=body.strip(), id=_new_id(), error=error)
-        )
-    else:
-        pieces.append(rest)
-    out.content = "".join(pieces).strip() if out.tool_calls or out.invalid_tool_calls else text
-    return out
-
-
-def _add(out: ParsedCalls, call: ToolCall | InvalidToolCall) -> None:
-    if call.get("type") == "invalid_tool_call":
-        out.invalid_tool_calls.append(call)  # type: ignore[arg-type]
-    else:
-        out.tool_calls.append(call)  # type: ignore[arg-type]
-
-
-class ToolCallStream:
-    """Splits streamed text into text pieces and whole tool-call chunks.
-
-    Text that may be the start of ``<tool_call>`` is held back until it is known; a call
-    is emitted as one ``tool_call_chunk`` once its ``</tool_call>`` arrives. A call that does
-    not parse, or is cut short, stays text (``invoke`` reports it in ``invalid_tool_calls``;
-    LangChain's chunk merging would parse a partial call into a valid-looking one).
-    """
-
-    def __init__(self, names: Sequence[str]) -> None:
-        self.names = list(names)
-        self._buffer = ""
-        self._index = 0
-
-    def feed(self, piece: str) -> Iterator[str | ToolCallChunk]:
-        """Text pieces and tool-call chunks complete after ``piece``."""
-        self._buffer += piece
-        while self._buffer:
-            start = self._buffer.find(OPEN)
-            if start < 0:
-                keep = _partial_suffix(self._buffer, OPEN)
-                text, self._buffer = (
-                    self._buffer[: len(self._buffer) - keep],
-                    self._buffer[-keep:] if keep else "",
-                )
-                if text:
-                    yield text
-                return
-            if start > 0:
-                yield self._buffer[:start]
-                self._buffer = self._buffer[start:]
-            end = self._buffer.find(CLOSE)
-            if end < 0:
-                return
-            block = self._buffer[: end + len(CLOSE)]
-            self._buffer = self._buffer[end + len(CLOSE) :].lstrip("\n")
-            call = parse_block(block[len(OPEN) : -len(CLOSE)], self.names)
-            if call.get("type") == "invalid_tool_call":
-                yield block  # text: LangChain would turn a chunk into a valid-looking call
-            else:
-                yield self._chunk(call)
-
-    def close(self) -> Iterator[str | ToolCallChunk]:
-        """What is left at the end, as text: held-back text, or an unclosed call.
-
-        An unclosed call (cut by ``max_tokens``) stays text: LangChain would parse its
-        partial JSON into a tool call when the chunks are added up.
-        """
-        rest, self._buffer = self._buffer, ""
-        if rest:
-            yield rest
-
-    def _chunk(self, call: ToolCall | InvalidToolCall) -> ToolCallChunk:
-        args = call.get("args")
-        text = args if isinstance(args, str) else json.dumps(args)
-        return tool_call_chunk(
-            name=call.get("name"), args=text, id=call.get("id"), index=self._next()
-        )
-
-    def _next(self) -> int:
-        self._index += 1
-        return self._index - 1
-
-
-def _partial_suffix(text: str, marker: str) -> int:
-    """Length of the longest suffix of ``text`` that is a proper prefix of ``marker``."""
-    for size in range(min(len(text), len(marker) - 1), 0, -1):
-        if marker.startswith(text[-size:]):
-            return size
-    return 0
