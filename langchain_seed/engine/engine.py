@@ -227,7 +227,12 @@ class Engine(EngineService):
             return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of a prompt text (special tokens as the tokenizer adds them)."""
+        """Token ids of a prompt text (special tokens as the tokenizer adds them).
+
+        Raises:
+            ValueError: ``text`` has a lone surrogate (it is not valid Unicode text).
+        """
+        check_text("text", text)
         with self._tok_lock:
             return list(self.tokenizer.encode(text))
 

@@ -559,6 +559,11 @@ def test_malformed_prompts_are_refused_at_submit(engine, prompt, error, match):
         engine.submit(prompt)  # type: ignore[arg-type]
 
 
+def test_lone_surrogate_in_text_to_encode_is_refused(engine):
+    with pytest.raises(ValueError, match="surrogate"):
+        engine.encode("\udfff")
+
+
 def test_lone_surrogate_in_a_chat_message_is_refused_naming_the_message(engine):
     with pytest.raises(ValueError, match=r"messages\[1\].*surrogate"):
         engine.render_chat(
