@@ -16,6 +16,7 @@ from typing import Any, Literal
 POLICIES = ("autoregressive", "fcfs_rounds", "batched")
 DRAFTERS = ("model", "ngram", "consensus", "grammar")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+EXECUTIONS = ("auto", "own", "transformers")
 
 MIN_TEMPERATURE = 1e-5
 """Temperatures below this are greedy (as in vLLM): ``logits / T`` overflows float32 long
@@ -290,6 +291,12 @@ class EngineConfig:
         max_queue: most requests waiting for admission; ``None`` is unbounded.
         queue_full: ``"error"`` raises :class:`QueueFullError` at submission when the queue
             is full, ``"block"`` waits for room.
+        execution: how the models' forwards run. ``"auto"`` (default): the engine's own
+            execution path (:mod:`~langchain_seed.engine.execution`: own model code and CPU
+            kernels) for Llama-family models (llama, mistral, qwen2, qwen3) on a CPU, checked
+            against the transformers forward at load; the transformers forward otherwise.
+            ``"own"``: the own path or an error saying why not; ``"transformers"``: always
+            the transformers forward.
     """
 
     model: str | None = None
@@ -307,6 +314,7 @@ class EngineConfig:
     up to ``gamma``, as far as drafts reach)."""
     max_queue: int | None = None
     queue_full: str = "error"
+    execution: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
     """Loader options passed through (reserved)."""
 
@@ -370,6 +378,8 @@ class EngineConfig:
             raise ValueError(f"max_queue must be an integer >= 1 or None, got {self.max_queue!r}")
         if self.queue_full not in ("error", "block"):
             raise ValueError(f"queue_full must be 'error' or 'block', got {self.queue_full!r}")
+        if self.execution not in EXECUTIONS:
+            raise ValueError(f"execution must be one of {EXECUTIONS}, got {self.execution!r}")
 
     @classmethod
     def of(cls, config: EngineConfig | None = None, **kwargs: Any) -> EngineConfig:

@@ -127,7 +127,7 @@ class Engine(EngineService):
         embeddings = cast(torch.nn.Embedding, self.target.model.get_input_embeddings())
         self._vocab_size = int(embeddings.num_embeddings)
         self.runner = ModelRunner(
-            self.target.model, cfg.max_batch_size, cfg.device, cfg.max_cache_tokens
+            self.target.model, cfg.max_batch_size, cfg.device, cfg.max_cache_tokens, cfg.execution
         )
         self.drafters: list[Drafter] = []
         for name in cfg.drafters:
@@ -143,8 +143,9 @@ class Engine(EngineService):
                 draft = self._load(cfg.draft_model)
                 check_same_vocabulary(self.target, draft)
                 draft_runner = ModelRunner(
-                    draft.model, cfg.max_batch_size, cfg.device, cfg.max_cache_tokens
-                )
+                    draft.model, cfg.max_batch_size, cfg.device, cfg.max_cache_tokens,
+                    cfg.execution,
+                )  # fmt: skip
                 self.drafters.append(ModelDrafter(draft_runner))
         self.drafters.extend(extra_drafters)
         names = [d.name for d in self.drafters]

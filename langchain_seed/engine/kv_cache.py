@@ -181,6 +181,38 @@ class SlotCache(Cache):
         """Key length and offset for mask creation (unused: the runner passes a 4D mask)."""
         return self._kv_len, 0
 
+    def pools(
+        self, rows: slice, kv_len: int, like: torch.Tensor, kv_heads: int, head_dim: int
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every layer's (keys, values) ``[rows, kv_heads, capacity, head_dim]``, allocated.
+
+        For a forward that writes the pools itself (the own execution path).
+
+        Args:
+            rows: the rows the forward reads and writes.
+            kv_len: slots per row the forward reaches (cached + fed tokens).
+            like: a tensor of the compute dtype and device.
+            kv_heads: key/value heads of the model.
+            head_dim: size of one head.
+
+        Raises:
+            ValueError: as :meth:`begin`: a row would pass its capacity or the layout.
+        """
+        if kv_len > self.capacity or rows.stop > self.rows:
+            raise ValueError(
+                f"KV write past the layout: rows {rows.start}..{rows.stop - 1} up to slot "
+                f"{kv_len - 1}, layout {self.rows} rows x {self.capacity} slots"
+            )
+        probe = like.new_empty((1, kv_heads, 1, head_dim))
+        want = rows.stop * self.capacity
+        views = []
+        for layer in range(self.num_layers):
+            if self._pools[layer] is None:
+                self._allocate(layer, probe)
+            self._initialise(layer, want)
+            views.append(self._view(layer))
+        return views
+
     # ----- rows and lengths --------------------------------------------------------
     def set_length(self, row: int, length: int) -> None:
         """Row ``row`` holds its first ``length`` tokens (rollback, prefill, reset)."""

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from langchain_seed.engine.execution.llama import Batch, LlamaForward, own_forward
 from langchain_seed.engine.grammar import unpack_allowed
 from langchain_seed.engine.kv_cache import SlotCache
 from langchain_seed.engine.packing import Packing, packed, supports_packing
@@ -106,11 +107,20 @@ class ReleasedModel(torch.nn.Module):
 class ModelRunner:
     """Owns one model and its :class:`SlotCache`.
 
+    Forwards run on the engine's own execution path
+    (:mod:`~langchain_seed.engine.execution.llama`: packed tokens, attention over the pool
+    from per-row lengths, CPU kernels) where the model allows it, else through the
+    transformers model with a slot mask (this module's :meth:`_forward_transformers`).
+
     Args:
         model: a transformers causal LM.
         max_rows: most rows at once.
         device: the model's device.
         budget_tokens: KV slots of the cache's pool (its whole memory).
+        execution: ``"auto"``, ``"own"`` or ``"transformers"`` (:class:`EngineConfig`).
+
+    Raises:
+        ValueError: ``execution="own"`` for a model the own path cannot run (the reason).
     """
 
     def __init__(
@@ -119,6 +129,7 @@ class ModelRunner:
         max_rows: int,
         device: str | torch.device,
         budget_tokens: int,
+        execution: str = "auto",
     ) -> None:
         self.model = model
         self.device = torch.device(device)
@@ -131,7 +142,15 @@ class ModelRunner:
         self.max_positions = context_length(model)
         """Positions the model has (``max_position_embeddings``): none is fed past it."""
         self.cache = SlotCache(self.num_layers, max_rows, budget_tokens)
-        self.packs = supports_packing(model)
+        self.own: LlamaForward | None = None
+        """The own forward, or ``None`` (the transformers forward runs)."""
+        self.execution = "transformers"
+        """``"own"``, or why the transformers forward runs (for stats and logs)."""
+        if execution != "transformers":
+            self.own, self.execution = own_forward(model, min(budget_tokens, self.max_positions))
+            if self.own is None and execution == "own":
+                raise ValueError(f"execution='own' is not possible: {self.execution}")
+        self.packs = self.own is not None or supports_packing(model)
         """Ragged verification forwards run packed (:mod:`~langchain_seed.engine.packing`)."""
         self.forwards = 0
         self.packed_forwards = 0
@@ -140,6 +159,7 @@ class ModelRunner:
     def release_model(self) -> None:
         """Drop this runner's pointer to the weights (its engine closed) and its KV memory."""
         self.model = ReleasedModel()
+        self.own = None
         self.cache.release_memory()
 
     @property
@@ -163,7 +183,9 @@ class ModelRunner:
         return len(fed) * max(1, max(fed, default=0))
 
     def packing(self, fed: Seq[int]) -> bool:
-        """Whether a logits forward of rows fed ``fed`` runs packed: ragged, none empty."""
+        """Whether a logits forward of rows fed ``fed`` runs packed (the own path always)."""
+        if self.own is not None:
+            return True
         return self.packs and min(fed, default=0) > 0 and max(fed) * len(fed) > sum(fed)
 
     @torch.inference_mode()
@@ -185,6 +207,46 @@ class ModelRunner:
         Returns:
             Logits ``[b, q, vocab]`` (float32, on the device) or ``None``.
         """
+        if self.own is not None:
+            return self._forward_own(start, tokens, logits)
+        return self._forward_transformers(start, tokens, logits)
+
+    def _forward_own(self, start: int, tokens: Seq[Seq[int]], logits: str) -> torch.Tensor | None:
+        """:meth:`forward` on the own path: one packed forward, the pools written in place."""
+        own = self.own
+        assert own is not None
+        b = len(tokens)
+        fed = [len(t) for t in tokens]
+        lengths = self.cache.lengths[start : start + b]
+        kv_len = max(n + f for n, f in zip(lengths, fed))
+        batch = Batch.of(start, tokens, lengths)
+        total = int(batch.ids.shape[0])
+        pools = self.cache.pools(
+            slice(start, start + b), kv_len, own.embed, own.kv_heads, own.head_dim
+        )
+        wanted = torch.arange(total) if logits == "all" and total else None
+        flat = own.forward(batch, pools, wanted)  # [T, vocab] fp32
+        self.forwards += 1
+        self.packed_forwards += 1
+        self.tokens_processed += total
+        if flat is None:
+            return None if logits == "none" else torch.zeros(b, 1, self.vocab_size)
+        q = max(fed)
+        if min(fed) == q:
+            return flat.view(b, q, -1)  # [b, q, vocab]
+        # Pad each row to q positions (a padded position repeats the row's last token's
+        # logits; verification never reads it).
+        index = [
+            (s + min(j, n - 1)) if n else 0
+            for s, n in zip(batch.qstart.tolist(), fed)
+            for j in range(q)
+        ]
+        return flat.index_select(0, torch.tensor(index)).view(b, q, -1)  # [b, q, vocab]
+
+    def _forward_transformers(
+        self, start: int, tokens: Seq[Seq[int]], logits: str
+    ) -> torch.Tensor | None:
+        """:meth:`forward` through the transformers model, the cache's slots masked."""
         b = len(tokens)
         q = max(1, max(len(t) for t in tokens))
         dev = self.device

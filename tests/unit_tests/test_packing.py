@@ -1,4 +1,8 @@
-"""Packed verification forwards equal padded ones (logits and the KV they leave)."""
+"""Packed verification forwards equal padded ones (logits and the KV they leave).
+
+These are the transformers forward's packing (``execution="transformers"``); the own
+execution path packs every forward (tests/unit_tests/test_own_execution.py).
+"""
 
 from __future__ import annotations
 
@@ -15,8 +19,8 @@ VOCAB = 259
 def runners(family: str) -> tuple[ModelRunner, ModelRunner]:
     """Two runners over one model: one that packs ragged forwards, one that never does."""
     model = FAMILIES[family](VOCAB, seed=3).float()
-    packed = ModelRunner(model, max_rows=4, device="cpu", budget_tokens=512)
-    padded = ModelRunner(model, max_rows=4, device="cpu", budget_tokens=512)
+    packed = ModelRunner(model, 4, "cpu", 512, execution="transformers")
+    padded = ModelRunner(model, 4, "cpu", 512, execution="transformers")
     padded.packs = False
     return packed, padded
 

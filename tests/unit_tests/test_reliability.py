@@ -40,6 +40,15 @@ LONG_CHAT_PROMPT = "more"  # likewise once rendered by the chat template
 LONG = 600
 
 
+def slow(_piece: str) -> None:
+    """A streaming callback that makes every step of its request last >= 10 ms.
+
+    Tests that need a request to still be running after a fixed wait use it: the engine
+    alone may finish 600 tiny-model tokens in well under a second.
+    """
+    time.sleep(0.01)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread():
     """Tiny models on a shared 2-core machine: one intra-op thread is many times faster."""
@@ -375,7 +384,9 @@ def test_seedllm_request_timeout_raises_and_frees_the_slot(engine):
 def test_full_queue_in_block_mode_blocks_the_submitter_then_proceeds(model_path, tiny_pair):
     config = EngineConfig(model=model_path, max_batch_size=1, max_queue=1, queue_full="block")
     with Engine(config) as engine:
-        first = engine.submit(LONG_PROMPT, SamplingParams(max_tokens=LONG, ignore_eos=True))
+        first = engine.submit(
+            LONG_PROMPT, SamplingParams(max_tokens=LONG, ignore_eos=True), on_delta=slow
+        )
         wait_running(engine)
         queued = engine.submit("queued", SamplingParams(max_tokens=5))  # the queue is now full
         late: dict[str, object] = {}
@@ -395,7 +406,7 @@ def test_full_queue_in_block_mode_blocks_the_submitter_then_proceeds(model_path,
 def test_submitter_blocked_on_a_full_queue_gets_engine_closed_on_close(model_path):
     config = EngineConfig(model=model_path, max_batch_size=1, max_queue=1, queue_full="block")
     engine = Engine(config)
-    engine.submit(LONG_PROMPT, SamplingParams(max_tokens=LONG, ignore_eos=True))
+    engine.submit(LONG_PROMPT, SamplingParams(max_tokens=LONG, ignore_eos=True), on_delta=slow)
     wait_running(engine)
     engine.submit("queued", SamplingParams(max_tokens=5))
     errors: list[BaseException] = []
