@@ -191,7 +191,10 @@ def main() -> None:
 
     batches = [int(b) for b in args.batches.split(",")]
     positions = [int(q) for q in args.positions.split(",")]
-    gbs = bandwidth_gbs()
+    from langchain_seed.engine import compute
+
+    # On the compute thread: a second OpenMP team (this thread's) would slow every step.
+    gbs = compute.run(bandwidth_gbs)
     print(f"CPU: {cpu_summary()}")
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
           f"read bandwidth {gbs:.1f} GB/s, context {args.context}")  # fmt: skip
@@ -231,7 +234,7 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     header = (
-        "| dtype | b | q | own ms (x floor) | transformers ms | vLLM ms | own / vLLM | floor ms |"
+        "| dtype | b | q | own ms (x floor) | transformers ms | vLLM ms | vLLM / own | floor ms |"
     )
     print("\n" + header + "\n|---|---|---|---|---|---|---|---|")
     for r in rows:

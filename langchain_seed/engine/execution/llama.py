@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from langchain_seed.engine import compute
 from langchain_seed.engine.execution import kernels
 
 logger = logging.getLogger(__name__)
@@ -356,7 +357,9 @@ def own_forward(model: torch.nn.Module, positions: int) -> tuple[LlamaForward | 
     with _BUILD_LOCK:
         built = _BUILT.get(model)
         if built is None:
-            built = _build(model)
+            # On the compute thread: packing and the self-check run parallel kernels, and a
+            # second thread's OpenMP team would slow every later step (engine/compute.py).
+            built = compute.run(lambda: _build(model))
             _BUILT[model] = built
             if isinstance(built, str):
                 logger.warning("%s keeps the transformers forward: %s", _label(model), built)
