@@ -54,8 +54,11 @@ from langchain_seed.engine.results import (
     EngineError,
     GenerationResult,
     RequestCancelledError,
+    TextDelta,
+    TokenLogprob,
 )
 from langchain_seed.engine.stats import EngineStats, SpecStats
+from langchain_seed.engine.text import token_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +111,7 @@ def sampling_kwargs(params: SamplingParams, n: int = 1) -> dict[str, Any]:
         "stop_token_ids": list(params.stop_token_ids),
         "ignore_eos": params.ignore_eos,
         "seed": params.seed,
+        "logprobs": params.logprobs,
     }
 
 
@@ -138,7 +142,13 @@ def engine_kwargs(
     dtype, and on a CPU a KV cache of :data:`CPU_KV_CACHE_BYTES` and whole prefills (no
     chunked prefill, a step budget of the model's context ``model_context``).
     """
-    kwargs: dict[str, Any] = {"model": location, "dtype": dtype}
+    # Logprobs of the distribution the sampler draws from, as the embedded engine reports
+    # them (vLLM's default is the raw logits' distribution, before temperature and top-k/p).
+    kwargs: dict[str, Any] = {
+        "model": location,
+        "dtype": dtype,
+        "logprobs_mode": "processed_logprobs",
+    }
     if on_cpu and not {"kv_cache_memory_bytes", "gpu_memory_utilization"} & backend_kwargs.keys():
         kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
     if on_cpu and not {"enable_chunked_prefill", "max_num_batched_tokens"} & backend_kwargs.keys():
@@ -366,6 +376,11 @@ class VLLMEngine(EngineClient):
         with self._tok_lock:
             return list(self._tokenizer.encode(text))
 
+    def token_bytes(self, ids: Seq[int]) -> list[bytes]:
+        """The bytes each token of ``ids`` stands for (part of a character, at times)."""
+        with self._tok_lock:
+            return token_bytes(self._tokenizer, list(ids))
+
     @property
     def chat_template_renders_tools(self) -> bool:
         """Whether the tokenizer's chat template takes ``tools`` (renders tool schemas)."""
@@ -529,6 +544,8 @@ class VLLMEngine(EngineClient):
         )
         sampling = VSamplingParams(**kwargs)
         texts, tokens = [""] * draws, [[] for _ in range(draws)]  # type: list[str], list[list[int]]
+        logprobs: list[list[TokenLogprob]] = [[] for _ in range(draws)]
+        top = request.params.logprobs
         finish: list[str | None] = [None] * draws
         cached = 0
         prompt = TokensPrompt(prompt_token_ids=request.ids)
@@ -539,10 +556,16 @@ class VLLMEngine(EngineClient):
                 texts[j] += completion.text
                 tokens[j].extend(int(t) for t in completion.token_ids)
                 finish[j] = completion.finish_reason or finish[j]
-                if streaming and completion.text:
-                    request.on_delta(completion.text)  # type: ignore[misc]
+                piece: str = completion.text
+                if top is not None:
+                    fresh = token_logprobs(completion.token_ids, completion.logprobs, top)
+                    logprobs[j].extend(fresh)
+                    piece = TextDelta(piece, fresh)
+                if streaming and piece:
+                    request.on_delta(piece)  # type: ignore[misc]
         if draws < n:
             texts, tokens, finish = texts * n, [list(t) for t in tokens * n], finish * n
+            logprobs = logprobs * n
         results = []
         for j in range(n):
             if finish[j] == "abort":
@@ -562,6 +585,7 @@ class VLLMEngine(EngineClient):
                     stats=stats,
                     request_id=request.number + j,
                     group=request.group,
+                    logprobs=None if top is None else list(logprobs[j]),
                 )
             )
         return results
@@ -624,6 +648,27 @@ _TOKEN_FIELDS = ("prompt_tokens", "generated_tokens", "cached_prompt_tokens", "t
 SHARED: SharedEngines[VLLMEngine] = SharedEngines()
 """The process's shared vLLM engines (:meth:`VLLMEngine.shared`)."""
 _ALL: weakref.WeakSet[VLLMEngine] = weakref.WeakSet()
+
+
+def token_logprobs(
+    token_ids: Seq[int], entries: Seq[Mapping[int, Any]] | None, top: int
+) -> list[TokenLogprob]:
+    """VLLM's logprobs of ``token_ids`` (one ``{token_id: Logprob}`` per token) as ours.
+
+    Each dict holds the sampled token and the ``top`` most likely ones (``rank`` 1..top).
+    """
+    out = []
+    for token, entry in zip(token_ids, entries or ()):
+        ranked = sorted(
+            (lp.rank, int(t), float(lp.logprob))
+            for t, lp in entry.items()
+            if lp.rank is not None and lp.rank <= top and lp.logprob != float("-inf")
+        )
+        chosen = entry[token]
+        out.append(
+            TokenLogprob(int(token), float(chosen.logprob), tuple((t, v) for _, t, v in ranked))
+        )
+    return out
 
 
 def _model_context(location: str) -> int | None:

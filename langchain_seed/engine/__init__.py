@@ -1,7 +1,8 @@
 """The local inference engine: continuous batching with scheduled speculative decoding.
 
 This package imports no LangChain. Public names: :class:`Engine`, :class:`EngineConfig`,
-:class:`SamplingParams`, :class:`GenerationResult` and the error types.
+:class:`SamplingParams`, :class:`GenerationResult` (with :class:`TokenLogprob`),
+:class:`TextDelta` (a streamed piece) and the error types.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from langchain_seed.engine.results import (
     GenerationResult,
     QueueFullError,
     RequestCancelledError,
+    TextDelta,
+    TokenLogprob,
 )
 from langchain_seed.engine.stats import EngineStats, SpecStats
 
@@ -33,6 +36,8 @@ __all__ = [
     "RequestCancelledError",
     "SamplingParams",
     "SpecStats",
+    "TextDelta",
+    "TokenLogprob",
 ]
 
 

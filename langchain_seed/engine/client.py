@@ -137,6 +137,10 @@ class EngineClient(abc.ABC):
         """Token ids of a prompt text."""
 
     @abc.abstractmethod
+    def token_bytes(self, ids: Seq[int]) -> list[bytes]:
+        """The bytes each token of ``ids`` stands for (part of a character, at times)."""
+
+    @abc.abstractmethod
     def render_chat(self, messages: Seq[dict[str, Any]], **template_kwargs: Any) -> list[int]:
         """Prompt token ids of chat ``messages`` through the tokenizer's chat template."""
 

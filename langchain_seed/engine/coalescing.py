@@ -100,6 +100,7 @@ def _share(leader: Sequence, followers: list[Sequence]) -> None:
                         dataclasses.replace(
                             result,
                             token_ids=list(result.token_ids),
+                            logprobs=None if result.logprobs is None else list(result.logprobs),
                             stats=copy.deepcopy(result.stats),
                             request_id=view.seq_id,
                         )

@@ -23,6 +23,9 @@ MIN_TEMPERATURE = 1e-5
 before ``T`` reaches 0 (at ``T ~ 1e-37`` every row became token 0 repeated), and below it
 sampling only splits exact ties."""
 
+MAX_LOGPROBS = 20
+"""Most alternatives per token that ``SamplingParams.logprobs`` asks for (OpenAI's limit)."""
+
 SEED_RANGE = (-(2**63), 2**64)
 """Seeds are integers in ``[-2**63, 2**64)``: their noise streams are keyed modulo 2**64."""
 
@@ -118,6 +121,14 @@ class SamplingParams:
     """Constrain the output to a grammar (JSON schema, regex, EBNF, structural tag). The
     request ends with the EOS the grammar allows once complete (or at ``max_tokens`` / a
     stop string); ``stop_token_ids`` other than EOS are refused by the grammar's mask."""
+    logprobs: int | None = None
+    """Return the log probability of every generated token (``GenerationResult.logprobs``)
+    and of the ``logprobs`` most likely tokens at its position (0: the generated token's
+    only; at most :data:`MAX_LOGPROBS`); ``None``: none. A token's log probability is taken
+    under the distribution the sampler draws from: the target's logits with the grammar's
+    mask, temperature, top-k and top-p applied, and for greedy requests (temperature 0) the
+    target's distribution at temperature 1 (as OpenAI and vLLM report them). Speculation
+    does not change them: a token gets the value of the position it was emitted at."""
 
     def __post_init__(self) -> None:
         self.stop = _strings("stop", self.stop)
@@ -150,6 +161,13 @@ class SamplingParams:
             raise TypeError(
                 f"grammar must be a Grammar (Grammar.json_schema(...), .regex(...), ...), "
                 f"got {type(self.grammar).__name__}"
+            )
+        if self.logprobs is not None and (
+            not _integer(self.logprobs) or not 0 <= self.logprobs <= MAX_LOGPROBS
+        ):
+            raise ValueError(
+                f"logprobs must be an integer in [0, {MAX_LOGPROBS}] (alternatives per token) "
+                f"or None, got {self.logprobs!r}"
             )
         if self.grammar is not None and self.ignore_eos:
             raise ValueError(

@@ -43,13 +43,18 @@ from langchain_seed.engine.loading import (
     template_renders_tools,
 )
 from langchain_seed.engine.prefix_cache import PrefixCache
-from langchain_seed.engine.results import GenerationResult, RequestCancelledError
+from langchain_seed.engine.results import (
+    GenerationResult,
+    RequestCancelledError,
+    TextDelta,
+    TokenLogprob,
+)
 from langchain_seed.engine.runner import ModelRunner, ReleasedModel, Verdict, context_length
 from langchain_seed.engine.scheduler import Scheduler
 from langchain_seed.engine.sequence import SeqStatus, Sequence, check_text
 from langchain_seed.engine.service import EngineService, Prompt, _resolve_error, _timeout_error
 from langchain_seed.engine.stats import EngineStats
-from langchain_seed.engine.text import TextTracker
+from langchain_seed.engine.text import TextTracker, token_bytes
 
 __all__ = ["Engine", "Prompt", "check_same_vocabulary", "release_model", "shared_model"]
 
@@ -237,6 +242,11 @@ class Engine(EngineService):
         with self._tok_lock:
             return list(self.tokenizer.encode(text))
 
+    def token_bytes(self, ids: Seq[int]) -> list[bytes]:
+        """The bytes each token of ``ids`` stands for (part of a character, at times)."""
+        with self._tok_lock:
+            return token_bytes(self.tokenizer, list(ids))
+
     @property
     def chat_template_renders_tools(self) -> bool:
         """Whether the tokenizer's chat template takes ``tools`` (renders tool schemas)."""
@@ -384,16 +394,23 @@ class Engine(EngineService):
                 seq.stats.record(draft.drafter or "none", len(draft.tokens), accepted)
                 self._stats.spec.record(draft.drafter or "none", len(draft.tokens), accepted)
                 self.policy.observe(seq, draft.policy_key, len(draft.tokens), accepted)
-                self._append(seq, new_tokens)
+                self._append(seq, new_tokens, verdict.logprobs)
             except Exception as exc:
                 self._fail(seq, exc)
         self._stats.verify_seconds += time.perf_counter() - t0
 
-    def _append(self, seq: Sequence, tokens: list[int]) -> None:
-        """Add verified tokens; finish on EOS / stop token / length / stop string."""
+    def _append(
+        self,
+        seq: Sequence,
+        tokens: list[int],
+        logprobs: Seq[TokenLogprob] | None = None,
+    ) -> None:
+        """Add verified tokens (and their logprobs); finish on EOS / stop / length / stop string."""
         before = len(seq.output_ids)
-        for token in tokens:
+        for i, token in enumerate(tokens):
             seq.output_ids.append(token)
+            if seq.logprobs is not None and logprobs is not None:
+                seq.logprobs.append(logprobs[i])
             seq.stats.generated_tokens += 1
             self._stats.spec.generated_tokens += 1
             if (token in self.eos_ids and not seq.params.ignore_eos) or (
@@ -412,7 +429,15 @@ class Engine(EngineService):
         if seq.on_delta is not None:
             piece = self.text.delta(seq, final=seq.finished)
             if piece:
-                seq.on_delta(piece)
+                seq.on_delta(self._with_logprobs(seq, piece))
+
+    @staticmethod
+    def _with_logprobs(seq: Sequence, piece: str) -> str:
+        """``piece`` as a :class:`TextDelta` with the entries not streamed yet, if asked for."""
+        if seq.logprobs is None:
+            return piece
+        fresh, seq.streamed_logprobs = seq.logprobs[seq.streamed_logprobs :], len(seq.logprobs)
+        return TextDelta(piece, fresh)
 
     def _trim_after_stop(self, seq: Sequence, before: int) -> None:
         """Drop accepted tokens past the one that completed a stop string.
@@ -425,6 +450,8 @@ class Engine(EngineService):
             if any(stop in text for stop in seq.params.stop):
                 extra = len(seq.output_ids) - end
                 del seq.output_ids[end:]
+                if seq.logprobs is not None:
+                    del seq.logprobs[end:]
                 seq.stats.generated_tokens -= extra
                 self._stats.spec.generated_tokens -= extra
                 return
@@ -491,6 +518,7 @@ class Engine(EngineService):
             stats=seq.stats,
             request_id=seq.seq_id,
             group=seq.group,
+            logprobs=None if seq.logprobs is None else list(seq.logprobs),
         )
         if not seq.future.done():
             try:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence as Seq
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -29,11 +29,12 @@ from langchain_seed.engine.execution.llama import Batch, LlamaForward, own_forwa
 from langchain_seed.engine.grammar import unpack_allowed
 from langchain_seed.engine.kv_cache import SlotCache
 from langchain_seed.engine.packing import Packing, packed, supports_packing
+from langchain_seed.engine.results import TokenLogprob
 from langchain_seed.engine.sampling import (
     accept_matching,
     accept_rejection,
     position_noise,
-    process_logits,
+    process_scores,
     sample_coupled,
 )
 
@@ -51,6 +52,8 @@ class Verdict:
     accepted: int
     next_token: int
     finite: bool
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    """The ``accepted + 1`` emitted tokens' entries, for a row that asks for logprobs."""
 
 
 def attention_windows(model: torch.nn.Module, name: str = "") -> tuple[int | None, bool]:
@@ -336,6 +339,11 @@ class ModelRunner:
         batched tensor operations. Everything the rules need from the host (drafts, row
         indices, random numbers) goes to the device before the forward is queued, and the
         verdicts come back in one device-to-host copy for the whole batch.
+
+        Rows that ask for logprobs (``SamplingParams.logprobs``) get their emitted tokens'
+        log probabilities under the distribution each row samples from (greedy rows: the
+        logits at temperature 1), grammar masks included: one ``log_softmax``, gather and
+        top-k over those rows' positions, in the same host copy.
         """
         feed = [[seq.last_token, *d.tokens] for seq, d in zip(seqs, drafts)]
         q = max(len(f) for f in feed)
@@ -352,8 +360,15 @@ class ModelRunner:
         accepted = torch.zeros(b, dtype=torch.long, device=logits.device)
         next_token = torch.zeros(b, dtype=torch.long, device=logits.device)
         targets = logits.argmax(dim=-1)  # [b, q]: greedy rows' targets
+        # Rows asking for logprobs: greedy rows score at temperature 1, sampled rows get
+        # their sampler's scores below.
+        scored = logits[plan.scored.rows] if plan.scored is not None else None  # [w, q, vocab]
         for group in plan.groups:
-            probs = process_logits(logits[group.rows], group.params)  # [r, q, vocab]
+            scores = process_scores(logits[group.rows], group.params)  # [r, q, vocab]
+            probs = scores.softmax(dim=-1)  # [r, q, vocab]
+            if group.scored is not None:
+                assert scored is not None
+                scored[group.scored_at] = scores[group.scored]
             # A row whose sampling distribution is not finite fails alone (its verdict), and
             # its neighbours' sampling never depends on it.
             usable = torch.isfinite(probs).all(dim=-1) | ~plan.valid[group.rows]  # [r, q]
@@ -376,8 +391,19 @@ class ModelRunner:
             accepted[rows], next_token[rows] = accept_matching(
                 targets[rows], plan.drafted[rows], plan.lengths[rows]
             )
-        host = torch.stack([accepted, next_token, finite.long()]).tolist()  # the one sync
-        return [Verdict(a, t, bool(f)) for a, t, f in zip(*host)]
+        verdicts = torch.stack([accepted, next_token, finite.long()])  # [3, b]
+        if scored is None:
+            host = verdicts.tolist()  # the one sync
+            return [Verdict(a, t, bool(f)) for a, t, f in zip(*host)]
+        # One host copy for verdicts and logprobs: float64 holds token ids (< 2**53) and
+        # float32 logprobs exactly.
+        assert plan.scored is not None
+        emitted = plan.emitted(accepted, next_token)[plan.scored.rows]  # [w, q]
+        flat = plan.scored.tensors(scored, emitted)  # [w * q * (1 + 2k)] float64
+        values = torch.cat([verdicts.flatten().double(), flat]).tolist()  # the one sync
+        host = [[int(v) for v in values[i * b : (i + 1) * b]] for i in range(3)]
+        entries = plan.scored.entries(values[3 * b :], host[0], host[1], drafts)
+        return [Verdict(a, t, bool(f), entries.get(i)) for i, (a, t, f) in enumerate(zip(*host))]
 
 
 class _Group:
@@ -392,9 +418,14 @@ class _Group:
         q: int,
         device: torch.device,
         vocab: int,
+        scored: _Scored | None,
     ) -> None:
         self.params = params
         self.rows = _indices(rows, device)
+        # Rows asking for logprobs: where they sit in this group and in ``scored``'s rows.
+        asking = [(j, scored.at[i]) for j, i in enumerate(rows) if scored and i in scored.at]
+        self.scored = _indices([j for j, _ in asking], device) if asking else None
+        self.scored_at = _indices([w for _, w in asking], device) if asking else None
         seeded = [j for j, i in enumerate(rows) if seqs[i].params.seed is not None]
         others = [j for j, i in enumerate(rows) if seqs[i].params.seed is None]
         self.seeded = _indices(seeded, device) if seeded else None
@@ -435,11 +466,82 @@ class _Plan:
         )  # [c, q, words]
         matching = [i for i, s in enumerate(seqs) if s.params.greedy or s.params.seed is not None]
         self.matching = _indices(matching, device) if matching else None
+        asking = [i for i, s in enumerate(seqs) if s.params.logprobs is not None]
+        self.scored = _Scored(asking, seqs, q, device, vocab) if asking else None
+        """The rows that ask for logprobs, or ``None``."""
         self.groups = [
-            _Group(rows, params, seqs, drafts, q, device, vocab)
+            _Group(rows, params, seqs, drafts, q, device, vocab, self.scored)
             for rows, params in _by_params(seqs)
             if not params.greedy
         ]
+
+    def emitted(self, accepted: torch.Tensor, next_token: torch.Tensor) -> torch.Tensor:
+        """``[b, q]`` each row's emitted tokens: its accepted drafts, then ``next_token``.
+
+        Positions past a row's ``accepted`` hold padding, never read.
+        """
+        pad = self.drafted.new_zeros(self.drafted.shape[0], 1)
+        tokens = torch.cat([self.drafted, pad], dim=1)  # [b, q]
+        return tokens.scatter(1, accepted[:, None], next_token[:, None])
+
+
+class _Scored:
+    """Rows that ask for logprobs: their indices and how many alternatives each wants."""
+
+    def __init__(
+        self, rows: list[int], seqs: Seq[Sequence], q: int, device: torch.device, vocab: int
+    ) -> None:
+        self.index = rows
+        self.at = {i: w for w, i in enumerate(rows)}
+        """Batch row -> its row in the scored tensors."""
+        self.rows = _indices(rows, device)  # [w]
+        self.top = [min(cast(int, seqs[i].params.logprobs), vocab) for i in rows]
+        self.k = max(self.top)
+        self.q = q
+
+    def tensors(self, scores: torch.Tensor, emitted: torch.Tensor) -> torch.Tensor:
+        """What the host needs, flat float64: emitted tokens' logprobs, the top-k ids and logprobs.
+
+        Args:
+            scores: ``[w, q, vocab]`` the scored rows' sampler scores (unnormalised).
+            emitted: ``[w, q]`` their emitted tokens.
+
+        Returns:
+            ``[w * q]`` chosen logprobs, then ``[w * q * k]`` top ids and ``[w * q * k]``
+            top logprobs (most likely first), concatenated.
+        """
+        logprobs = scores.log_softmax(dim=-1)  # [w, q, vocab]
+        parts = [logprobs.gather(2, emitted[:, :, None]).flatten()]  # [w * q]
+        if self.k:
+            top = logprobs.topk(self.k, dim=-1)  # [w, q, k]
+            parts += [top.indices.flatten(), top.values.flatten()]
+        return torch.cat([part.double() for part in parts])
+
+    def entries(
+        self,
+        values: Seq[float],
+        accepted: Seq[int],
+        next_token: Seq[int],
+        drafts: Seq[Draft],
+    ) -> dict[int, tuple[TokenLogprob, ...]]:
+        """Batch row -> its emitted tokens' :class:`TokenLogprob` from :meth:`tensors`' values."""
+        w, q, k = len(self.index), self.q, self.k
+        chosen = values[: w * q]  # [w, q]
+        ids, tops = values[w * q : w * q * (1 + k)], values[w * q * (1 + k) :]  # [w, q, k]
+        out: dict[int, tuple[TokenLogprob, ...]] = {}
+        for n, i in enumerate(self.index):
+            tokens = [*drafts[i].tokens[: accepted[i]], next_token[i]]
+            row = []
+            for j, token in enumerate(tokens):
+                at = (n * q + j) * k
+                top = tuple(
+                    (int(ids[at + m]), tops[at + m])
+                    for m in range(self.top[n])
+                    if tops[at + m] != float("-inf")  # probability 0: no alternative
+                )
+                row.append(TokenLogprob(token, chosen[n * q + j], top))
+            out[i] = tuple(row)
+        return out
 
 
 def _padded_bits(draft: Draft, q: int) -> torch.Tensor:

@@ -60,6 +60,22 @@ def process_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor
     Returns:
         ``[n, vocab]`` probabilities (float32).
     """
+    return process_scores(logits, params).softmax(dim=-1)
+
+
+def process_scores(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """The sampler's scores: logits over the temperature, top-k / top-p filtered tokens -inf.
+
+    ``scores.softmax(-1)`` is :func:`process_logits`; ``scores.log_softmax(-1)`` the log
+    probabilities of the sampling distribution (``SamplingParams.logprobs``).
+
+    Args:
+        logits: ``[..., vocab]`` raw logits.
+        params: temperature (> 0), top_k (0 = off), top_p (1.0 = off).
+
+    Returns:
+        ``[..., vocab]`` float32 scores.
+    """
     scores = logits.float() / params.temperature  # [n, vocab]
     if params.top_k and params.top_k < scores.shape[-1]:
         kth = torch.topk(scores, params.top_k, dim=-1).values[..., -1:]  # [n, 1]
@@ -73,7 +89,7 @@ def process_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor
         remove_sorted[..., -1:] = False
         remove = remove_sorted.scatter(-1, sorted_idx, remove_sorted)
         scores = scores.masked_fill(remove, float("-inf"))
-    return scores.softmax(dim=-1)
+    return scores
 
 
 _MASK64 = (1 << 64) - 1

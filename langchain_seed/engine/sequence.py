@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_seed.engine.config import SamplingParams
+from langchain_seed.engine.results import TokenLogprob
 from langchain_seed.engine.stats import SpecStats
 
 _ids = itertools.count()
@@ -73,7 +74,15 @@ class Sequence:
     """The caller's ``concurrent.futures.Future``."""
     grammar: Any = None
     """The request's :class:`~langchain_seed.engine.grammar.RowGrammar` (constrained only)."""
+    logprobs: list[TokenLogprob] | None = None
+    """One entry per token of ``output_ids`` when ``params.logprobs`` asks for them."""
+    streamed_logprobs: int = 0
+    """Entries of ``logprobs`` already handed to ``on_delta`` (with a :class:`TextDelta`)."""
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.params.logprobs is not None and self.logprobs is None:
+            self.logprobs = []
 
     @property
     def token_ids(self) -> list[int]:

@@ -190,3 +190,40 @@ def _stop_prefix_len(text: str, end: int, stops: tuple[str, ...]) -> int:
                 longest = k
                 break
     return longest
+
+
+def token_bytes(tokenizer: Any, ids: list[int]) -> list[bytes]:
+    """The bytes each token of ``ids`` stands for (a token may hold part of a character).
+
+    Byte-level BPE vocabularies (GPT-2, Llama 3, Qwen, SmolLM) spell each byte as one
+    printable character: the token's characters map back through that alphabet.
+    SentencePiece byte tokens (``<0x0A>``) are their byte. Any other token is its decoded
+    text in UTF-8.
+    """
+    from tokenizers import decoders
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    byte_level = isinstance(getattr(backend, "decoder", None), decoders.ByteLevel)
+    alphabet = _byte_alphabet() if byte_level else {}
+    special = set(getattr(tokenizer, "all_special_ids", ()))
+    out = []
+    for token_id, piece in zip(ids, tokenizer.convert_ids_to_tokens(ids)):
+        if isinstance(piece, str) and token_id not in special:
+            if byte_level and all(char in alphabet for char in piece):
+                out.append(bytes(alphabet[char] for char in piece))
+                continue
+            if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+                try:
+                    out.append(bytes([int(piece[3:5], 16)]))
+                    continue
+                except ValueError:
+                    pass
+        out.append(tokenizer.decode([token_id]).encode("utf-8"))
+    return out
+
+
+def _byte_alphabet() -> dict[str, int]:
+    """Byte-level BPE's character for each byte, inverted: character -> byte."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return {char: byte for byte, char in bytes_to_unicode().items()}

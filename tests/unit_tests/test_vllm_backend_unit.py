@@ -39,6 +39,7 @@ def test_sampling_params_map_to_vllm_fields() -> None:
     assert sampling_kwargs(params, n=3) == {
         "n": 3, "temperature": 0.7, "top_p": 0.9, "top_k": 20, "max_tokens": 33,
         "stop": ["\n\n"], "stop_token_ids": [7], "ignore_eos": False, "seed": 4,
+        "logprobs": None,
     }  # fmt: skip
     greedy = sampling_kwargs(SamplingParams())
     assert greedy["temperature"] == 0.0 and greedy["top_k"] == 0 and greedy["seed"] is None
@@ -65,18 +66,21 @@ def test_structural_tag_maps_to_its_field() -> None:
 def test_engine_kwargs_defaults_and_overrides() -> None:
     on_cpu = engine_kwargs("/m", "float32", {}, on_cpu=True, model_context=8192)
     assert on_cpu == {
-        "model": "/m", "dtype": "float32", "kv_cache_memory_bytes": CPU_KV_CACHE_BYTES,
+        "model": "/m", "dtype": "float32", "logprobs_mode": "processed_logprobs",
+        "kv_cache_memory_bytes": CPU_KV_CACHE_BYTES,
         "enable_chunked_prefill": False, "max_num_batched_tokens": 8192,
     }  # fmt: skip
     on_gpu = engine_kwargs("/m", "auto", {}, on_cpu=False)
-    assert on_gpu == {"model": "/m", "dtype": "auto"}
+    assert on_gpu == {"model": "/m", "dtype": "auto", "logprobs_mode": "processed_logprobs"}
     # the step budget covers max_model_len when given, the default when nothing is known
     short = engine_kwargs("/m", "auto", {"max_model_len": 4096}, on_cpu=True, model_context=8192)
     assert short["max_num_batched_tokens"] == 4096
     assert engine_kwargs("/m", "auto", {}, on_cpu=True)["max_num_batched_tokens"] == 32768
     theirs = {"gpu_memory_utilization": 0.5, "dtype": "half", "enable_chunked_prefill": True}
     mine = engine_kwargs("/m", "auto", theirs, on_cpu=True)
-    assert mine == {"model": "/m", "dtype": "half", **theirs}
+    assert mine == {
+        "model": "/m", "dtype": "half", "logprobs_mode": "processed_logprobs", **theirs
+    }  # fmt: skip
 
 
 def test_group_requests_packs_the_samples_of_one_prompt() -> None:
