@@ -315,6 +315,14 @@ class EngineConfig:
             against the transformers forward at load; the transformers forward otherwise.
             ``"own"``: the own path or an error saying why not; ``"transformers"``: always
             the transformers forward.
+        deterministic: greedy decoding gives one answer whatever runs beside it. ``None``
+            (default): yes wherever the model runs on the own path, whose kernels compute a
+            row with one order of arithmetic at any batch size, length or draft (measured
+            cost: none at decode, where these kernels are also the fastest; up to a few
+            percent of prefill); ``True``: required (an error when the model runs the
+            transformers forward, whose kernels choose their reduction order by shape);
+            ``False``: linear layers may take library kernels that measured faster at a
+            row count (then a row's logits may change with its neighbours in bfloat16).
     """
 
     model: str | None = None
@@ -333,6 +341,7 @@ class EngineConfig:
     max_queue: int | None = None
     queue_full: str = "error"
     execution: str = "auto"
+    deterministic: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     """Loader options passed through (reserved)."""
 
@@ -398,6 +407,10 @@ class EngineConfig:
             raise ValueError(f"queue_full must be 'error' or 'block', got {self.queue_full!r}")
         if self.execution not in EXECUTIONS:
             raise ValueError(f"execution must be one of {EXECUTIONS}, got {self.execution!r}")
+        if self.deterministic not in (None, True, False):
+            raise ValueError(
+                f"deterministic must be None (auto), True or False, got {self.deterministic!r}"
+            )
 
     @classmethod
     def of(cls, config: EngineConfig | None = None, **kwargs: Any) -> EngineConfig:

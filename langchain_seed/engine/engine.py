@@ -19,6 +19,7 @@ submission side (queue, futures, streaming, the thread) is
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -41,6 +42,7 @@ from langchain_seed.engine.loading import (
     release_model,
     shared_model,
     template_renders_tools,
+    template_tool_format,
 )
 from langchain_seed.engine.prefix_cache import PrefixCache
 from langchain_seed.engine.results import (
@@ -132,8 +134,9 @@ class Engine(EngineService):
         embeddings = cast(torch.nn.Embedding, self.target.model.get_input_embeddings())
         self._vocab_size = int(embeddings.num_embeddings)
         self.runner = ModelRunner(
-            self.target.model, cfg.max_batch_size, cfg.device, cfg.max_cache_tokens, cfg.execution
-        )
+            self.target.model, cfg.max_batch_size, cfg.device, cfg.max_cache_tokens,
+            cfg.execution, cfg.deterministic,
+        )  # fmt: skip
         self.drafters: list[Drafter] = []
         for name in cfg.drafters:
             if name == "ngram":
@@ -150,6 +153,8 @@ class Engine(EngineService):
                 draft_runner = ModelRunner(
                     draft.model, cfg.max_batch_size, cfg.device, cfg.max_cache_tokens,
                     cfg.execution,
+                    # drafts never change the output: never required to be invariant
+                    False if cfg.deterministic is False else None,
                 )  # fmt: skip
                 self.drafters.append(ModelDrafter(draft_runner))
         self.drafters.extend(extra_drafters)
@@ -241,6 +246,12 @@ class Engine(EngineService):
         check_text("text", text)
         with self._tok_lock:
             return list(self.tokenizer.encode(text))
+
+    @functools.cached_property
+    def tool_call_format(self) -> str:
+        """How the chat template writes tool calls: ``"hermes"`` or ``"llama"``."""
+        with self._tok_lock:
+            return template_tool_format(self.tokenizer)
 
     def token_bytes(self, ids: Seq[int]) -> list[bytes]:
         """The bytes each token of ``ids`` stands for (part of a character, at times)."""

@@ -121,9 +121,11 @@ class ModelRunner:
         device: the model's device.
         budget_tokens: KV slots of the cache's pool (its whole memory).
         execution: ``"auto"``, ``"own"`` or ``"transformers"`` (:class:`EngineConfig`).
+        deterministic: ``None``, ``True`` or ``False`` (:class:`EngineConfig`).
 
     Raises:
-        ValueError: ``execution="own"`` for a model the own path cannot run (the reason).
+        ValueError: ``execution="own"`` or ``deterministic=True`` for a model the own path
+            cannot run (the reason).
     """
 
     def __init__(
@@ -133,6 +135,7 @@ class ModelRunner:
         device: str | torch.device,
         budget_tokens: int,
         execution: str = "auto",
+        deterministic: bool | None = None,
     ) -> None:
         self.model = model
         self.device = torch.device(device)
@@ -153,6 +156,14 @@ class ModelRunner:
             self.own, self.execution = own_forward(model, min(budget_tokens, self.max_positions))
             if self.own is None and execution == "own":
                 raise ValueError(f"execution='own' is not possible: {self.execution}")
+        if deterministic and self.own is None:
+            raise ValueError(
+                "deterministic=True needs the own execution path (its kernels keep a row's "
+                "arithmetic whatever runs beside it); this model runs the transformers "
+                f"forward: {self.execution}"
+            )
+        self.deterministic = self.own is not None and deterministic is not False
+        """Whether a row's logits are independent of the rest of the batch (bit for bit)."""
         self.packs = self.own is not None or supports_packing(model)
         """Ragged verification forwards run packed (:mod:`~langchain_seed.engine.packing`)."""
         self.forwards = 0
@@ -228,7 +239,7 @@ class ModelRunner:
             slice(start, start + b), kv_len, own.embed, own.kv_heads, own.head_dim
         )
         wanted = torch.arange(total) if logits == "all" and total else None
-        flat = own.forward(batch, pools, wanted)  # [T, vocab] fp32
+        flat = own.forward(batch, pools, wanted, self.deterministic)  # [T, vocab] fp32
         self.forwards += 1
         self.packed_forwards += 1
         self.tokens_processed += total

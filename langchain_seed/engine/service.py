@@ -103,7 +103,7 @@ class EngineService(EngineClient):
             cfg.model, cfg.draft_model, cfg.policy, cfg.drafters, cfg.max_batch_size,
             cfg.max_cache_tokens, cfg.gamma, cfg.device, cfg.dtype,
             cfg.prefix_cache_tokens, cfg.adaptive_gamma, cfg.max_queue, cfg.queue_full,
-            cfg.execution,
+            cfg.execution, cfg.deterministic,
         )  # fmt: skip
         return SHARED.get(key, lambda: build(cfg))
 

@@ -30,12 +30,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import weakref
+from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from langchain_seed.engine import compute
 from langchain_seed.engine.execution import kernels
@@ -94,17 +98,93 @@ class Batch:
         )  # fmt: skip
 
 
+TUNED_ROWS = (1, 4, 16, 64, 256, 1024)
+"""Row counts at which :meth:`Linear.tune` compares kernels."""
+
+
 class Linear:
-    """A linear layer on ``seed::linear``: weight prepacked once, optional fp32 bias."""
+    """A linear layer on ``seed::linear``: weight prepacked once, optional fp32 bias.
+
+    ``seed::linear`` computes every output row with one fixed order of arithmetic whatever
+    the row count (batch invariant). Where determinism is not asked for, :meth:`tune`
+    may pick, per row count, a library kernel that measured faster (oneDNN's prepacked
+    bf16 GEMM, ``F.linear``); those choose their blocking by shape, so a row's result then
+    depends on how many rows run with it.
+    """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
         self.out_features = int(weight.shape[0])
+        self.in_features = int(weight.shape[1])
         self.packed = kernels.pack_weight(weight.detach())
         self.bias = None if bias is None else bias.detach().float().contiguous()
+        self.fast: list[tuple[int, Callable[[torch.Tensor], torch.Tensor]]] = []
+        """(least row count, kernel) where a library kernel measured faster (:meth:`tune`)."""
 
-    def __call__(self, x: torch.Tensor, out_float: bool = False) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, out_float: bool = False, deterministic: bool = True
+    ) -> torch.Tensor:
         """``x @ W.T + b``: ``[M, K]`` -> ``[M, N]`` (fp32 accumulation, x's dtype out)."""
+        if not deterministic and self.fast and not out_float:
+            kernel = None
+            for least, candidate in self.fast:
+                if x.shape[0] >= least:
+                    kernel = candidate
+            if kernel is not None:
+                return kernel(x)
         return torch.ops.seed.linear(x, self.packed, self.out_features, self.bias, out_float)
+
+    def tune(self, like: Linear | None = None, rows: Seq[int] = TUNED_ROWS) -> None:
+        """Measure the library kernels against ``seed::linear`` per row count.
+
+        ``like``: a layer of the same shape already tuned (its choices are reused, this
+        layer's own weights prepared for them).
+        """
+        weight = self._unpacked()
+        dtype = weight.dtype
+        if dtype == torch.bfloat16:
+            mkldnn = torch.ops.mkldnn._reorder_linear_weight(weight, None)
+            bias = None if self.bias is None else self.bias.to(dtype)
+
+            def library(x: torch.Tensor) -> torch.Tensor:
+                return torch.ops.mkldnn._linear_pointwise(x, mkldnn, bias, "none", [], "")
+        else:
+            bias32 = self.bias
+
+            def library(x: torch.Tensor) -> torch.Tensor:
+                return F.linear(x, weight, bias32)
+
+        if like is not None:
+            self.fast = [(least, library) for least, _ in like.fast]
+            return
+        self.fast = []
+        for m in rows:
+            x = torch.randn(m, self.in_features).to(dtype)
+            ours = _median_seconds(partial(self, x))
+            theirs = _median_seconds(partial(library, x))
+            if theirs < 0.97 * ours:
+                if not self.fast:
+                    self.fast.append((m, library))
+            elif self.fast:  # ours is as fast again from here on
+                break
+
+    def _unpacked(self) -> torch.Tensor:
+        """The ``[N, K]`` weight back from the packed layout (a copy)."""
+        packed, n, k = self.packed, self.out_features, self.in_features
+        if packed.dtype == torch.float32:
+            full = packed.permute(0, 2, 1).reshape(-1, k)
+        else:
+            full = packed.permute(0, 2, 1, 3).reshape(-1, k)
+        return full[:n].contiguous()
+
+
+def _median_seconds(fn: Callable[[], Any], repeats: int = 7) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[repeats // 2]
 
 
 def _fused(modules: Seq[Any]) -> Linear:
@@ -200,6 +280,17 @@ class LlamaForward:
         self.max_positions = int(getattr(config, "max_position_embeddings", 0) or 2048)
         self.cos = self.sin = torch.empty(0)
         self.ensure_positions(max_positions)
+        self._tuned = False
+
+    def tune(self) -> None:
+        """Measure library kernels per row count for each linear shape (once, on demand)."""
+        tuned: dict[tuple[int, int, bool], Linear] = {}
+        for layer in self.layers:
+            for linear in (layer.qkv, layer.o, layer.gate_up, layer.down):
+                key = (linear.out_features, linear.in_features, linear.bias is not None)
+                linear.tune(like=tuned.get(key))
+                tuned.setdefault(key, linear)
+        self._tuned = True
 
     def ensure_positions(self, positions: int) -> None:
         """Make the RoPE tables cover ``positions`` (at most the model's context)."""
@@ -229,6 +320,7 @@ class LlamaForward:
         batch: Batch,
         pools: Seq[tuple[torch.Tensor, torch.Tensor]],
         logits_index: torch.Tensor | None,
+        deterministic: bool = True,
     ) -> torch.Tensor | None:
         """Run ``batch``; return fp32 logits ``[n, vocab]`` of the tokens ``logits_index``.
 
@@ -238,23 +330,32 @@ class LlamaForward:
                 values), written at each token's (row, position).
             logits_index: ``[n]`` packed indices of the tokens whose logits are wanted
                 (``None``: none, a prefill; all ``T``: pass ``torch.arange(T)``).
+            deterministic: every row computed by the batch-invariant kernels (``False``:
+                linear layers may take library kernels that measured faster at this row
+                count, :meth:`tune`).
         """
+        if not deterministic and not self._tuned:
+            self.tune()
+        det = deterministic
         ops = torch.ops.seed
         tokens = batch.ids.shape[0]
         x = self.embed.index_select(0, batch.ids)  # [T, hidden]: the residual stream
         h = ops.add_rms_norm(x, None, self.layers[0].input_norm, self.eps)
         for i, layer in enumerate(self.layers):
             keys, values = pools[i]
+            qkv = layer.qkv(h, deterministic=det)  # [T, (H + 2 KVH) D]
             q = ops.rope_store(
-                layer.qkv(h), self.cos, self.sin, batch.positions, batch.token_rows, keys,
-                values, self.heads, self.kv_heads, layer.q_norm, layer.k_norm, self.eps,
+                qkv, self.cos, self.sin, batch.positions, batch.token_rows, keys, values,
+                self.heads, self.kv_heads, layer.q_norm, layer.k_norm, self.eps,
             )  # fmt: skip  # [T, H, D]
             o = ops.attention(
                 q, keys, values, batch.rows, batch.qstart, batch.qlen, batch.ctx,
                 layer.window, self.scale,
             )  # fmt: skip  # [T, H, D]
-            h = ops.add_rms_norm(x, layer.o(o.view(tokens, -1)), layer.post_norm, self.eps)
-            mlp = layer.down(ops.silu_mul(layer.gate_up(h)))
+            attended = layer.o(o.view(tokens, -1), deterministic=det)
+            h = ops.add_rms_norm(x, attended, layer.post_norm, self.eps)
+            up = layer.gate_up(h, deterministic=det)
+            mlp = layer.down(ops.silu_mul(up), deterministic=det)
             norm = self.layers[i + 1].input_norm if i + 1 < len(self.layers) else self.final_norm
             h = ops.add_rms_norm(x, mlp, norm, self.eps)
         if logits_index is None:
