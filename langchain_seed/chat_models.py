@@ -10,17 +10,27 @@ from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
 )
-from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
+from langchain_core.language_models import (
+    BaseChatModel,
+    LangSmithParams,
+    LanguageModelInput,
+    ModelProfile,
+)
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolCallChunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, model_validator
 
-from langchain_seed._adapters.fields import EngineFields
+from langchain_seed._adapters.fields import PROVIDER, EngineFields
 from langchain_seed._adapters.messages import to_turn
 from langchain_seed._adapters.model import EngineModel
-from langchain_seed._adapters.results import generation_info, llm_output, usage_metadata
+from langchain_seed._adapters.results import (
+    generation_info,
+    llm_output,
+    logprobs_metadata,
+    usage_metadata,
+)
 from langchain_seed._adapters.streaming import open_stream
 from langchain_seed._adapters.structured import answer_format_text, structured_output
 from langchain_seed._adapters.submission import await_all, wait_all
@@ -38,7 +48,8 @@ from langchain_seed._adapters.tools import (
 from langchain_seed.llms import SeedLLM
 
 if TYPE_CHECKING:
-    from langchain_seed.engine import GenerationResult
+    from langchain_seed.engine import GenerationResult, TokenLogprob
+    from langchain_seed.engine.client import EngineClient
 
 
 class ChatSeed(EngineModel, BaseChatModel):
@@ -135,6 +146,38 @@ class ChatSeed(EngineModel, BaseChatModel):
     def _llm_type(self) -> str:
         return "chat-seed"
 
+    def _resolve_model_profile(self) -> ModelProfile | None:
+        """What this chat model does, for LangChain (``create_agent`` reads it).
+
+        Text in and out; tool calling with every tool choice, whole ``tool_call_chunks``
+        when streaming; native structured output (a grammar), also beside tools in one
+        call, so ``create_agent(..., response_format=Model)`` uses the provider strategy.
+        ``max_input_tokens`` when the context is known without loading the model.
+        """
+        profile = ModelProfile(
+            name=self.model_name,
+            open_weights=True,
+            text_inputs=True,
+            image_inputs=False,
+            image_url_inputs=False,
+            pdf_inputs=False,
+            audio_inputs=False,
+            video_inputs=False,
+            text_outputs=True,
+            image_outputs=False,
+            audio_outputs=False,
+            video_outputs=False,
+            reasoning_output=False,
+            tool_calling=True,
+            tool_choice=True,
+            tool_call_streaming=True,
+            structured_output=True,
+            temperature=True,
+        )
+        if (context := self.known_context()) is not None:
+            profile["max_input_tokens"] = context
+        return profile
+
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         return self.ls_params(stop, kwargs, "chat")
 
@@ -197,11 +240,28 @@ class ChatSeed(EngineModel, BaseChatModel):
             self, schema, include_raw=include_raw, method=method, strict=strict, **kwargs
         )
 
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        """Prompt tokens a call with ``messages`` (and ``tools``) sends to the model.
+
+        Counted on what the call renders: the chat template with its generation prompt, the
+        tool schemas (through the template, or the tool system text where the template
+        renders no tools), as ``usage_metadata["input_tokens"]`` reports them.
+
+        Args:
+            messages: the conversation.
+            tools: tools as :meth:`bind_tools` takes them (``tool_choice="auto"``).
+        """
+        kwargs = {"tools": format_tools(tools)} if tools else {}
+        return len(self._engine_prompt(messages, kwargs))
+
     def _engine_prompt(self, input: LanguageModelInput, kwargs: Mapping[str, Any]) -> list[int]:
         """Messages (and bound tools) -> prompt token ids through the chat template."""
         native = self.engine.chat_template_renders_tools
+        calls = native and self.engine.tool_call_format != "none"  # the template writes calls
         messages = self._convert_input(input).to_messages()
-        turns = [to_turn(message, template_tools=native) for message in messages]
+        turns = [to_turn(m, template_tools=native, template_calls=calls) for m in messages]
         tools = active_tools(kwargs)
         if tools and not native:
             turns = with_system_text(turns, tools_system_text(tools))
@@ -246,11 +306,11 @@ class ChatSeed(EngineModel, BaseChatModel):
         # BaseChatModel fires on_llm_new_token for every chunk yielded here.
         params = self.stream_params(stop, kwargs)
         stream = open_stream(self.engine, self._engine_prompt(messages, kwargs), params)
-        split = tool_stream(kwargs)
+        chunks = _Chunks(tool_stream(kwargs, self.tool_format()), self.engine)
         for piece in stream:
-            yield from _chunks(split, piece)
-        yield from _chunks(split, None)
-        yield self._last_chunk(stream.result())
+            yield from chunks.feed(piece)
+        yield from chunks.close()
+        yield self._last_chunk(stream.result(), stream.streamed_logprobs - len(chunks.pending))
 
     async def _astream(
         self,
@@ -262,35 +322,39 @@ class ChatSeed(EngineModel, BaseChatModel):
         params, loop = self.stream_params(stop, kwargs), asyncio.get_running_loop()
         prompt = self._engine_prompt(messages, kwargs)
         stream = open_stream(self.engine, prompt, params, loop=loop)
-        split = tool_stream(kwargs)
+        chunks = _Chunks(tool_stream(kwargs, self.tool_format()), self.engine)
         async for piece in stream:
-            for chunk in _chunks(split, piece):
+            for chunk in chunks.feed(piece):
                 yield chunk
-        for chunk in _chunks(split, None):
+        for chunk in chunks.close():
             yield chunk
-        yield self._last_chunk(stream.result())
+        yield self._last_chunk(stream.result(), stream.streamed_logprobs - len(chunks.pending))
 
     def _chat_result(
         self, results: list[GenerationResult], kwargs: Mapping[str, Any]
     ) -> ChatResult:
-        name, tools = self.engine.model_name, active_tools(kwargs)
+        tools = active_tools(kwargs)
         generations = []
         for result in results:
-            info = generation_info(result, name)
+            info = {**generation_info(result, self.engine), "model_provider": PROVIDER}
             message = AIMessage(
-                **answer_fields(result.text, tools),
+                **answer_fields(result.text, tools, self.tool_format()),
                 usage_metadata=usage_metadata(result),
                 response_metadata=info,
             )
             generations.append(ChatGeneration(message=message, generation_info=info))
         return ChatResult(generations=generations, llm_output=llm_output(self.engine))
 
-    def _last_chunk(self, result: GenerationResult) -> ChatGenerationChunk:
-        """Closing chunk: no text; usage, finish reason and stats of the whole request."""
+    def _last_chunk(self, result: GenerationResult, streamed: int) -> ChatGenerationChunk:
+        """Closing chunk: no text; usage, finish reason and stats of the whole request.
+
+        ``streamed``: logprob entries the earlier chunks carried (this one has the rest).
+        """
+        info = generation_info(result, self.engine, streamed=streamed)
         message = AIMessageChunk(
             content="",
             usage_metadata=usage_metadata(result),
-            response_metadata=generation_info(result, self.engine.model_name),
+            response_metadata={**info, "model_provider": PROVIDER},
             chunk_position="last",
         )
         return ChatGenerationChunk(message=message)
@@ -300,14 +364,42 @@ class ChatSeed(EngineModel, BaseChatModel):
         return next((output for output in reversed(llm_outputs) if output), {})
 
 
-def _chunks(split: ToolCallStream | None, piece: str | None) -> Iterator[ChatGenerationChunk]:
-    """Message chunks of one streamed piece (``None``: the end of the stream)."""
-    if split is None:
-        parts: Iterable[str | ToolCallChunk] = [piece] if piece else []
-    else:
-        parts = split.feed(piece) if piece is not None else split.close()
-    for part in parts:
-        if isinstance(part, str):
-            yield ChatGenerationChunk(message=AIMessageChunk(content=part))
-        else:
-            yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[part]))
+class _Chunks:
+    """Streamed pieces -> message chunks: text, tool-call chunks, and the pieces' logprobs.
+
+    A piece's logprob entries ride on the first chunk made from it; entries of text the
+    tool-call splitter holds back wait in :attr:`pending` for the next chunk.
+    """
+
+    def __init__(self, split: ToolCallStream | None, engine: EngineClient) -> None:
+        self.split = split
+        self.engine = engine
+        self.pending: list[TokenLogprob] = []
+
+    def feed(self, piece: str) -> Iterator[ChatGenerationChunk]:
+        """The chunks of one streamed piece."""
+        self.pending.extend(getattr(piece, "logprobs", ()))
+        text = str(piece)
+        if self.split is not None:
+            yield from self._emit(self.split.feed(text))
+        elif text:
+            yield from self._emit([text])
+
+    def close(self) -> Iterator[ChatGenerationChunk]:
+        """The chunks of what the splitter held back at the end of the stream."""
+        if self.split is not None:
+            yield from self._emit(self.split.close())
+
+    def _emit(self, parts: Iterable[str | ToolCallChunk]) -> Iterator[ChatGenerationChunk]:
+        for part in parts:
+            metadata: dict[str, Any] = {"model_provider": PROVIDER}
+            if self.pending:
+                metadata.update(logprobs_metadata(self.engine, self.pending))
+                self.pending = []
+            if isinstance(part, str):
+                message = AIMessageChunk(content=part, response_metadata=metadata)
+            else:
+                message = AIMessageChunk(
+                    content="", tool_call_chunks=[part], response_metadata=metadata
+                )
+            yield ChatGenerationChunk(message=message)

@@ -14,7 +14,7 @@ from langchain_core.language_models import BaseLLM, LangSmithParams, LanguageMod
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 
 from langchain_seed._adapters.model import EngineModel
-from langchain_seed._adapters.results import generation_info, llm_output
+from langchain_seed._adapters.results import generation_info, llm_output, logprobs_metadata
 from langchain_seed._adapters.streaming import open_stream
 from langchain_seed._adapters.submission import await_all, wait_all
 
@@ -152,9 +152,9 @@ class SeedLLM(EngineModel, BaseLLM):
         return self.sampling_params(stop, kwargs)[1] == 1
 
     def _llm_result(self, results: list[list[Any]]) -> LLMResult:
-        name = self.engine.model_name
+        engine = self.engine
         generations = [
-            [Generation(text=r.text, generation_info=generation_info(r, name)) for r in row]
+            [Generation(text=r.text, generation_info=generation_info(r, engine)) for r in row]
             for row in results
         ]
         return LLMResult(generations=generations, llm_output=llm_output(self.engine))
@@ -168,11 +168,11 @@ class SeedLLM(EngineModel, BaseLLM):
     ) -> Iterator[GenerationChunk]:
         stream = open_stream(self.engine, prompt, self.stream_params(stop, kwargs))
         for piece in stream:
-            chunk = GenerationChunk(text=piece)
+            chunk = self._chunk(piece)
             if run_manager:
                 run_manager.on_llm_new_token(piece, chunk=chunk, verbose=self.verbose)
             yield chunk
-        info = generation_info(stream.result(), self.engine.model_name)
+        info = generation_info(stream.result(), self.engine, streamed=stream.streamed_logprobs)
         yield GenerationChunk(text="", generation_info=info)
 
     async def _astream(
@@ -185,12 +185,18 @@ class SeedLLM(EngineModel, BaseLLM):
         params, loop = self.stream_params(stop, kwargs), asyncio.get_running_loop()
         stream = open_stream(self.engine, prompt, params, loop=loop)
         async for piece in stream:
-            chunk = GenerationChunk(text=piece)
+            chunk = self._chunk(piece)
             if run_manager:
                 await run_manager.on_llm_new_token(piece, chunk=chunk, verbose=self.verbose)
             yield chunk
-        info = generation_info(stream.result(), self.engine.model_name)
+        info = generation_info(stream.result(), self.engine, streamed=stream.streamed_logprobs)
         yield GenerationChunk(text="", generation_info=info)
+
+    def _chunk(self, piece: str) -> GenerationChunk:
+        """One streamed piece; its tokens' logprobs in ``generation_info`` when asked for."""
+        entries = getattr(piece, "logprobs", ())
+        info = logprobs_metadata(self.engine, entries) if entries else None
+        return GenerationChunk(text=str(piece), generation_info=info)
 
 
 def _streamed(chunks: list[GenerationChunk]) -> LLMResult:

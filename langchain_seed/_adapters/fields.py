@@ -8,6 +8,7 @@ LangChain cache may serve a call.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -17,14 +18,26 @@ from langchain_core.language_models import LangSmithParams
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from typing_extensions import Self
 
-from langchain_seed.engine.config import EngineConfig, Grammar, SamplingParams
+from langchain_seed._adapters.tool_parsing import HERMES, TOOL_FORMATS, ToolFormat
+from langchain_seed.engine.config import MAX_LOGPROBS, EngineConfig, Grammar, SamplingParams
 from langchain_seed.engine.loading import EMBEDDED_NAME
 
 if TYPE_CHECKING:
     from langchain_seed.engine.client import EngineClient
 
 SAMPLING_KWARGS = frozenset(
-    {"temperature", "max_tokens", "top_p", "top_k", "seed", "n", "stop", "request_timeout"}
+    {
+        "temperature",
+        "max_tokens",
+        "top_p",
+        "top_k",
+        "seed",
+        "n",
+        "stop",
+        "request_timeout",
+        "logprobs",
+        "top_logprobs",
+    }
 )
 """Call-time keyword arguments that override the instance's fields for one call."""
 
@@ -47,6 +60,10 @@ _ROUTING_KWARGS = frozenset(
 )
 """Keyword arguments LangChain itself threads through ``generate``; they carry no sampling."""
 
+
+PROVIDER = "seed"
+"""The provider name: LangSmith's ``ls_provider`` and ``ChatSeed``'s
+``response_metadata["model_provider"]``."""
 
 PROVIDER_PARAMS = frozenset({"api_key", "base_url", "max_retries"})
 """Constructor arguments LangChain's standard tests and hosted chat models use; accepted
@@ -117,6 +134,18 @@ class EngineFields(BaseModel):
     n: int = Field(default=1, ge=1)
     """Samples per prompt. The ``n`` samples of a prompt run as one engine group (shared
     prompt prefix, consensus drafting); ``generations[i]`` holds them."""
+
+    logprobs: bool | None = None
+    """Return each generated token's log probability, as ``ChatOpenAI`` does:
+    ``response_metadata["logprobs"]["content"]`` (``generation_info`` for ``SeedLLM``), one
+    ``{"token", "logprob", "bytes", "top_logprobs"}`` per token, streamed chunks included.
+    The log probability is the one under the distribution the sampler draws from
+    (temperature, top-k, top-p and a grammar applied); greedy decoding reports the model's
+    distribution at temperature 1. Speculation does not change the values."""
+
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    """Most likely alternatives (0 to 20) returned with each token's log probability;
+    setting it turns ``logprobs`` on."""
 
     request_timeout: float | None = Field(default=None, alias="timeout", gt=0)
     """Seconds after submission when a request fails with ``TimeoutError``; ``None``: never."""
@@ -270,6 +299,10 @@ class EngineFields(BaseModel):
             raise ValueError(f"n must be an integer >= 1, got {n!r}")
         timeout = kwargs.get("request_timeout", kwargs.get("timeout", self.request_timeout))
         params = SamplingParams(
+            logprobs=_logprobs(
+                kwargs.get("logprobs", self.logprobs),
+                kwargs.get("top_logprobs", self.top_logprobs),
+            ),
             temperature=kwargs.get("temperature", self.temperature),
             top_p=kwargs.get("top_p", self.top_p),
             top_k=kwargs.get("top_k", self.top_k),
@@ -277,9 +310,28 @@ class EngineFields(BaseModel):
             stop=tuple(stop or ()),
             seed=kwargs.get("seed", self.seed),
             request_timeout=timeout,
-            grammar=call_grammar(kwargs),
+            grammar=call_grammar(kwargs, self.tool_format() if kwargs.get("tools") else None),
         )
         return params, n
+
+    def known_context(self) -> int | None:
+        """The model's context in tokens when known without loading it, else ``None``.
+
+        From the engine when one is built, else from a local folder's ``config.json``.
+        """
+        if self.engine_ is not None:
+            return int(self.engine_.max_context)
+        from langchain_seed.engine.loading import EMBEDDED_CONTEXT, config_context
+
+        if self.model is None:
+            return EMBEDDED_CONTEXT
+        return config_context(self.model)
+
+    def tool_format(self) -> ToolFormat:
+        """The format the model's chat template writes tool calls in (Hermes as fallback)."""
+        if not self._takes_tools:
+            return HERMES
+        return TOOL_FORMATS.get(self.engine.tool_call_format, HERMES)
 
     def stream_params(self, stop: list[str] | None, kwargs: Mapping[str, Any]) -> SamplingParams:
         """:meth:`sampling_params` of a streamed call, which yields one sample (``n == 1``)."""
@@ -306,6 +358,8 @@ class EngineFields(BaseModel):
             "seed": self.seed,
             "stop": self.stop,
             "n": self.n,
+            "logprobs": self.logprobs,
+            "top_logprobs": self.top_logprobs,
         }
 
     def ls_params(
@@ -313,7 +367,7 @@ class EngineFields(BaseModel):
     ) -> LangSmithParams:
         """LangSmith tracing parameters, with this call's overrides applied."""
         params = LangSmithParams(
-            ls_provider="seed",
+            ls_provider=PROVIDER,
             ls_model_name=kwargs.get("model", self.model_name),
             ls_model_type=model_type,
             ls_temperature=kwargs.get("temperature", self.temperature),
@@ -366,23 +420,66 @@ class EngineFields(BaseModel):
         return list(self.engine.encode(text))
 
 
-def call_grammar(kwargs: Mapping[str, Any]) -> Grammar | None:
+def _logprobs(logprobs: Any, top_logprobs: Any) -> int | None:
+    """``SamplingParams.logprobs`` of a call's ``logprobs`` / ``top_logprobs``.
+
+    Raises:
+        ValueError: a value of the wrong kind, naming the argument.
+    """
+    if logprobs is not None and not isinstance(logprobs, bool):
+        raise ValueError(f"logprobs must be True, False or None, got {logprobs!r}")
+    if top_logprobs is None:
+        return 0 if logprobs else None
+    if isinstance(top_logprobs, bool) or not isinstance(top_logprobs, int):
+        raise ValueError(f"top_logprobs must be an integer in [0, 20], got {top_logprobs!r}")
+    if not 0 <= top_logprobs <= MAX_LOGPROBS:
+        raise ValueError(
+            f"top_logprobs must be an integer in [0, {MAX_LOGPROBS}], got {top_logprobs!r}"
+        )
+    if logprobs is False:
+        raise ValueError("top_logprobs needs logprobs (got logprobs=False)")
+    return top_logprobs
+
+
+def call_grammar(kwargs: Mapping[str, Any], fmt: ToolFormat | None = None) -> Grammar | None:
     """The grammar a call's keyword arguments ask for, or ``None``.
 
     ``grammar`` (a :class:`Grammar`), ``json_schema`` (a JSON-schema dict or text, a pydantic
     class or a TypedDict), ``regex``, ``response_format`` (OpenAI's ``{"type":
     "json_object"}`` or ``{"type": "json_schema", "json_schema": {"schema": ...}}``), or
-    ``tools`` with a ``tool_choice`` other than ``"none"``. At most one of them.
+    ``tools`` with a ``tool_choice`` other than ``"none"``. At most one of them, except that
+    tools and a ``response_format`` / ``json_schema`` go together: the answer is tool calls
+    or, with ``tool_choice="auto"``, one JSON value of that schema (LangChain's
+    ``create_agent`` asks for both in one call).
+
+    Args:
+        kwargs: the call's keyword arguments.
+        fmt: the model's tool-call format (Hermes when not given).
 
     Raises:
         ValueError: two constraints in one call, or a value of the wrong kind.
     """
-    from langchain_seed._adapters.tools import active_tools, tool_grammar, tool_names
+    from langchain_seed._adapters.tools import (
+        active_tools,
+        resolve_tool_choice,
+        tool_grammar,
+        tool_names,
+    )
 
     given = sorted(k for k in GRAMMAR_KWARGS if kwargs.get(k) is not None)
     tools = active_tools(kwargs)  # bound tools with tool_choice "none" constrain nothing
     if tools:
-        given.append("tools")
+        answer = None
+        if given in (["json_schema"], ["response_format"]):  # tool calls or this answer
+            answer = _answer_schema(kwargs[given[0]], given[0])
+        elif given:
+            raise ValueError(
+                f"one output constraint per call, got {[*given, 'tools']} (tools combine "
+                "with response_format or json_schema only)"
+            )
+        choice = resolve_tool_choice(kwargs.get("tool_choice"), tool_names(tools))
+        parallel = kwargs.get("parallel_tool_calls") is not False
+        return tool_grammar(tools, choice, parallel=parallel, fmt=fmt or HERMES, answer=answer)
     if len(given) > 1:
         raise ValueError(f"one output constraint per call, got {given}")
     if not given:
@@ -397,13 +494,16 @@ def call_grammar(kwargs: Mapping[str, Any]) -> Grammar | None:
         return Grammar.json_schema(json_schema_of(value))
     if key == "regex":
         return Grammar.regex(value)
-    if key == "response_format":
-        return _response_format_grammar(value)
-    from langchain_seed._adapters.tools import resolve_tool_choice
+    return _response_format_grammar(value)
 
-    assert tools is not None
-    choice = resolve_tool_choice(kwargs.get("tool_choice"), tool_names(tools))
-    return tool_grammar(tools, choice, parallel=kwargs.get("parallel_tool_calls") is not False)
+
+def _answer_schema(value: Any, key: str) -> dict[str, Any]:
+    """The JSON schema of a ``json_schema`` / ``response_format`` argument (a dict)."""
+    if key == "response_format":
+        grammar = _response_format_grammar(value)
+    else:
+        grammar = Grammar.json_schema(json_schema_of(value))
+    return dict(json.loads(grammar.spec)) if grammar.spec else {"type": "object"}
 
 
 def json_schema_of(schema: Any) -> dict[str, Any] | str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -52,13 +54,16 @@ def message_text(message: BaseMessage, *, strict: bool = False) -> str:
     return "".join(parts)
 
 
-def to_turn(message: BaseMessage, *, template_tools: bool = False) -> dict[str, str]:
+def to_turn(
+    message: BaseMessage, *, template_tools: bool = False, template_calls: bool = False
+) -> dict[str, Any]:
     """One LangChain message -> one ``{"role", "content"}`` turn of a chat template.
 
-    An AI message's tool calls are written after its text in the tool-call format
-    (:mod:`~langchain_seed._adapters.tools`); a ``ToolMessage`` becomes a ``tool`` turn,
-    wrapped in ``<tool_response>`` tags unless the template renders tools itself
-    (``template_tools``).
+    An AI message's tool calls go to the template as OpenAI-style ``tool_calls`` when it
+    renders calls itself (``template_calls``: in its own format), else they are written
+    after its text in the Hermes format (:func:`~langchain_seed._adapters.tools.call_text`);
+    a ``ToolMessage`` becomes a ``tool`` turn, wrapped in ``<tool_response>`` tags unless
+    the template renders tools itself (``template_tools``).
 
     Raises:
         ValueError: for a message type without a chat role, or content that is not text.
@@ -68,8 +73,8 @@ def to_turn(message: BaseMessage, *, template_tools: bool = False) -> dict[str, 
     if isinstance(message, ToolMessage):
         text = message_text(message, strict=True)
         if not template_tools:
-            text = f"<tool_response>\n{text}\n</tool_response>"
-        return {"role": "tool", "content": text}
+            return {"role": "tool", "content": f"<tool_response>\n{text}\n</tool_response>"}
+        return {"role": "tool", "content": text, "tool_call_id": message.tool_call_id}
     if isinstance(message, ChatMessage):
         role = message.role
     else:
@@ -80,7 +85,17 @@ def to_turn(message: BaseMessage, *, template_tools: bool = False) -> dict[str, 
             "supported are SystemMessage, HumanMessage, AIMessage, ToolMessage and ChatMessage"
         )
     content = message_text(message, strict=True)
+    if isinstance(message, AIMessage) and message.tool_calls and template_calls:
+        calls = [
+            {
+                "type": "function",
+                "id": call.get("id"),
+                "function": {"name": call["name"], "arguments": call["args"]},
+            }
+            for call in message.tool_calls
+        ]
+        return {"role": role, "content": content, "tool_calls": calls}
     if isinstance(message, AIMessage) and message.tool_calls:
-        calls = [call_text(call["name"], call["args"]) for call in message.tool_calls]
-        content = "\n".join([content, *calls] if content else calls)
+        texts = [call_text(call["name"], call["args"]) for call in message.tool_calls]
+        content = "\n".join([content, *texts] if content else texts)
     return {"role": role, "content": content}

@@ -78,6 +78,37 @@ class EngineModel(EngineFields):
         with submitted_together(engine, prompts, params, n):
             yield
 
+    def _check_one_output(self, method: str, kwargs: Mapping[str, Any]) -> None:
+        """Refuse ``n > 1`` where LangChain returns one output per input.
+
+        ``invoke`` and ``batch`` return each input's first generation: the other samples
+        would be decoded and thrown away.
+
+        Raises:
+            ValueError: ``n`` (the call's, else the field's) is not 1.
+        """
+        n = kwargs.get("n", self.n)
+        if n != 1:
+            raise ValueError(
+                f"{method} returns one output per input, so n must be 1 (got n={n!r}); for "
+                f"{n!r} samples per input use generate(inputs, n={n!r}) (every sample in "
+                "generations[i]) or SelfConsistency"
+            )
+
+    def invoke(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Any:
+        """LangChain's ``invoke``: one output (``n`` must be 1, see :meth:`generate`)."""
+        self._check_one_output("invoke", kwargs)
+        return cast(Any, super()).invoke(input, config, **kwargs)
+
+    async def ainvoke(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Any:
+        """Async :meth:`invoke`."""
+        self._check_one_output("ainvoke", kwargs)
+        return await cast(Any, super()).ainvoke(input, config, **kwargs)
+
     def generate(self, *args: Any, **kwargs: Any) -> LLMResult:
         """LangChain's ``generate`` (same arguments); every input goes to the engine at once.
 
@@ -121,6 +152,7 @@ class EngineModel(EngineFields):
         metadata stay per input. With ``return_exceptions=True`` an input the engine cannot
         run (empty, too long) gets its own error in its place and the others still run.
         """
+        self._check_one_output("batch", kwargs)
         # Runnable.batch runs each input on its own, so one input's error stays its own.
         run = (
             partial(Runnable.batch, cast(Any, self))
@@ -142,6 +174,7 @@ class EngineModel(EngineFields):
         **kwargs: Any,
     ) -> list[Any]:
         """Async :meth:`batch`."""
+        self._check_one_output("abatch", kwargs)
         run = (
             partial(Runnable.abatch, cast(Any, self))
             if return_exceptions

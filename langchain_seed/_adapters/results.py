@@ -2,22 +2,60 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages.ai import UsageMetadata
 
 if TYPE_CHECKING:
-    from langchain_seed.engine import GenerationResult
+    from langchain_seed.engine import GenerationResult, TokenLogprob
     from langchain_seed.engine.client import EngineClient
 
 
-def generation_info(result: GenerationResult, model_name: str) -> dict[str, Any]:
-    """``generation_info`` / ``response_metadata`` of one sample."""
-    return {
+def generation_info(
+    result: GenerationResult, engine: EngineClient, *, streamed: int = 0
+) -> dict[str, Any]:
+    """``generation_info`` / ``response_metadata`` of one sample.
+
+    Args:
+        result: the finished request.
+        engine: the engine that ran it (its model name, its tokens' bytes).
+        streamed: entries of ``result.logprobs`` already sent with streamed chunks; the
+            closing chunk carries the rest, so the chunks add up to each entry once.
+    """
+    info: dict[str, Any] = {
         "finish_reason": result.finish_reason,
-        "model_name": model_name,
+        "model_name": engine.model_name,
         "spec_stats": result.stats.to_dict(),
     }
+    if result.logprobs is not None:
+        info.update(logprobs_metadata(engine, result.logprobs[streamed:]))
+    return info
+
+
+def logprobs_metadata(engine: EngineClient, entries: Sequence[TokenLogprob]) -> dict[str, Any]:
+    """``{"logprobs": {"content": [...]}}`` in OpenAI's chat format, as ``ChatOpenAI`` has it.
+
+    Each entry: ``token`` (its text; a token holding part of a character shows U+FFFD),
+    ``logprob``, ``bytes`` (the token's exact UTF-8 bytes) and ``top_logprobs`` (the most
+    likely tokens at its position, each with ``token``, ``logprob`` and ``bytes``).
+    """
+    ids = sorted({e.token_id for e in entries} | {t for e in entries for t, _ in e.top})
+    raw = dict(zip(ids, engine.token_bytes(ids))) if ids else {}
+
+    def token(token_id: int, logprob: float) -> dict[str, Any]:
+        data = raw[token_id]
+        return {
+            "token": data.decode("utf-8", errors="replace"),
+            "logprob": logprob,
+            "bytes": list(data),
+        }
+
+    content = [
+        {**token(e.token_id, e.logprob), "top_logprobs": [token(t, v) for t, v in e.top]}
+        for e in entries
+    ]
+    return {"logprobs": {"content": content}}
 
 
 def usage_metadata(result: GenerationResult) -> UsageMetadata:

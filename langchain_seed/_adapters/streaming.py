@@ -10,7 +10,7 @@ import asyncio
 import queue
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from langchain_seed._adapters.submission import Prompt, take
 from langchain_seed.engine.config import SamplingParams
@@ -26,8 +26,9 @@ class DeltaStream:
     """One engine request whose text arrives piece by piece.
 
     Iterate it (``for piece in stream``) on the caller's thread, or ``async for`` it when it
-    was opened with ``loop=``. Leaving the iteration early cancels the request. Build one
-    with :func:`open_stream`.
+    was opened with ``loop=``. A request that asks for logprobs yields
+    :class:`~langchain_seed.engine.TextDelta` pieces (``piece.logprobs``). Leaving the
+    iteration early cancels the request. Build one with :func:`open_stream`.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -35,6 +36,8 @@ class DeltaStream:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._aqueue: asyncio.Queue[object] | None = asyncio.Queue() if loop else None
         self.future: Future[GenerationResult] = Future()
+        self.streamed_logprobs = 0
+        """Logprob entries the pieces yielded so far carried (:class:`TextDelta`)."""
 
     def _attach(self, future: Future[GenerationResult]) -> None:
         self.future = future
@@ -56,7 +59,7 @@ class DeltaStream:
     def __iter__(self) -> Iterator[str]:
         try:
             while (item := self._queue.get()) is not _DONE:
-                yield str(item)
+                yield self._piece(item)
         finally:
             self.future.cancel()  # no-op once resolved
 
@@ -65,9 +68,15 @@ class DeltaStream:
             raise RuntimeError("DeltaStream was opened without an event loop")
         try:
             while (item := await self._aqueue.get()) is not _DONE:
-                yield str(item)
+                yield self._piece(item)
         finally:
             self.future.cancel()
+
+    def _piece(self, item: object) -> str:
+        """A queued piece as it is yielded: a :class:`TextDelta` stays one (its logprobs)."""
+        piece = cast(str, item)
+        self.streamed_logprobs += len(getattr(piece, "logprobs", ()))
+        return piece
 
     def result(self) -> GenerationResult:
         """The finished request (raises the request's error)."""

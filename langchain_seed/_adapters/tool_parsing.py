@@ -1,17 +1,20 @@
 """Reading tool calls out of a completion, whole (``invoke``) or streamed.
 
-A call is written as the grammar of :mod:`.tools` makes the model write it::
+A call is written as the grammar of :mod:`.tools` makes the model write it, in the model's
+:class:`ToolFormat`: Hermes / Qwen (the fallback) or Llama 3.x::
 
     <tool_call>
     {"name": "get_weather", "arguments": {"city": "Paris"}}
     </tool_call>
 
-It ends at the ``</tool_call>`` that follows its complete JSON value, not at the first
-``</tool_call>`` in the text: a string argument may hold that marker, and the grammar allows
-it. The value's end is found by one pass that tracks strings and nesting (:class:`_ValueEnd`),
-so parsing is linear in the text and streamed text is never read twice; the value is then
-decoded with raw control characters allowed inside strings, as the grammar allows them.
-What the grammar lets through parses.
+    {"name": "get_weather", "parameters": {"city": "Paris"}}
+
+A Hermes call ends at the ``</tool_call>`` that follows its complete JSON value, not at the
+first ``</tool_call>`` in the text: a string argument may hold that marker, and the grammar
+allows it; a Llama call ends with its JSON value. The value's end is found by one pass that
+tracks strings and nesting (:class:`_ValueEnd`), so parsing is linear in the text and
+streamed text is never read twice; the value is then decoded with raw control characters
+allowed inside strings, as the grammar allows them. What the grammar lets through parses.
 """
 
 from __future__ import annotations
@@ -27,6 +30,33 @@ from langchain_core.messages import InvalidToolCall, ToolCall, ToolCallChunk
 from langchain_core.messages.tool import invalid_tool_call, tool_call, tool_call_chunk
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
+
+
+@dataclass(frozen=True)
+class ToolFormat:
+    """How a model family writes a tool call: where it starts and ends, what grammar fits.
+
+    Attributes:
+        name: ``"hermes"`` or ``"llama"``.
+        open: the text that starts a call.
+        close: the text that ends it after its JSON value (``""``: the value ends it).
+        open_in_value: ``open`` is the beginning of the call's JSON value itself.
+        family: xgrammar's structural-tag key for the format
+            (``xgrammar.get_model_structural_tag``); ``None``: this package's Hermes tag.
+    """
+
+    name: str
+    open: str
+    close: str
+    open_in_value: bool = False
+    family: str | None = None
+
+
+HERMES = ToolFormat("hermes", OPEN, CLOSE)
+LLAMA = ToolFormat("llama", '{"name": ', "", open_in_value=True, family="llama")
+TOOL_FORMATS = {"hermes": HERMES, "llama": LLAMA, "none": HERMES}
+"""``EngineClient.tool_call_format`` -> the format calls are constrained and read in (a
+template that renders no calls gets Hermes, written into the message text)."""
 
 _DECODER = json.JSONDecoder(strict=False)
 """Decodes a call's JSON. Not strict: raw control characters (a newline, a tab) inside a
@@ -101,28 +131,27 @@ class _ValueEnd:
 
 @dataclass
 class _Block:
-    """One ``<tool_call>`` block of a completion, markers included."""
+    """One tool-call block of a completion, markers included."""
 
     text: str
+    body: str
+    """The call's JSON value (and any whitespace around it), markers left out."""
     closed: bool
     """False: the text ended inside the call (``max_tokens``)."""
 
-    @property
-    def body(self) -> str:
-        end = len(self.text) - len(CLOSE) if self.closed else len(self.text)
-        return self.text[len(OPEN) : end]
-
 
 class _Splitter:
-    """Splits text, fed piece by piece, into plain text and ``<tool_call>`` blocks.
+    """Splits text, fed piece by piece, into plain text and tool-call blocks.
 
-    States: ``text`` (looking for ``<tool_call>``; a partial marker is held back), ``value``
-    (reading the call's JSON value), ``close`` (after the value: whitespace, then
-    ``</tool_call>`` is expected) and ``skip`` (the call is not well formed: it ends at the
-    next ``</tool_call>``, as it reads).
+    States: ``text`` (looking for the format's opening marker; a partial marker is held
+    back), ``value`` (reading the call's JSON value), ``close`` (after the value:
+    whitespace, then the closing marker is expected) and ``skip`` (the call is not well
+    formed: it ends at the next closing marker, as it reads). A format whose value ends
+    the call (Llama) ends the block with the value.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fmt: ToolFormat = HERMES) -> None:
+        self._fmt = fmt
         self._state = "text"
         self._held = ""  # text state: a possible start of OPEN; close / skip: a possible CLOSE
         self._block: list[str] = []
@@ -130,20 +159,25 @@ class _Splitter:
 
     def feed(self, piece: str) -> Iterator[str | _Block]:
         """Text pieces and closed blocks complete after ``piece``."""
+        fmt = self._fmt
         while piece:
             if self._state == "text":
                 text, self._held = self._held + piece, ""
-                start = text.find(OPEN)
+                start = text.find(fmt.open)
                 if start < 0:
-                    keep = _partial_suffix(text, OPEN)
+                    keep = _partial_suffix(text, fmt.open)
                     if len(text) > keep:
                         yield text[: len(text) - keep]
                     self._held = text[len(text) - keep :]
                     return
                 if start:
                     yield text[:start]
-                self._state, self._block, self._value = "value", [OPEN], _ValueEnd()
-                piece = text[start + len(OPEN) :]
+                self._state, self._block, self._value = "value", [], _ValueEnd()
+                if fmt.open_in_value:  # the marker is the value's start: the reader reads it
+                    piece = text[start:]
+                else:
+                    self._block.append(fmt.open)
+                    piece = text[start + len(fmt.open) :]
             elif self._state == "value":
                 end = self._value.feed(piece)
                 if end is None:
@@ -154,30 +188,32 @@ class _Splitter:
                     continue
                 self._block.append(piece[:end])
                 self._state, piece = "close", piece[end:]
+                if not fmt.close:  # the value ends the call
+                    yield self._end("")
             elif self._state == "close":
                 text = self._held + piece
                 rest = text.lstrip()
                 self._block.append(text[: len(text) - len(rest)])
                 self._held = ""
-                if rest.startswith(CLOSE):
-                    yield self._end(CLOSE)
-                    piece = rest[len(CLOSE) :]
-                elif CLOSE.startswith(rest):  # nothing but whitespace, or a part of CLOSE
+                if rest.startswith(fmt.close):
+                    yield self._end(fmt.close)
+                    piece = rest[len(fmt.close) :]
+                elif fmt.close.startswith(rest):  # nothing but whitespace, or a part of CLOSE
                     self._held = rest
                     return
                 else:  # something else follows the value: not a well formed call
                     self._state, piece = "skip", rest
             else:  # skip
                 text, self._held = self._held + piece, ""
-                end = text.find(CLOSE)
+                end = text.find(fmt.close)
                 if end < 0:
-                    keep = _partial_suffix(text, CLOSE)
+                    keep = _partial_suffix(text, fmt.close)
                     self._block.append(text[: len(text) - keep])
                     self._held = text[len(text) - keep :]
                     return
                 self._block.append(text[:end])
-                yield self._end(CLOSE)
-                piece = text[end + len(CLOSE) :]
+                yield self._end(fmt.close)
+                piece = text[end + len(fmt.close) :]
 
     def close(self) -> Iterator[str | _Block]:
         """What is left at the end: held-back text, or a call the text ended inside."""
@@ -188,12 +224,18 @@ class _Splitter:
         else:
             self._block.append(held)
             self._state = "text"
-            yield _Block("".join(self._block), closed=False)
+            text = "".join(self._block)
+            yield _Block(text, text[len(self._prefix) :], closed=False)
+
+    @property
+    def _prefix(self) -> str:
+        """What a block's text holds before its JSON value (the marker, unless in the value)."""
+        return "" if self._fmt.open_in_value else self._fmt.open
 
     def _end(self, marker: str) -> _Block:
         self._block.append(marker)
         block, self._block, self._state = "".join(self._block), [], "text"
-        return _Block(block, closed=True)
+        return _Block(block, block[len(self._prefix) : len(block) - len(marker)], closed=True)
 
 
 @dataclass
@@ -237,11 +279,11 @@ def parse_block(body: str, names: Sequence[str]) -> ToolCall | InvalidToolCall:
     return tool_call(name=name, args=args, id=_new_id())
 
 
-def parse_tool_calls(text: str, names: Sequence[str]) -> ParsedCalls:
+def parse_tool_calls(text: str, names: Sequence[str], fmt: ToolFormat = HERMES) -> ParsedCalls:
     """Split a completion into content and tool calls; an unclosed call is invalid."""
     out = ParsedCalls("")
     pieces: list[str] = []
-    splitter = _Splitter()
+    splitter = _Splitter(fmt)
     for part in itertools.chain(splitter.feed(text), splitter.close()):
         if isinstance(part, str):
             pieces.append(part)
@@ -266,16 +308,17 @@ def _add(out: ParsedCalls, call: ToolCall | InvalidToolCall) -> None:
 class ToolCallStream:
     """Splits streamed text into text pieces and whole tool-call chunks.
 
-    Text that may be the start of ``<tool_call>`` is held back until it is known; a call
-    is emitted as one ``tool_call_chunk`` once the ``</tool_call>`` after its JSON value
-    arrives. A call that does not parse, or is cut short, stays text (``invoke`` reports it
-    in ``invalid_tool_calls``; LangChain's chunk merging would parse a partial call into a
-    valid-looking one). Each piece is read once: streaming a long call costs linear time.
+    Text that may be the start of a call (``<tool_call>``) is held back until it is known; a
+    call is emitted as one ``tool_call_chunk`` once it is complete (the ``</tool_call>``
+    after its JSON value, or in the Llama format the value's end). A call that does not
+    parse, or is cut short, stays text (``invoke`` reports it in ``invalid_tool_calls``;
+    LangChain's chunk merging would parse a partial call into a valid-looking one). Each
+    piece is read once: streaming a long call costs linear time.
     """
 
-    def __init__(self, names: Sequence[str]) -> None:
+    def __init__(self, names: Sequence[str], fmt: ToolFormat = HERMES) -> None:
         self.names = list(names)
-        self._splitter = _Splitter()
+        self._splitter = _Splitter(fmt)
         self._after_call = False  # newlines right after a call are dropped
         self._index = 0
 

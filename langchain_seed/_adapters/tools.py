@@ -1,18 +1,24 @@
 """Tool calling for ``ChatSeed``: tool formats, the tool-call grammar and prompt.
 
-The tool-call format is the Hermes / Qwen one, which many open models are trained on::
+Calls are written in the format the model's own chat template renders them
+(:func:`~langchain_seed.engine.loading.template_tool_format`): Llama 3.x's JSON
+``{"name": ..., "parameters": ...}``, or the Hermes / Qwen one, which many open models are
+trained on and which is the fallback for any other template::
 
     <tool_call>
     {"name": "get_weather", "arguments": {"city": "Paris"}}
     </tool_call>
 
 Tools are shown to the model through its chat template (``tools=``) when the template
-renders tools, otherwise through :data:`TOOLS_PROMPT` added to the system message. The
-engine constrains the output with a structural-tag grammar (xgrammar): in ``"auto"`` mode
-free text, in which every ``<tool_call>`` must continue as a valid call of a bound tool; in
-``"required"`` mode only tool calls; with a named tool exactly one call of it. A call is
-therefore valid by construction unless ``max_tokens`` cuts it short, and the cut call is
-reported in ``invalid_tool_calls``. Reading the calls back: :mod:`.tool_parsing`.
+renders tools, otherwise through :data:`TOOLS_PROMPT` (Hermes) added to the system message.
+The engine constrains the output with a structural-tag grammar (xgrammar; a family's own
+tag from ``xgrammar.get_model_structural_tag``, this module's for Hermes): in ``"auto"``
+mode free text, in which every call that starts must continue as a valid call of a bound
+tool; in ``"required"`` mode only tool calls; with a named tool exactly one call of it. With
+a response format as well (``create_agent``'s provider strategy), ``"auto"`` allows tool
+calls or one JSON answer of that schema. A call is therefore valid by construction unless
+``max_tokens`` cuts it short, and the cut call is reported in ``invalid_tool_calls``.
+Reading the calls back: :mod:`.tool_parsing`.
 """
 
 from __future__ import annotations
@@ -25,7 +31,14 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
 
-from langchain_seed._adapters.tool_parsing import CLOSE, OPEN, ToolCallStream, parse_tool_calls
+from langchain_seed._adapters.tool_parsing import (
+    CLOSE,
+    HERMES,
+    OPEN,
+    ToolCallStream,
+    ToolFormat,
+    parse_tool_calls,
+)
 from langchain_seed.engine.config import Grammar
 
 TOOLS_PROMPT = """# Tools
@@ -178,11 +191,59 @@ def resolve_tool_choice(choice: Any, names: Sequence[str]) -> str:
 
 
 def tool_grammar(
-    tools: Sequence[Mapping[str, Any]], choice: str, *, parallel: bool = True
+    tools: Sequence[Mapping[str, Any]],
+    choice: str,
+    *,
+    parallel: bool = True,
+    fmt: ToolFormat = HERMES,
+    answer: Mapping[str, Any] | None = None,
 ) -> Grammar | None:
-    """The structural-tag grammar of ``choice`` over ``tools`` (``None`` for ``"none"``)."""
+    """The structural-tag grammar of ``choice`` over ``tools`` (``None`` for ``"none"``).
+
+    Args:
+        tools: OpenAI-format tools.
+        choice: ``"auto"``, ``"required"`` or a tool's name (:func:`resolve_tool_choice`).
+        parallel: more than one call per answer.
+        fmt: the model's tool-call format.
+        answer: a JSON schema the answer may follow instead of calling tools (``"auto"``
+            only: a required or named call leaves no room for an answer).
+    """
     if choice == "none":
         return None
+    if answer is not None and choice == "auto":
+        calls = _calls_format(tools, "required", parallel, fmt)
+        json_answer = {"type": "json_schema", "json_schema": dict(answer)}
+        either = {"type": "or", "elements": [calls, json_answer]}
+        return Grammar.structural_tag({"type": "structural_tag", "format": either})
+    return Grammar.structural_tag(
+        {"type": "structural_tag", "format": _calls_format(tools, choice, parallel, fmt)}
+    )
+
+
+def _calls_format(
+    tools: Sequence[Mapping[str, Any]], choice: str, parallel: bool, fmt: ToolFormat
+) -> dict[str, Any]:
+    """The structural-tag ``format`` of ``choice`` over ``tools`` in ``fmt``."""
+    if fmt.family is not None:
+        from xgrammar import get_model_structural_tag
+
+        named = {"type": "function", "function": {"name": choice}}
+        tag = get_model_structural_tag(
+            fmt.family,
+            tools=[dict(t) for t in tools],
+            tool_choice=choice if choice in ("auto", "required") else named,  # type: ignore[arg-type]
+            reasoning="disabled",
+            max_whitespace_cnt=1,
+            parallel_tool_calls=parallel,
+        )
+        return dict(json.loads(tag.model_dump_json())["format"])
+    return _hermes_format(tools, choice, parallel)
+
+
+def _hermes_format(
+    tools: Sequence[Mapping[str, Any]], choice: str, parallel: bool
+) -> dict[str, Any]:
+    """The Hermes structural-tag ``format`` (this package's own; xgrammar has none)."""
     chosen = [t for t in tools if choice in ("auto", "required") or t["function"]["name"] == choice]
     tags = [
         {
@@ -218,7 +279,7 @@ def tool_grammar(
         # its line would be made to start another call.
         newline = {"type": "optional", "content": {"type": "const_string", "value": "\n"}}
         fmt = {"type": "sequence", "elements": [calls, newline]}
-    return Grammar.structural_tag({"type": "structural_tag", "format": fmt})
+    return fmt
 
 
 def tools_system_text(tools: Sequence[Mapping[str, Any]]) -> str:
@@ -244,11 +305,13 @@ def with_system_text(turns: Sequence[dict[str, str]], text: str) -> list[dict[st
     return out
 
 
-def answer_fields(text: str, tools: Sequence[Mapping[str, Any]] | None) -> dict[str, Any]:
+def answer_fields(
+    text: str, tools: Sequence[Mapping[str, Any]] | None, fmt: ToolFormat = HERMES
+) -> dict[str, Any]:
     """``AIMessage`` fields of a completion: its content, and its tool calls when tools are on."""
     if not tools:
         return {"content": text}
-    parsed = parse_tool_calls(text, tool_names(tools))
+    parsed = parse_tool_calls(text, tool_names(tools), fmt)
     return {
         "content": parsed.content,
         "tool_calls": parsed.tool_calls,
@@ -256,10 +319,10 @@ def answer_fields(text: str, tools: Sequence[Mapping[str, Any]] | None) -> dict[
     }
 
 
-def tool_stream(kwargs: Mapping[str, Any]) -> ToolCallStream | None:
+def tool_stream(kwargs: Mapping[str, Any], fmt: ToolFormat = HERMES) -> ToolCallStream | None:
     """A splitter for a streamed call with active tools, else ``None``."""
     tools = active_tools(kwargs)
-    return ToolCallStream(tool_names(tools)) if tools else None
+    return ToolCallStream(tool_names(tools), fmt) if tools else None
 
 
 def call_text(name: str, args: Mapping[str, Any]) -> str:

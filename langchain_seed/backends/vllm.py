@@ -48,6 +48,7 @@ from langchain_seed.engine.loading import (
     chat_prompt_ids,
     model_source,
     template_renders_tools,
+    template_tool_format,
 )
 from langchain_seed.engine.results import (
     EngineClosedError,
@@ -375,6 +376,12 @@ class VLLMEngine(EngineClient):
         """Token ids of a prompt text (special tokens as the tokenizer adds them)."""
         with self._tok_lock:
             return list(self._tokenizer.encode(text))
+
+    @functools.cached_property
+    def tool_call_format(self) -> str:
+        """How the chat template writes tool calls: ``"hermes"``, ``"llama"`` or ``"none"``."""
+        with self._tok_lock:
+            return template_tool_format(self._tokenizer)
 
     def token_bytes(self, ids: Seq[int]) -> list[bytes]:
         """The bytes each token of ``ids`` stands for (part of a character, at times)."""

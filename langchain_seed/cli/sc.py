@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_seed.datasets import data_dir, gsm8k_gold, gsm8k_rows
+from langchain_seed.engine.config import DRAFTERS as DRAFTER_CHOICES
 
 SYSTEM = "You are a careful math tutor. Solve the problem step by step."
 INSTRUCTION = '{question}\nThink step by step. End with "The answer is N." where N is a number.'
@@ -67,7 +68,7 @@ def register(subparsers: Any) -> None:
         "--drafters",
         nargs="+",
         default=None,
-        choices=("model", "ngram", "consensus"),
+        choices=DRAFTER_CHOICES,
         help="default: consensus ngram (plus model with --draft-model)",
     )
     parser.add_argument("--max-batch-size", type=int, default=32, help="engine max_batch_size")

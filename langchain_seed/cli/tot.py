@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from langchain_seed.engine.config import DRAFTERS as DRAFTER_CHOICES
+
 
 def register(subparsers: Any) -> None:
     """Add the ``tot`` subcommand."""
@@ -73,8 +75,8 @@ def register(subparsers: Any) -> None:
         "--drafters",
         nargs="+",
         default=None,
-        choices=("model", "ngram", "consensus"),
-        help="default: consensus ngram (plus model with --draft-model)",
+        choices=DRAFTER_CHOICES,
+        help="default: consensus ngram (plus model with --draft-model, grammar with a constraint)",
     )
     model.add_argument("--device", default="cpu")
     model.add_argument(
@@ -90,6 +92,9 @@ def register(subparsers: Any) -> None:
     out.add_argument("--json", dest="json_path", default=None, help="write the result as JSON")
     out.add_argument("--mermaid", default=None, help="write a Mermaid chart (Markdown) here")
     out.add_argument("--no-tree", action="store_true", help="do not print the tree")
+    out.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (the level lines stay)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -100,7 +105,9 @@ def build_llm(args: argparse.Namespace) -> Any:
     if args.backend == "vllm":
         return SeedLLM(backend="vllm", model=args.model, dtype=args.dtype)
     drafters = args.drafters or (
-        ["model", "consensus", "ngram"] if args.draft_model else ["consensus", "ngram"]
+        (["model"] if args.draft_model else [])
+        + ["consensus", "ngram"]
+        + (["grammar"] if args.constrain_evaluations else [])
     )
     return SeedLLM(
         model=args.model,
@@ -112,20 +119,39 @@ def build_llm(args: argparse.Namespace) -> Any:
     )
 
 
-def _level_printer(console: Any) -> Any:
+def _level_printer(console: Any, bar: Any) -> Any:
+    """Callbacks: ``bar`` counts the level's finished completions; a line after each level.
+
+    Every prompt of a model call is one LangChain run, so ``on_llm_end`` fires once per
+    finished completion (all ``n`` samples of a prompt), generation and evaluation alike.
+    """
+    import threading
+
     from langchain_core.callbacks import BaseCallbackHandler
 
     from langchain_seed.tree_of_thoughts import LEVEL_EVENT
 
     class Levels(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.lock = threading.Lock()  # pipelined calls end on several threads
+
+        def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+            with self.lock:
+                bar.update(1)
+
         def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
-            if name == LEVEL_EVENT:
-                best = data["best_value"]
+            if name != LEVEL_EVENT:
+                return
+            best = data["best_value"]
+            with self.lock:
+                bar.clear()
                 console.print(
                     f"[dim]level {data['level']}: {len(data['new_nodes'])} new, "
                     f"kept {data['kept']}, best value {best if best is None else f'{best:g}'}, "
                     f"{data['calls']} calls, {data['seconds']:.1f} s[/dim]"
                 )
+                bar.reset()
+                bar.set_description(f"level {data['level'] + 1}")
 
     return Levels()
 
@@ -189,6 +215,7 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Run the search and print it."""
     from rich.console import Console
+    from tqdm import tqdm
 
     from langchain_seed.tree_of_thoughts import TreeOfThoughts, get_task, tree_to_mermaid
 
@@ -226,7 +253,11 @@ def run(args: argparse.Namespace) -> int:
         pipeline=not args.no_pipeline,
     )
     console.print(f"[bold]{args.task}[/bold] {args.search}: {example['input'][:200]}")
-    result = tot.invoke(example, config={"callbacks": [_level_printer(console)]})
+    bar = tqdm(desc="level 0", unit="call", disable=args.no_progress, file=sys.stderr, leave=False)
+    try:
+        result = tot.invoke(example, config={"callbacks": [_level_printer(console, bar)]})
+    finally:
+        bar.close()
     if not args.no_tree:
         console.print(render_tree(result))
     for line in summary_lines(result):

@@ -136,6 +136,14 @@ class EngineClient(abc.ABC):
     def encode(self, text: str) -> list[int]:
         """Token ids of a prompt text."""
 
+    @property
+    @abc.abstractmethod
+    def tool_call_format(self) -> str:
+        """How the chat template writes tool calls: ``"hermes"``, ``"llama"`` or ``"none"``.
+
+        See :func:`~langchain_seed.engine.loading.template_tool_format`.
+        """
+
     @abc.abstractmethod
     def token_bytes(self, ids: Seq[int]) -> list[bytes]:
         """The bytes each token of ``ids`` stands for (part of a character, at times)."""

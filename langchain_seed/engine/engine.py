@@ -249,7 +249,7 @@ class Engine(EngineService):
 
     @functools.cached_property
     def tool_call_format(self) -> str:
-        """How the chat template writes tool calls: ``"hermes"`` or ``"llama"``."""
+        """How the chat template writes tool calls: ``"hermes"``, ``"llama"`` or ``"none"``."""
         with self._tok_lock:
             return template_tool_format(self.tokenizer)
 

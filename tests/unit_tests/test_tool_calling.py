@@ -347,7 +347,11 @@ def test_a_template_that_renders_tools_gets_them_and_no_default_prompt(chat, mon
     turns, kw = seen[-1]
     assert [t["function"]["name"] for t in kw["tools"]] == NAMES
     assert all("<tools>" not in t["content"] for t in turns)
-    assert turns[-1] == {"role": "tool", "content": "standby"}  # the template wraps it
+    assert turns[-1] == {
+        "role": "tool",
+        "content": "standby",
+        "tool_call_id": "call_1",
+    }  # the template wraps it
 
 
 def test_stream_splitter_keeps_an_invalid_call_as_text():
