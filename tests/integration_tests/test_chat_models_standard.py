@@ -6,6 +6,7 @@ from typing import Literal
 
 import pytest
 from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 
@@ -44,6 +45,16 @@ class _ChatSeedFlags:
     def supports_model_override(self) -> bool:
         return False  # one engine serves one model; a per-call `model` is rejected
 
+    @property
+    def supported_usage_metadata_details(self) -> dict:
+        # Prompt tokens served from the prefix cache: input_token_details["cache_read"].
+        return {"invoke": ["cache_read_input"], "stream": ["cache_read_input"]}
+
+    @property
+    def supports_logprobs(self) -> bool:
+        # No standard test reads this flag in langchain-tests 1.1; test_logprobs below does.
+        return True
+
 
 class TestChatSeedStandardUnit(_ChatSeedFlags, ChatModelUnitTests):
     pass
@@ -78,6 +89,31 @@ class TestChatSeedStandardIntegration(_ChatSeedFlags, ChatModelIntegrationTests)
         # Room for one tool call or a short JSON answer, small enough to keep the suite to
         # a few minutes on a 2-core CPU.
         return {"max_tokens": 64}
+
+    def invoke_with_cache_read_input(self, *, stream: bool = False) -> AIMessage:
+        """A prompt's second run reads its prefix from the engine's prefix cache."""
+        chat = ChatSeed(max_tokens=4)
+        prompt = "Repeat these numbers: " + " ".join(str(i) for i in range(120))
+        chat.invoke(prompt)
+        if not stream:
+            return chat.invoke(prompt)
+        chunks = list(chat.stream(prompt))
+        message = chunks[0]
+        for chunk in chunks[1:]:
+            message += chunk
+        return message
+
+    def test_logprobs(self, model: BaseChatModel) -> None:
+        """``logprobs=True`` / ``top_logprobs`` as ChatOpenAI returns them, streamed too."""
+        message = model.invoke("Hello", logprobs=True, top_logprobs=2)
+        content = message.response_metadata["logprobs"]["content"]
+        assert len(content) == message.usage_metadata["output_tokens"]
+        assert all(len(entry["top_logprobs"]) == 2 for entry in content)
+        assert all(entry["logprob"] <= 0 for entry in content)
+        streamed = [
+            c.response_metadata.get("logprobs") for c in model.stream("Hello", logprobs=True)
+        ]
+        assert sum(len(lp["content"]) for lp in streamed if lp) == len(content)
 
     @pytest.mark.parametrize("model", [{}, {"output_version": "v1"}], indirect=True)
     @REPEATS_THE_CALL
