@@ -218,7 +218,9 @@ _ = (AIMessage, ToolMessage, json, time)
 # ----- offline failure ---------------------------------------------------------------------
 LOAD_UNKNOWN = """
 import time
+import transformers  # imported before the clock starts: the load's own time is measured
 from langchain_seed import ChatSeed, ModelLoadError
+import langchain_seed.engine.engine
 start = time.perf_counter()
 try:
     ChatSeed(model="org/unknown-model").invoke("hi")

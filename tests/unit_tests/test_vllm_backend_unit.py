@@ -225,3 +225,23 @@ def test_cli_backend_option_reaches_the_vllm_backend() -> None:
         build_llm(args)
     sc_args = build_parser().parse_args(["sc", "--backend", "vllm", "--question", "1 + 1?"])
     assert sc_args.backend == "vllm"
+
+
+def test_vllm_logprobs_map_to_token_logprobs() -> None:
+    """VLLM's per-token ``{token_id: Logprob}`` dicts (sampled token + ranked top-k) -> ours."""
+    from types import SimpleNamespace as Logprob
+
+    from langchain_seed.backends.vllm import token_logprobs
+    from langchain_seed.engine import TokenLogprob
+
+    entries = [
+        {7: Logprob(logprob=-0.1, rank=1), 9: Logprob(logprob=-2.5, rank=2)},
+        {4: Logprob(logprob=-3.0, rank=5), 2: Logprob(logprob=-0.2, rank=1),
+         5: Logprob(logprob=-1.9, rank=2)},
+    ]  # fmt: skip
+    assert token_logprobs([7, 4], entries, 2) == [
+        TokenLogprob(7, -0.1, ((7, -0.1), (9, -2.5))),
+        TokenLogprob(4, -3.0, ((2, -0.2), (5, -1.9))),
+    ]
+    assert token_logprobs([7], entries[:1], 0) == [TokenLogprob(7, -0.1, ())]
+    assert sampling_kwargs(SamplingParams(logprobs=3))["logprobs"] == 3
