@@ -35,8 +35,8 @@ import torch
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("csrc") / "kernels.cpp"
-PACK_BLOCK = 16
-"""Output columns per prepacked weight block (one 16-lane fp32 vector)."""
+PACK_GROUP = 64
+"""Output columns per prepacked weight group (four 16-lane fp32 vectors)."""
 
 
 @dataclass(frozen=True)
@@ -170,18 +170,19 @@ def _register_fakes() -> None:
 def pack_weight(weight: torch.Tensor) -> torch.Tensor:
     """``weight`` ``[N, K]`` in the layout ``seed::linear`` reads (a copy).
 
-    Rows are padded with zeros to a multiple of 16 (``N'``). float32: ``[N' / 16, K, 16]``,
-    the 16 columns of a block side by side for each k; bfloat16: ``[N' / 16, K / 2, 16, 2]``,
-    pairs of consecutive k per column (the operand layout of the AVX512-BF16 dot product).
+    Rows are padded with zeros to a multiple of 64 (``N'``) and packed in groups of 64
+    output columns whose k-rows are contiguous. float32: ``[N' / 64, K, 64]``; bfloat16:
+    ``[N' / 64, K / 2, 64, 2]``, pairs of consecutive k per column (the operand layout of
+    the AVX512-BF16 dot product).
     """
     n, k = weight.shape
-    pad = -n % PACK_BLOCK
+    pad = -n % PACK_GROUP
     if pad:
         weight = torch.cat([weight, weight.new_zeros(pad, k)])
-    blocks = (n + pad) // PACK_BLOCK
+    groups = (n + pad) // PACK_GROUP
     if weight.dtype == torch.float32:
-        return weight.reshape(blocks, PACK_BLOCK, k).permute(0, 2, 1).contiguous()
-    return weight.reshape(blocks, PACK_BLOCK, k // 2, 2).permute(0, 2, 1, 3).contiguous()
+        return weight.reshape(groups, PACK_GROUP, k).permute(0, 2, 1).contiguous()
+    return weight.reshape(groups, PACK_GROUP, k // 2, 2).permute(0, 2, 1, 3).contiguous()
 
 
 def packable(weight: torch.Tensor) -> bool:

@@ -23,6 +23,9 @@ typedef int32_t v16i __attribute__((vector_size(64)));
 typedef uint16_t v16h __attribute__((vector_size(32)));
 
 constexpr int64_t NB = 16;  // output columns per packed weight block (16 fp32 lanes)
+constexpr int64_t GB = 4;   // blocks a group: a group's k-rows are contiguous (64 columns)
+constexpr int64_t GW = GB * NB;
+constexpr int64_t PREFETCH = 16;  // weight rows (of one block) fetched ahead of their use
 
 static inline float bf16_to_f(uint16_t h) {
   uint32_t u = static_cast<uint32_t>(h) << 16;
@@ -74,8 +77,9 @@ static inline float hsum16(v16f v) {
 }
 
 // ---------------------------------------------------------------- linear layers
-// Weights are prepacked once (kernels.py, pack_weight): fp32 as [N/16, K, 16] (16 output
-// columns side by side per k); bf16 as [N/16, K/2, 16, 2] (pairs of consecutive k per
+// Weights are prepacked once (kernels.py, pack_weight) in groups of 64 output columns, each
+// group's rows contiguous (one stream for the prefetchers): fp32 as [N/64, K, 64] (the 64
+// columns side by side per k); bf16 as [N/64, K/2, 64, 2] (pairs of consecutive k per
 // column: the operand layout of the AVX512-BF16 dot product). One output element is
 // accumulated in fp32 in k order, the same for every row count.
 
@@ -89,7 +93,7 @@ static inline void tile_generic(const T* x, int64_t ldx, const T* wp, int64_t K,
   if constexpr (std::is_same_v<T, float>) {
     for (int64_t k = 0; k < K; ++k) {
       v16f w[NV];
-      for (int v = 0; v < NV; ++v) w[v] = load16(wp + ((nb0 + v) * kstride + k) * NB);
+      for (int v = 0; v < NV; ++v) w[v] = load16(wp + ((nb0 / GB) * kstride + k) * GW + v * NB);
       for (int m = 0; m < MB; ++m) {
         float xv = x[m * ldx + k];
         for (int v = 0; v < NV; ++v) acc[m][v] += xv * w[v];
@@ -101,7 +105,7 @@ static inline void tile_generic(const T* x, int64_t ldx, const T* wp, int64_t K,
     for (int64_t k2 = 0; k2 < K / 2; ++k2) {
       v16f w0[NV], w1[NV];
       for (int v = 0; v < NV; ++v) {
-        const uint16_t* p = wh + ((nb0 + v) * kstride + k2) * 2 * NB;
+        const uint16_t* p = wh + (((nb0 / GB) * kstride + k2) * GW + v * NB) * 2;
         v16i raw;
         std::memcpy(&raw, p, 64);
         v16i lo = raw << 16, hi = raw & (int32_t)0xFFFF0000;
@@ -131,8 +135,11 @@ static inline void tile_dpbf16(const at::BFloat16* x, int64_t ldx, const at::BFl
   const int32_t* wi = reinterpret_cast<const int32_t*>(wp);
   for (int64_t k2 = 0; k2 < K / 2; ++k2) {
     __m512bh w[NV];
-    for (int v = 0; v < NV; ++v)
-      w[v] = (__m512bh)_mm512_loadu_si512(wi + ((nb0 + v) * kstride + k2) * NB);
+    for (int v = 0; v < NV; ++v) {
+      const int32_t* at = wi + ((nb0 / GB) * kstride + k2) * GW + v * NB;
+      _mm_prefetch(reinterpret_cast<const char*>(at + PREFETCH * GW), _MM_HINT_T0);
+      w[v] = (__m512bh)_mm512_loadu_si512(at);
+    }
     for (int m = 0; m < MB; ++m) {
       __m512bh xb = (__m512bh)_mm512_set1_epi32(xi[m][k2]);
       for (int v = 0; v < NV; ++v) acc[m][v] = _mm512_dpbf16_ps(acc[m][v], xb, w[v]);
@@ -152,7 +159,7 @@ static inline void tile_fma512(const float* x, int64_t ldx, const float* wp, int
     for (int v = 0; v < NV; ++v) acc[m][v] = _mm512_setzero_ps();
   for (int64_t k = 0; k < K; ++k) {
     __m512 w[NV];
-    for (int v = 0; v < NV; ++v) w[v] = _mm512_loadu_ps(wp + ((nb0 + v) * kstride + k) * NB);
+    for (int v = 0; v < NV; ++v) w[v] = _mm512_loadu_ps(wp + ((nb0 / GB) * kstride + k) * GW + v * NB);
     for (int m = 0; m < MB; ++m) {
       const __m512 xb = _mm512_set1_ps(x[m * ldx + k]);
       for (int v = 0; v < NV; ++v) acc[m][v] = _mm512_fmadd_ps(xb, w[v], acc[m][v]);
@@ -195,9 +202,9 @@ static void rows_tile(int rows, const T* x, int64_t ldx, const T* wp, int64_t K,
 template <typename T, typename O>
 static void linear_impl(const T* x, int64_t M, int64_t K, const T* wp, int64_t N,
                         const float* bias, O* out) {
-  constexpr int NV = 4;  // 64 output columns a tile
+  constexpr int NV = GB;  // a tile is a packed group: 64 output columns
   constexpr int MB = 4;
-  const int64_t nblocks = (N + NB - 1) / NB;  // the last block may be padded with zeros
+  const int64_t nblocks = (N + GW - 1) / GW * GB;  // the last group is padded with zeros
   const int64_t groups = (nblocks + NV - 1) / NV;
   const int64_t kstride = std::is_same_v<T, float> ? K : K / 2;
   at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
@@ -208,12 +215,7 @@ static void linear_impl(const T* x, int64_t M, int64_t K, const T* wp, int64_t N
       for (int64_t m0 = 0; m0 < M; m0 += MB) {
         const int rows = static_cast<int>(std::min<int64_t>(MB, M - m0));
         const T* xr = x + m0 * K;
-        switch (nv) {
-          case 4: rows_tile<T, 4>(rows, xr, K, wp, K, nb0, kstride, acc, NV * NB); break;
-          case 3: rows_tile<T, 3>(rows, xr, K, wp, K, nb0, kstride, acc, NV * NB); break;
-          case 2: rows_tile<T, 2>(rows, xr, K, wp, K, nb0, kstride, acc, NV * NB); break;
-          default: rows_tile<T, 1>(rows, xr, K, wp, K, nb0, kstride, acc, NV * NB); break;
-        }
+        rows_tile<T, NV>(rows, xr, K, wp, K, nb0, kstride, acc, NV * NB);  // padded groups
         for (int m = 0; m < rows; ++m) {
           O* o = out + (m0 + m) * N + nb0 * NB;
           const float* a = acc + m * NV * NB;
@@ -239,7 +241,7 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, int64_t N,
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "seed::linear: x must be [M, K] contiguous");
   TORCH_CHECK(packed.scalar_type() == x.scalar_type(), "seed::linear: dtype mismatch");
   const int64_t M = x.size(0), K = x.size(1);
-  TORCH_CHECK(packed.numel() == (N + NB - 1) / NB * NB * K, "seed::linear: packed weight shape");
+  TORCH_CHECK(packed.numel() == (N + GW - 1) / GW * GW * K, "seed::linear: packed weight shape");
   const float* b = nullptr;
   if (bias.has_value() && bias->defined()) {
     TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->numel() == N, "seed::linear: bias");
