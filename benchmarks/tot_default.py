@@ -36,6 +36,7 @@ while True:
 METHODS: dict[str, dict[str, Any]] = {
     "batched_ar": {"policy": "autoregressive", "drafters": ()},
     "ours": {},
+    "vllm": {"backend": "vllm"},  # SeedLLM(backend="vllm"): run in .venv-vllm
     "sequential": {},  # transformers generate, one call at a time (not an engine)
 }
 
@@ -52,6 +53,8 @@ def run_once(
     llm = SeedLLM(temperature=0, dtype=dtype, **METHODS[method])
     tot = TreeOfThoughts.from_task(task, llm=llm, pipeline=pipeline)
     engine = llm.engine
+    if method == "vllm":  # the engine starts (and compiles) before the clock runs
+        engine.generate(["warm up"], llm_params(max_tokens=4))
     engine.reset_stats()
     result, wall = _timed(tot, puzzle)
     stats = engine.stats()
@@ -68,6 +71,12 @@ def run_once(
         "phase_s": result["stats"]["seconds"],
         "tree": _tree(result["tree"]),
     }
+
+
+def llm_params(**kwargs: Any) -> Any:
+    from langchain_seed.engine import SamplingParams
+
+    return SamplingParams(**kwargs)
 
 
 def _run_sequential(task: str, puzzle: str, dtype: str, pipeline: bool) -> dict[str, Any]:
