@@ -143,7 +143,7 @@ def main() -> None:
 
     from step_time import cpu_summary
 
-    from langchain_seed.engine import compute
+    from langchain_seed.engine.serving import compute
 
     print(f"CPU: {cpu_summary()}")
     dtypes = args.dtypes.split(",")

@@ -85,7 +85,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    from langchain_seed.engine import Engine, EngineConfig, compute
+    from langchain_seed.engine import Engine, EngineConfig
+    from langchain_seed.engine.serving import compute
 
     batches = [int(b) for b in args.batches.split(",")]
     config = EngineConfig(

@@ -70,7 +70,7 @@ class FixedDrafter:
         self.length = length
 
     def propose(self, sequences: Any, max_lens: Any) -> list[Any]:
-        from langchain_seed.engine.drafters.base import Draft
+        from langchain_seed.engine.speculation.drafters.base import Draft
 
         return [Draft([s.last_token] * min(self.length, g), None, self.name)
                 for s, g in zip(sequences, max_lens)]  # fmt: skip
@@ -187,7 +187,7 @@ def main() -> None:
     import torch
     import transformers
 
-    from langchain_seed.engine.loading import model_source
+    from langchain_seed.engine.execution.loading import model_source
 
     batches = [int(b) for b in args.batches.split(",")]
     positions = [int(q) for q in args.positions.split(",")]
@@ -218,7 +218,7 @@ def main() -> None:
                         row["path"] = path
                     row["weight_bytes"] = weights
                 elem = 2 if dtype in ("bfloat16", "float16") else 4
-                from langchain_seed.engine.loading import shared_model
+                from langchain_seed.engine.execution.loading import shared_model
 
                 config: Any = shared_model(args.model, "cpu", dtype).model.config
                 heads = config.num_key_value_heads

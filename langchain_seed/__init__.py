@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from langchain_seed.chat_models import ChatSeed
-    from langchain_seed.engine.loading import ModelLoadError
+    from langchain_seed.engine.execution.loading import ModelLoadError
     from langchain_seed.engine.results import (
         EngineClosedError,
         EngineError,
@@ -48,7 +48,7 @@ _LOCATIONS = {
     "ChatSeed": "langchain_seed.chat_models",
     "EngineClosedError": "langchain_seed.engine.results",
     "EngineError": "langchain_seed.engine.results",
-    "ModelLoadError": "langchain_seed.engine.loading",
+    "ModelLoadError": "langchain_seed.engine.execution.loading",
     "QueueFullError": "langchain_seed.engine.results",
     "RequestCancelledError": "langchain_seed.engine.results",
     "SeedLLM": "langchain_seed.llms",

@@ -49,7 +49,7 @@ from langchain_seed.llms import SeedLLM
 
 if TYPE_CHECKING:
     from langchain_seed.engine import GenerationResult, TokenLogprob
-    from langchain_seed.engine.client import EngineClient
+    from langchain_seed.engine.serving.client import EngineClient
 
 
 class ChatSeed(EngineModel, BaseChatModel):

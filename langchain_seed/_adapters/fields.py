@@ -20,10 +20,10 @@ from typing_extensions import Self
 
 from langchain_seed._adapters.tool_parsing import HERMES, TOOL_FORMATS, ToolFormat
 from langchain_seed.engine.config import MAX_LOGPROBS, EngineConfig, Grammar, SamplingParams
-from langchain_seed.engine.loading import EMBEDDED_NAME
+from langchain_seed.engine.execution.loading import EMBEDDED_NAME
 
 if TYPE_CHECKING:
-    from langchain_seed.engine.client import EngineClient
+    from langchain_seed.engine.serving.client import EngineClient
 
 SAMPLING_KWARGS = frozenset(
     {
@@ -252,7 +252,7 @@ class EngineFields(BaseModel):
         """
         if self.dtype != "auto" or self.model is not None:
             return self.dtype
-        from langchain_seed.engine.loading import auto_dtype
+        from langchain_seed.engine.execution.loading import auto_dtype
 
         return auto_dtype(None, "cpu")
 
@@ -321,7 +321,7 @@ class EngineFields(BaseModel):
         """
         if self.engine_ is not None:
             return int(self.engine_.max_context)
-        from langchain_seed.engine.loading import EMBEDDED_CONTEXT, config_context
+        from langchain_seed.engine.execution.loading import EMBEDDED_CONTEXT, config_context
 
         if self.model is None:
             return EMBEDDED_CONTEXT

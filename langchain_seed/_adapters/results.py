@@ -9,7 +9,7 @@ from langchain_core.messages.ai import UsageMetadata
 
 if TYPE_CHECKING:
     from langchain_seed.engine import GenerationResult, TokenLogprob
-    from langchain_seed.engine.client import EngineClient
+    from langchain_seed.engine.serving.client import EngineClient
 
 
 def generation_info(

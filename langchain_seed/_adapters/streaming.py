@@ -17,7 +17,7 @@ from langchain_seed.engine.config import SamplingParams
 
 if TYPE_CHECKING:
     from langchain_seed.engine import GenerationResult
-    from langchain_seed.engine.client import EngineClient
+    from langchain_seed.engine.serving.client import EngineClient
 
 _DONE = object()
 

@@ -25,7 +25,7 @@ from langchain_seed.engine.config import SamplingParams, sample_seed
 
 if TYPE_CHECKING:
     from langchain_seed.engine import GenerationResult
-    from langchain_seed.engine.client import EngineClient
+    from langchain_seed.engine.serving.client import EngineClient
 
 logger = logging.getLogger(__name__)
 

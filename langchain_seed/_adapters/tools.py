@@ -1,7 +1,7 @@
 """Tool calling for ``ChatSeed``: tool formats, the tool-call grammar and prompt.
 
 Calls are written in the format the model's own chat template renders them
-(:func:`~langchain_seed.engine.loading.template_tool_format`): Llama 3.x's JSON
+(:func:`~langchain_seed.engine.execution.loading.template_tool_format`): Llama 3.x's JSON
 ``{"name": ..., "parameters": ...}``, or the Hermes / Qwen one, which many open models are
 trained on and which is the fallback for any other template::
 

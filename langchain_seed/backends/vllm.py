@@ -2,7 +2,7 @@
 
 :class:`VLLMEngine` runs vLLM's in-process async engine (``vllm.v1.engine.async_llm.AsyncLLM``)
 on an event loop of its own thread and offers the
-:class:`~langchain_seed.engine.client.EngineClient` interface the LangChain classes, Tree of
+:class:`~langchain_seed.engine.serving.client.EngineClient` interface the LangChain classes, Tree of
 Thoughts and self-consistency already use, so nothing above it changes:
 
 - a group of samples of one prompt (``n`` with seeds ``seed + j``, as the adapters submit it)
@@ -41,9 +41,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from langchain_seed.engine.client import EngineClient, Prompt, SharedEngines
 from langchain_seed.engine.config import Grammar, SamplingParams, sample_seed
-from langchain_seed.engine.loading import (
+from langchain_seed.engine.execution.loading import (
     ModelLoadError,
     chat_prompt_ids,
     model_source,
@@ -58,8 +57,9 @@ from langchain_seed.engine.results import (
     TextDelta,
     TokenLogprob,
 )
+from langchain_seed.engine.serving.client import EngineClient, Prompt, SharedEngines
 from langchain_seed.engine.stats import EngineStats, SpecStats
-from langchain_seed.engine.text import token_bytes
+from langchain_seed.engine.text.detokenizer import token_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ class VLLMEngine(EngineClient):
                                        backend_kwargs={"tensor_parallel_size": 2})
 
     Args:
-        model: what :func:`~langchain_seed.engine.loading.model_source` takes.
+        model: what :func:`~langchain_seed.engine.execution.loading.model_source` takes.
         dtype: vLLM's ``dtype`` (``"auto"``, ``"float32"``, ``"bfloat16"``, ``"float16"``).
         backend_kwargs: vLLM ``AsyncEngineArgs`` fields, passed as they are.
         startup_timeout: seconds to wait for vLLM to start (model load, warm-up).

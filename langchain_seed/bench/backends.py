@@ -79,7 +79,7 @@ class BenchConfig:
         if not isinstance(self.gamma, int) or not 0 <= self.gamma <= 16:
             raise ValueError(f"gamma must be an integer in [0, 16], got {self.gamma!r}")
         if self.dtype == "auto":
-            from langchain_seed.engine.loading import auto_dtype
+            from langchain_seed.engine.execution.loading import auto_dtype
 
             self.dtype = auto_dtype(self.model, self.device)
 

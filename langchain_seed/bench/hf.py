@@ -24,14 +24,14 @@ from pydantic import ConfigDict, Field
 
 from langchain_seed.bench import backends
 from langchain_seed.bench.backends import BenchConfig, Completion
-from langchain_seed.engine import compute
 from langchain_seed.engine.config import SamplingParams
+from langchain_seed.engine.serving import compute
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from langchain_seed.engine.loading import LoadedModel
+    from langchain_seed.engine.execution.loading import LoadedModel
 
 HF_MODES = ("sequential", "batched", "assisted")
 

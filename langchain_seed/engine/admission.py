@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence as Seq
 from typing import TYPE_CHECKING
 
-from langchain_seed.engine.prefix_cache import KV, PrefixCache, PrefixHandle
-from langchain_seed.engine.runner import ModelRunner
+from langchain_seed.engine.execution.prefix_cache import KV, PrefixCache, PrefixHandle
+from langchain_seed.engine.execution.runner import ModelRunner
 
 if TYPE_CHECKING:
     from langchain_seed.engine.sequence import Sequence

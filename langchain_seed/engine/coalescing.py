@@ -3,7 +3,7 @@
 A Tree-of-Thoughts value phase at temperature 0 asks for ``n_evaluate_sample`` samples of
 each prompt (3 in the ToT paper's Game of 24), and greedy samples of one prompt are one
 sample ``n`` times. Requests of one
-:meth:`~langchain_seed.engine.service.EngineService.submit_many` call in the same group
+:meth:`~langchain_seed.engine.serving.service.EngineService.submit_many` call in the same group
 (the ``n`` samples of a prompt, as the LangChain classes submit them) with the same prompt
 ids and the same *deterministic* parameters (greedy, or one seed: the engine repeats a
 seeded request) are decoded as one sequence, the *leader*; every request still gets its

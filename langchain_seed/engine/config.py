@@ -185,8 +185,8 @@ def sample_seed(seed: int, j: int) -> int:
     """The seed of sample ``j`` of ``n`` samples seeded ``seed``: ``seed + j``, modulo 2**64.
 
     Noise streams are keyed by the seed modulo 2**64
-    (:func:`~langchain_seed.engine.sampling.position_seed`), so wrapping past ``2**64 - 1``
-    keeps the ``n`` streams distinct and every derived seed in :data:`SEED_RANGE`.
+    (:func:`~langchain_seed.engine.speculation.sampling.position_seed`), so wrapping past
+    ``2**64 - 1`` keeps the ``n`` streams distinct and every derived seed in :data:`SEED_RANGE`.
     """
     derived = seed + j
     return derived - 2**64 if derived >= SEED_RANGE[1] else derived
@@ -391,7 +391,7 @@ class EngineConfig:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.dtype == "auto":
-            from langchain_seed.engine.loading import auto_dtype
+            from langchain_seed.engine.execution.loading import auto_dtype
 
             self.dtype = auto_dtype(self.model, self.device)
         if not _integer(self.prefix_cache_tokens) or self.prefix_cache_tokens < 0:

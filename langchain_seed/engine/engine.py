@@ -4,16 +4,16 @@ Every step:
 
 1. **admit** waiting requests within the KV budget (prefill, prefix reuse, group fork);
 2. **draft**: every drafter proposes, the draft policy picks one draft per sequence and
-   its length (:mod:`~langchain_seed.engine.draft_policy`);
+   its length (:mod:`~langchain_seed.engine.speculation.draft_policy`);
 3. **verify** every sequence in one target forward (``fcfs_rounds``: one per sequence);
-4. **accept** per sequence (:mod:`~langchain_seed.engine.sampling`), roll rejected drafts
-   back in every cache;
+4. **accept** per sequence (:mod:`~langchain_seed.engine.speculation.sampling`), roll
+   rejected drafts back in every cache;
 5. **finish** sequences (EOS, stop, length) and resolve their futures.
 
 The runner owns the tensors, the scheduler the queue and the budget, the drafters their
 own state (told through hooks when a sequence was verified, moved or released). The
 submission side (queue, futures, streaming, the thread) is
-:class:`~langchain_seed.engine.service.EngineService`.
+:class:`~langchain_seed.engine.serving.service.EngineService`.
 """
 
 from __future__ import annotations
@@ -30,13 +30,7 @@ import torch
 
 from langchain_seed.engine.admission import Admitter
 from langchain_seed.engine.config import EngineConfig
-from langchain_seed.engine.draft_policy import DraftPolicy
-from langchain_seed.engine.drafters.base import Draft, Drafter, call_hook
-from langchain_seed.engine.drafters.grammar import GrammarDrafter
-from langchain_seed.engine.drafters.model import ModelDrafter
-from langchain_seed.engine.drafters.ngram import NgramDrafter
-from langchain_seed.engine.grammar import GrammarCompiler
-from langchain_seed.engine.loading import (
+from langchain_seed.engine.execution.loading import (
     LoadedModel,
     chat_prompt_ids,
     release_model,
@@ -44,19 +38,35 @@ from langchain_seed.engine.loading import (
     template_renders_tools,
     template_tool_format,
 )
-from langchain_seed.engine.prefix_cache import PrefixCache
+from langchain_seed.engine.execution.prefix_cache import PrefixCache
+from langchain_seed.engine.execution.runner import (
+    ModelRunner,
+    ReleasedModel,
+    Verdict,
+    context_length,
+)
 from langchain_seed.engine.results import (
     GenerationResult,
     RequestCancelledError,
     TextDelta,
     TokenLogprob,
 )
-from langchain_seed.engine.runner import ModelRunner, ReleasedModel, Verdict, context_length
 from langchain_seed.engine.scheduler import Scheduler
 from langchain_seed.engine.sequence import SeqStatus, Sequence, check_text
-from langchain_seed.engine.service import EngineService, Prompt, _resolve_error, _timeout_error
+from langchain_seed.engine.serving.service import (
+    EngineService,
+    Prompt,
+    _resolve_error,
+    _timeout_error,
+)
+from langchain_seed.engine.speculation.draft_policy import DraftPolicy
+from langchain_seed.engine.speculation.drafters.base import Draft, Drafter, call_hook
+from langchain_seed.engine.speculation.drafters.grammar import GrammarDrafter
+from langchain_seed.engine.speculation.drafters.model import ModelDrafter
+from langchain_seed.engine.speculation.drafters.ngram import NgramDrafter
 from langchain_seed.engine.stats import EngineStats
-from langchain_seed.engine.text import TextTracker, token_bytes
+from langchain_seed.engine.text.detokenizer import TextTracker, token_bytes
+from langchain_seed.engine.text.grammar import GrammarCompiler
 
 __all__ = ["Engine", "Prompt", "check_same_vocabulary", "release_model", "shared_model"]
 
@@ -97,7 +107,8 @@ class Engine(EngineService):
             unknown one raises ``ValueError``).
         extra_drafters: custom :class:`Drafter` objects asked next to the configured ones
             (any object with ``name``, ``propose`` and ``release``; see
-            :class:`~langchain_seed.engine.drafters.base.Drafter` for the optional hooks).
+            :class:`~langchain_seed.engine.speculation.drafters.base.Drafter` for the optional
+            hooks).
 
     Example:
         .. code-block:: python
@@ -142,7 +153,7 @@ class Engine(EngineService):
             if name == "ngram":
                 self.drafters.append(NgramDrafter())
             elif name == "consensus":
-                from langchain_seed.engine.drafters.consensus import ConsensusDrafter
+                from langchain_seed.engine.speculation.drafters.consensus import ConsensusDrafter
 
                 self.drafters.append(ConsensusDrafter())
             elif name == "grammar":
@@ -350,7 +361,7 @@ class Engine(EngineService):
         """Step 2, grammars: cut each constrained draft at its first refused token, with masks.
 
         Every constrained row gets a token bitmask per verified position, drafted or not
-        (see :mod:`~langchain_seed.engine.grammar` for where a draft is cut and why).
+        (see :mod:`~langchain_seed.engine.text.grammar` for where a draft is cut and why).
         """
         out = []
         for seq, draft in zip(running, drafts):

@@ -3,10 +3,10 @@
 ``schedule_admission`` decides which waiting sequences join the batch within the memory
 budget and the batch size, keeping a group's members together. The KV pool is laid out as
 one row of ``capacity`` slots per running sequence, the capacity fitting the largest
-reservation (:func:`~langchain_seed.engine.kv_cache.row_capacity`), so a set of sequences
+reservation (:func:`~langchain_seed.engine.execution.kv_cache.row_capacity`), so a set of sequences
 fits when ``len(set) * capacity(set) <= max_cache_tokens``: what is admitted is what is
 allocated. Draft sizing lives in
-:mod:`langchain_seed.engine.draft_policy`.
+:mod:`langchain_seed.engine.speculation.draft_policy`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Sequence as Seq
 
 from langchain_seed.engine.config import EngineConfig
-from langchain_seed.engine.kv_cache import row_capacity
+from langchain_seed.engine.execution.kv_cache import row_capacity
 from langchain_seed.engine.sequence import SeqStatus, Sequence
 
 

@@ -65,7 +65,7 @@ class Sequence:
     draft_counts: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
     """Per kind of draft: accepted and rejected first tokens, accepted and rejected next
     tokens of this sequence's verifications (the draft policy's
-    :class:`~langchain_seed.engine.draft_policy.Acceptance`)."""
+    :class:`~langchain_seed.engine.speculation.draft_policy.Acceptance`)."""
     detok: Any = None
     """Incremental detokenization state, owned by the engine's ``TextTracker``."""
     prefix_handle: Any = None
@@ -73,7 +73,7 @@ class Sequence:
     future: Any = None
     """The caller's ``concurrent.futures.Future``."""
     grammar: Any = None
-    """The request's :class:`~langchain_seed.engine.grammar.RowGrammar` (constrained only)."""
+    """The request's :class:`~langchain_seed.engine.text.grammar.RowGrammar` (constrained only)."""
     logprobs: list[TokenLogprob] | None = None
     """One entry per token of ``output_ids`` when ``params.logprobs`` asks for them."""
     streamed_logprobs: int = 0

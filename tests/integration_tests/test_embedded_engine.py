@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from langchain_seed.engine import Engine, EngineConfig, SamplingParams
-from langchain_seed.engine.loading import EMBEDDED_NAME, load_model
+from langchain_seed.engine.execution.loading import EMBEDDED_NAME, load_model
 
 
 def gsm8k_chat_prompts(tokenizer, data_dir, n: int) -> list[list[int]]:
@@ -61,7 +61,7 @@ def test_embedded_greedy_equals_generate_on_gsm8k(gsm8k_ids, gsm8k_refs, policy,
 
 
 def test_auto_dtype_is_bfloat16_on_a_cpu_with_native_bfloat16():
-    from langchain_seed.engine.loading import cpu_has_native_bf16
+    from langchain_seed.engine.execution.loading import cpu_has_native_bf16
 
     expected = "bfloat16" if cpu_has_native_bf16() else "float32"
     assert EngineConfig().dtype == expected

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from langchain_seed.engine import Engine, EngineConfig, SamplingParams, compute
+from langchain_seed.engine import Engine, EngineConfig, SamplingParams
+from langchain_seed.engine.serving import compute
 
 
 def test_run_returns_results_raises_errors_and_nests_inline():

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from langchain_seed.engine.config import SamplingParams
-from langchain_seed.engine.drafters.consensus import ConsensusDraft, ConsensusDrafter
 from langchain_seed.engine.sequence import Sequence
+from langchain_seed.engine.speculation.drafters.consensus import ConsensusDraft, ConsensusDrafter
 
 PARAMS = SamplingParams(max_tokens=512)
 

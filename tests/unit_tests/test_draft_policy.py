@@ -7,7 +7,8 @@ import math
 import pytest
 
 from langchain_seed.engine.config import SamplingParams
-from langchain_seed.engine.draft_policy import (
+from langchain_seed.engine.sequence import Sequence
+from langchain_seed.engine.speculation.draft_policy import (
     PRIOR_OVERHEAD_TOKENS,
     Acceptance,
     CostModel,
@@ -16,8 +17,7 @@ from langchain_seed.engine.draft_policy import (
     StepCost,
     expected_gain,
 )
-from langchain_seed.engine.drafters.base import Draft
-from langchain_seed.engine.sequence import Sequence
+from langchain_seed.engine.speculation.drafters.base import Draft
 
 
 def seq(greedy: bool = True) -> Sequence:
@@ -275,7 +275,7 @@ def test_packed_drafting_stops_where_tokens_cost_more_than_they_buy():
 
 
 def test_ngram_drafts_are_labelled_with_the_length_of_their_match():
-    from langchain_seed.engine.drafters.ngram import NgramDrafter
+    from langchain_seed.engine.speculation.drafters.ngram import NgramDrafter
 
     def draft(ids: list[int]) -> Draft:
         s = Sequence(prompt_ids=ids, params=SamplingParams())

@@ -17,7 +17,7 @@ from langchain_seed.engine import (
     QueueFullError,
     SamplingParams,
 )
-from langchain_seed.engine.drafters.base import Draft
+from langchain_seed.engine.speculation.drafters.base import Draft
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from langchain_seed.engine import Engine, EngineConfig, SamplingParams
-from langchain_seed.engine.drafters.base import Draft
-from langchain_seed.engine.sampling import position_noise, sample_inverse_cdf
+from langchain_seed.engine.speculation.drafters.base import Draft
+from langchain_seed.engine.speculation.sampling import position_noise, sample_inverse_cdf
 
 
 def greedy(pair, prompt: str, n: int) -> list[int]:

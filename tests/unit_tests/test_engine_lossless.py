@@ -221,7 +221,7 @@ def test_sliding_window_changes_the_output_so_the_family_tests_can_fail(family_m
 def test_attention_the_engine_cannot_mask_is_refused_naming_the_setting(
     family_models, setting, value, named
 ):
-    from langchain_seed.engine.runner import attention_windows
+    from langchain_seed.engine.execution.runner import attention_windows
 
     model = family_models["qwen2"].model
     old = getattr(model.config, setting, None)

@@ -14,10 +14,10 @@ import random
 import pytest
 import torch
 
-import langchain_seed.engine.runner as runner_module
+import langchain_seed.engine.execution.runner as runner_module
 from langchain_seed.engine import Engine, EngineConfig, SamplingParams
-from langchain_seed.engine.drafters.base import Draft
-from langchain_seed.engine.sampling import (
+from langchain_seed.engine.speculation.drafters.base import Draft
+from langchain_seed.engine.speculation.sampling import (
     accept_matching,
     accept_rejection,
     process_logits,

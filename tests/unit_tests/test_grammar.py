@@ -17,10 +17,10 @@ import random
 import pytest
 import torch
 
-import langchain_seed.engine.grammar as grammar_module
+import langchain_seed.engine.text.grammar as grammar_module
 from langchain_seed.engine import Engine, EngineConfig, SamplingParams
 from langchain_seed.engine.config import Grammar
-from langchain_seed.engine.sampling import process_logits
+from langchain_seed.engine.speculation.sampling import process_logits
 
 xgr = pytest.importorskip("xgrammar")
 

@@ -27,7 +27,7 @@ EXPECTED_MODULES = {  # name -> the module that defines it
     "ChatSeed": "langchain_seed.chat_models",
     "EngineClosedError": "langchain_seed.engine.results",
     "EngineError": "langchain_seed.engine.results",
-    "ModelLoadError": "langchain_seed.engine.loading",
+    "ModelLoadError": "langchain_seed.engine.execution.loading",
     "QueueFullError": "langchain_seed.engine.results",
     "RequestCancelledError": "langchain_seed.engine.results",
     "SeedLLM": "langchain_seed.llms",

@@ -12,7 +12,7 @@ import torch
 from tiny_models import make_tiny_model
 
 from langchain_seed.engine import Engine, EngineConfig, SamplingParams
-from langchain_seed.engine.kv_cache import SlotCache
+from langchain_seed.engine.execution.kv_cache import SlotCache
 
 BUDGET = 1024
 

@@ -148,7 +148,7 @@ def test_version_and_cli_version():
 
 def test_errors_a_user_catches_are_exported():
     from langchain_seed.engine import EngineError, QueueFullError
-    from langchain_seed.engine.loading import ModelLoadError
+    from langchain_seed.engine.execution.loading import ModelLoadError
 
     assert langchain_seed.ModelLoadError is ModelLoadError
     assert langchain_seed.EngineError is EngineError

@@ -6,8 +6,8 @@ import importlib.util
 
 import pytest
 
-from langchain_seed.engine import loading
-from langchain_seed.engine.loading import ModelLoadError, load_model
+from langchain_seed.engine.execution import loading
+from langchain_seed.engine.execution.loading import ModelLoadError, load_model
 
 
 def test_load_tiny_model_from_a_folder(tiny_pair):
@@ -60,7 +60,7 @@ def test_bad_dtype_names_the_choices():
 
 
 def test_native_bfloat16_is_read_from_the_cpu_flags():
-    from langchain_seed.engine.loading import cpu_has_native_bf16
+    from langchain_seed.engine.execution.loading import cpu_has_native_bf16
 
     assert cpu_has_native_bf16("flags\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile\n")
     assert cpu_has_native_bf16("Features\t: fp asimd bf16 i8mm\n")  # Arm
@@ -69,7 +69,7 @@ def test_native_bfloat16_is_read_from_the_cpu_flags():
 
 def test_auto_dtype_keeps_a_models_own_dtype_choice_explicit(tiny_pair):
     from langchain_seed.engine import EngineConfig
-    from langchain_seed.engine.loading import auto_dtype
+    from langchain_seed.engine.execution.loading import auto_dtype
 
     assert auto_dtype(str(tiny_pair.target_path), "cpu") == "float32"
     assert EngineConfig(model=str(tiny_pair.target_path)).dtype == "float32"

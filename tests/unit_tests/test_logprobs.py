@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from langchain_seed.engine import Engine, EngineConfig, SamplingParams, TextDelta, TokenLogprob
-from langchain_seed.engine.sampling import process_scores
+from langchain_seed.engine.speculation.sampling import process_scores
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

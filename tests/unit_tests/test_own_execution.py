@@ -18,7 +18,7 @@ from langchain_seed.engine.execution.llama import (
     self_check,
     unsupported_reason,
 )
-from langchain_seed.engine.runner import ModelRunner
+from langchain_seed.engine.execution.runner import ModelRunner
 from tests.tiny_models import FAMILIES
 
 VOCAB = 259

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from langchain_seed.engine.packing import Packing, supports_packing
-from langchain_seed.engine.runner import ModelRunner
+from langchain_seed.engine.execution.packing import Packing, supports_packing
+from langchain_seed.engine.execution.runner import ModelRunner
 from tests.tiny_models import FAMILIES
 
 VOCAB = 259

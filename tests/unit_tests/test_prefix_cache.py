@@ -7,7 +7,7 @@ import time
 import torch
 
 from langchain_seed.engine import Engine, EngineConfig, SamplingParams
-from langchain_seed.engine.prefix_cache import PrefixCache
+from langchain_seed.engine.execution.prefix_cache import PrefixCache
 
 
 def fake_kv(start: int, end: int) -> dict:

@@ -12,7 +12,7 @@ import weakref
 import pytest
 import torch
 
-from langchain_seed.engine.prefix_cache import KV, PrefixCache
+from langchain_seed.engine.execution.prefix_cache import KV, PrefixCache
 
 LAYERS, KV_HEADS, HEAD_DIM = 2, 2, 8
 # keys + values, every layer, float32: 2 * 2 * 2 * 8 * 4 = 256 B a token

@@ -26,7 +26,8 @@ from safetensors.torch import load_file
 from tiny_models import make_tiny_model
 
 from langchain_seed import SeedLLM
-from langchain_seed.engine import Engine, EngineConfig, SamplingParams, loading
+from langchain_seed.engine import Engine, EngineConfig, SamplingParams
+from langchain_seed.engine.execution import loading
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -177,7 +178,7 @@ import sys
 
 tiny, gguf, barrier, count, me = sys.argv[1:]
 install({"A": tiny}, delay=0.5)
-from langchain_seed.engine import loading
+from langchain_seed.engine.execution import loading
 
 Path(barrier, me).touch()
 while len(os.listdir(barrier)) < int(count):  # start converting together
@@ -354,8 +355,8 @@ def test_vanishing_temperature_next_to_sampled_rows_with_a_draft_model_fails_non
 
 def test_a_row_whose_sampling_distribution_is_not_finite_fails_alone(tiny_pair, monkeypatch):
     """Rows sampled with ``top_k=5`` get NaN probabilities (in the drafter and the verifier)."""
-    from langchain_seed.engine import runner as runner_module
-    from langchain_seed.engine.drafters import model as model_drafter_module
+    from langchain_seed.engine.execution import runner as runner_module
+    from langchain_seed.engine.speculation.drafters import model as model_drafter_module
 
     real = runner_module.process_logits
 

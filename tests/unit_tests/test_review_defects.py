@@ -13,7 +13,7 @@ import torch
 from langchain_core.messages import HumanMessage
 
 import langchain_seed.engine.engine as engine_module
-import langchain_seed.engine.service as service_module
+import langchain_seed.engine.serving.service as service_module
 from langchain_seed import ChatSeed
 from langchain_seed.engine import (
     Engine,
@@ -23,11 +23,15 @@ from langchain_seed.engine import (
     SamplingParams,
 )
 from langchain_seed.engine.config import SamplingParams as Params
-from langchain_seed.engine.drafters.model import ModelDrafter
-from langchain_seed.engine.runner import ModelRunner
-from langchain_seed.engine.sampling import position_noise, process_logits, sample_coupled
+from langchain_seed.engine.execution.runner import ModelRunner
 from langchain_seed.engine.scheduler import queue_part
 from langchain_seed.engine.sequence import Sequence
+from langchain_seed.engine.speculation.drafters.model import ModelDrafter
+from langchain_seed.engine.speculation.sampling import (
+    position_noise,
+    process_logits,
+    sample_coupled,
+)
 
 WORDS = "the cat sat on a mat and then it ran off to see the dog who sat on the log".split()
 

@@ -20,7 +20,7 @@ from transformers import (
 )
 
 from langchain_seed.engine.config import SamplingParams
-from langchain_seed.engine.sampling import process_logits
+from langchain_seed.engine.speculation.sampling import process_logits
 
 VOCAB = 1000
 ROWS = 8

@@ -16,7 +16,7 @@ import pytest
 
 from langchain_seed.engine.config import SamplingParams
 from langchain_seed.engine.sequence import Sequence
-from langchain_seed.engine.text import DetokState, TextTracker
+from langchain_seed.engine.text.detokenizer import DetokState, TextTracker
 
 SPECIALS = ["<s>", "</s>", "<pad>"]
 MULTI_BYTE = ["é", "ö", "ß", "€", "中", "😀", "👍🏽", "🦀"]
@@ -149,7 +149,7 @@ def sentencepiece_slow() -> Any:
 def smollm2() -> Case:
     from transformers import AutoTokenizer
 
-    from langchain_seed.engine.loading import ModelLoadError, embedded_gguf_path
+    from langchain_seed.engine.execution.loading import ModelLoadError, embedded_gguf_path
 
     try:
         path = embedded_gguf_path()

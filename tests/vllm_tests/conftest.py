@@ -73,7 +73,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def vllm_server() -> Iterator[str]:
     """A real vLLM OpenAI-compatible server on 127.0.0.1 (started here, stopped after)."""
-    from langchain_seed.engine.loading import model_source
+    from langchain_seed.engine.execution.loading import model_source
 
     folder = model_source(None).location
     port = _free_port()

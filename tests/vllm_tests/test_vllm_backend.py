@@ -21,7 +21,7 @@ from langchain_seed.backends.vllm import VLLMEngine
 from langchain_seed.datasets import gsm8k_rows
 from langchain_seed.engine import EngineClosedError, EngineError, SamplingParams
 from langchain_seed.engine.config import Grammar
-from langchain_seed.engine.loading import ModelLoadError
+from langchain_seed.engine.execution.loading import ModelLoadError
 from langchain_seed.tree_of_thoughts import TreeOfThoughts
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]

@@ -115,7 +115,7 @@ def _build_command(cxx: str, source: Path, output: Path) -> list[str]:
 
 
 def _build_and_load() -> KernelLibrary:
-    from langchain_seed.engine.loading import cache_dir
+    from langchain_seed.engine.execution.loading import cache_dir
 
     cxx = compiler()
     if cxx is None:

@@ -41,8 +41,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from langchain_seed.engine import compute
 from langchain_seed.engine.execution import kernels
+from langchain_seed.engine.serving import compute
 
 logger = logging.getLogger(__name__)
 

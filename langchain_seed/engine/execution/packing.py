@@ -11,7 +11,7 @@ sequence ``[1, T]`` instead; only attention, which needs each row's own KV, sees
   (``[T]``, packed token -> padded position).
 - The KV cache spreads each layer's new keys/values to ``[b, kv_heads, q, head_dim]``
   before it writes them at the rows' slots (:meth:`SlotCache.update
-  <langchain_seed.engine.kv_cache.SlotCache.update>`).
+  <langchain_seed.engine.execution.kv_cache.SlotCache.update>`).
 - :func:`packed_attention` is registered with transformers' ``AttentionInterface``: it
   spreads the queries the same way, runs the model's own attention (SDPA) over the padded
   rows with the runner's ``[b, 1, q, kv_len]`` mask, and gathers the real positions back.

@@ -47,7 +47,7 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from langchain_seed.engine.drafters.base import Draft
+from langchain_seed.engine.speculation.drafters.base import Draft
 
 if TYPE_CHECKING:
     from langchain_seed.engine.sequence import Sequence

@@ -3,7 +3,7 @@
 :class:`EngineService` is the half of :class:`~langchain_seed.engine.engine.Engine` that
 callers talk to; the other half, :meth:`Engine.step`, decodes. One engine thread owns the
 queue and the batch; each step runs on the process-wide compute thread
-(:mod:`langchain_seed.engine.compute`: one OpenMP team for all engines). Callers on any
+(:mod:`langchain_seed.engine.serving.compute`: one OpenMP team for all engines). Callers on any
 thread or event loop submit requests and get a :class:`concurrent.futures.Future` (or await
 / iterate); ``on_delta`` callbacks run on the compute thread. Loaded models and shared
 engines are process-wide registries here.
@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from langchain_seed.engine import compute
-from langchain_seed.engine.client import EngineClient, Prompt, SharedEngines
 from langchain_seed.engine.coalescing import COALESCED, coalesce
 from langchain_seed.engine.config import EngineConfig, SamplingParams
 from langchain_seed.engine.results import EngineClosedError, GenerationResult, QueueFullError
 from langchain_seed.engine.scheduler import queue_part
 from langchain_seed.engine.sequence import SeqStatus, Sequence
+from langchain_seed.engine.serving import compute
+from langchain_seed.engine.serving.client import EngineClient, Prompt, SharedEngines
 from langchain_seed.engine.stats import EngineStats, peak_memory
 
 if TYPE_CHECKING:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from langchain_seed.engine.config import Grammar
-from langchain_seed.engine.drafters.base import Draft
+from langchain_seed.engine.speculation.drafters.base import Draft
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from langchain_seed.engine.drafters.base import Draft
-from langchain_seed.engine.runner import ModelRunner
-from langchain_seed.engine.sampling import (
+from langchain_seed.engine.execution.runner import ModelRunner
+from langchain_seed.engine.speculation.drafters.base import Draft
+from langchain_seed.engine.speculation.sampling import (
     position_noise,
     process_logits,
     sample_coupled,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence as Seq
 from typing import TYPE_CHECKING
 
-from langchain_seed.engine.drafters.base import Draft
+from langchain_seed.engine.speculation.drafters.base import Draft
 
 if TYPE_CHECKING:
     from langchain_seed.engine.sequence import Sequence

@@ -141,7 +141,7 @@ class EngineClient(abc.ABC):
     def tool_call_format(self) -> str:
         """How the chat template writes tool calls: ``"hermes"``, ``"llama"`` or ``"none"``.
 
-        See :func:`~langchain_seed.engine.loading.template_tool_format`.
+        See :func:`~langchain_seed.engine.execution.loading.template_tool_format`.
         """
 
     @abc.abstractmethod

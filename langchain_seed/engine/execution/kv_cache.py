@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
-from langchain_seed.engine.packing import Packing
+from langchain_seed.engine.execution.packing import Packing
 
 CAPACITY_QUANTUM = 16
 """Row capacities are multiples of this many slots (fewer re-layouts, aligned rows)."""

@@ -6,11 +6,12 @@ A drafter may also define any of these; the engine calls them when present:
   kept (accepted draft tokens and the emitted one);
 - ``row_moved(src, dst)``: the sequence in row ``src`` now lives in row ``dst``;
 - ``reset()``: the engine is idle and dropped its KV memory;
-- ``runner``: a :class:`~langchain_seed.engine.runner.ModelRunner` whose KV cache follows
+- ``runner``: a :class:`~langchain_seed.engine.execution.runner.ModelRunner` whose KV cache follows
   the batch's rows (filled at admission and moved with the rows by the engine);
 - ``costly = True``: drafting costs a forward per position, so the draft policy sizes
-  ``max_lens`` before asking (:meth:`~langchain_seed.engine.draft_policy.DraftPolicy.draft`)
-  and times it through ``forwards`` (forwards so far).
+  ``max_lens`` before asking
+  (:meth:`~langchain_seed.engine.speculation.draft_policy.DraftPolicy.draft`) and times
+  it through ``forwards`` (forwards so far).
 """
 
 from __future__ import annotations

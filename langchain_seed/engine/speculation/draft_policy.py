@@ -2,7 +2,7 @@
 
 A verification step feeds each of its ``b`` rows its pending token plus its draft. The
 runner computes ``t`` token positions for it: ``b + sum(draft lengths)`` when the forward
-is packed (:mod:`~langchain_seed.engine.packing`, ragged drafts cost only their own
+is packed (:mod:`~langchain_seed.engine.execution.packing`, ragged drafts cost only their own
 tokens), ``b * (longest draft + 1)`` when every row is padded to the longest. Two models,
 refitted every step, decide the lengths:
 
@@ -42,7 +42,7 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from langchain_seed.engine.drafters.base import Draft
+from langchain_seed.engine.speculation.drafters.base import Draft
 
 if TYPE_CHECKING:
     from langchain_seed.engine.sequence import Sequence
@@ -199,7 +199,8 @@ def _rate(a: float | Rate) -> Rate:
 class Acceptance:
     """Measured acceptance of each kind of draft, engine-wide and per sequence.
 
-    The kind is :attr:`Draft.policy_key <langchain_seed.engine.drafters.base.Draft.policy_key>`.
+    The kind is :attr:`Draft.policy_key
+    <langchain_seed.engine.speculation.drafters.base.Draft.policy_key>`.
     A verification of ``g`` draft tokens that accepted ``k`` is one observation of the first
     token (accepted when ``k >= 1``) and, after an accepted first token, ``k - 1`` accepted
     next tokens plus one rejected when ``k < g`` (a truncated geometric observation); each

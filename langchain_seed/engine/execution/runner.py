@@ -1,6 +1,6 @@
 """Model forwards over ragged batches and the tensor side of verification.
 
-Every tensor of a step lives here, in :mod:`~langchain_seed.engine.sampling` and in the
+Every tensor of a step lives here, in :mod:`~langchain_seed.engine.speculation.sampling` and in the
 KV cache; the engine sees token lists. A forward feeds every row of a contiguous row range
 its own number of tokens (``n_i``, padded to ``q = max n_i``). Row ``i``'s tokens go to
 slots ``len_i .. len_i + n_i - 1`` of its KV row with positions ``len_i + j`` (its padded
@@ -25,22 +25,22 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
+from langchain_seed.engine.execution.kv_cache import SlotCache
 from langchain_seed.engine.execution.llama import Batch, LlamaForward, own_forward
-from langchain_seed.engine.grammar import unpack_allowed
-from langchain_seed.engine.kv_cache import SlotCache
-from langchain_seed.engine.packing import Packing, packed, supports_packing
+from langchain_seed.engine.execution.packing import Packing, packed, supports_packing
 from langchain_seed.engine.results import TokenLogprob
-from langchain_seed.engine.sampling import (
+from langchain_seed.engine.speculation.sampling import (
     accept_matching,
     accept_rejection,
     position_noise,
     process_scores,
     sample_coupled,
 )
+from langchain_seed.engine.text.grammar import unpack_allowed
 
 if TYPE_CHECKING:
-    from langchain_seed.engine.drafters.base import Draft
     from langchain_seed.engine.sequence import Sequence
+    from langchain_seed.engine.speculation.drafters.base import Draft
 
 SUPPORTED_LAYER_TYPES = frozenset({"full_attention", "sliding_attention"})
 
@@ -165,7 +165,7 @@ class ModelRunner:
         self.deterministic = self.own is not None and deterministic is not False
         """Whether a row's logits are independent of the rest of the batch (bit for bit)."""
         self.packs = self.own is not None or supports_packing(model)
-        """Ragged verification forwards run packed (:mod:`~langchain_seed.engine.packing`)."""
+        """Ragged logits forwards run packed (:mod:`~langchain_seed.engine.execution.packing`)."""
         self.forwards = 0
         self.packed_forwards = 0
         self.tokens_processed = 0
@@ -209,7 +209,7 @@ class ModelRunner:
         """Run rows ``start .. start + len(tokens) - 1`` on their ragged ``tokens``.
 
         A logits forward whose rows are ragged runs packed when the model allows
-        (:mod:`~langchain_seed.engine.packing`): the same logits, computed on the real
+        (:mod:`~langchain_seed.engine.execution.packing`): the same logits, computed on the real
         tokens only.
 
         Args:
