@@ -5,7 +5,10 @@ tokens) it times the median :meth:`Engine.step` of ``b`` running requests that e
 ``q`` tokens a step (one pending token and ``q - 1`` drafts from a fixed drafter), through
 the public API, steps that admitted requests left out, on:
 
-- ``own``: the engine's own execution path (``execution="auto"``);
+- ``own``: the engine's own execution path (``execution="auto"``), batch invariant;
+- ``own_fast`` (with ``--executions own,own_fast``): the own path with
+  ``deterministic=False``, where linear layers may take library kernels that measured
+  faster: ``own / own_fast`` is the cost of determinism;
 - ``transformers``: the same engine on the transformers forward (``execution="transformers"``);
 - ``vllm`` (``--vllm``, ``q = 1`` only): vLLM's decode step on the same prompts in a
   subprocess of ``.venv-vllm`` (one engine alive at a time): ``(t(N tokens) - t(1 token)) /
@@ -48,15 +51,15 @@ def cpu_summary() -> str:
     return f"{model.group(1).strip() if model else platform.processor()}, {cores} cores, {shown}"
 
 
-def bandwidth_gbs() -> float:
+def bandwidth_gbs(device: str = "cpu") -> float:
     """Memory read bandwidth: the best of five ``sum`` over 1 GiB of fp32, in GB/s."""
     import torch
 
-    x = torch.ones(256 * 1024 * 1024)
+    x = torch.ones(256 * 1024 * 1024, device=device)
     best = float("inf")
     for _ in range(5):
         t0 = time.perf_counter()
-        x.sum().item()
+        x.sum().item()  # .item() waits for the device
         best = min(best, time.perf_counter() - t0)
     return x.numel() * 4 / best / 1e9
 
@@ -80,7 +83,8 @@ class FixedDrafter:
 
 
 def engine_step_ms(dtype: str, execution: str, b: int, q: int, context: int, steps: int,
-                   model: str | None) -> tuple[float, int, str]:  # fmt: skip
+                   model: str | None, device: str = "cpu",
+                   deterministic: bool | None = None) -> tuple[float, int, str]:  # fmt: skip
     """Median step of ``b`` rows feeding ``q`` tokens over ``context`` cached tokens."""
     import torch
 
@@ -93,7 +97,9 @@ def engine_step_ms(dtype: str, execution: str, b: int, q: int, context: int, ste
         gamma=max(q - 1, 0),
         adaptive_gamma=False,
         dtype=dtype,
+        device=device,
         execution=execution,
+        deterministic=deterministic,
         max_batch_size=b,
         max_cache_tokens=b * (context + 2 * steps * q + 64),
         prefix_cache_tokens=0,
@@ -111,7 +117,7 @@ def engine_step_ms(dtype: str, execution: str, b: int, q: int, context: int, ste
         def timed() -> None:
             admitting = bool(engine.scheduler.waiting)
             t0 = time.perf_counter()
-            step()
+            step()  # ends with the step's one device-to-host copy
             if not admitting and len(engine.scheduler.running) == b:
                 times.append(time.perf_counter() - t0)
 
@@ -171,12 +177,15 @@ def main() -> None:
     """Run every shape in both dtypes; print a markdown table and one JSON line per row."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None, help="target model (default: embedded)")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--batches", default="1,4,16")
     parser.add_argument("--positions", default="1,5")
     parser.add_argument("--context", type=int, default=570)
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--dtypes", default="bfloat16,float32")
-    parser.add_argument("--executions", default="own,transformers")
+    parser.add_argument(
+        "--executions", default="own,transformers", help="of own, own_fast, transformers"
+    )
     parser.add_argument("--vllm", action="store_true", help="also vLLM's step (q = 1)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", default=None, help="write the rows here")
@@ -191,13 +200,18 @@ def main() -> None:
 
     batches = [int(b) for b in args.batches.split(",")]
     positions = [int(q) for q in args.positions.split(",")]
-    from langchain_seed.engine import compute
+    from langchain_seed.engine.serving import compute
 
     # On the compute thread: a second OpenMP team (this thread's) would slow every step.
-    gbs = compute.run(bandwidth_gbs)
+    gbs = compute.run(lambda: bandwidth_gbs(args.device))
     print(f"CPU: {cpu_summary()}")
+    if args.device.startswith("cuda"):
+        print(f"GPU: {torch.cuda.get_device_name(args.device)}")
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
           f"read bandwidth {gbs:.1f} GB/s, context {args.context}")  # fmt: skip
+    from transformers import AutoConfig
+
+    config: Any = AutoConfig.from_pretrained(model_source(args.model).location)
     rows: list[dict[str, Any]] = []
     for dtype in args.dtypes.split(","):
         vllm = {}
@@ -207,20 +221,17 @@ def main() -> None:
         for b in batches:
             for q in positions:
                 row: dict[str, Any] = {"dtype": dtype, "b": b, "q": q, "context": args.context}
-                for execution in args.executions.split(","):
-                    name = "own" if execution == "own" else execution
+                for name in args.executions.split(","):
                     ms, weights, path = engine_step_ms(
-                        dtype, "auto" if execution == "own" else execution, b, q, args.context,
-                        args.steps, args.model,
+                        dtype, "transformers" if name == "transformers" else "auto", b, q,
+                        args.context, args.steps, args.model, args.device,
+                        False if name == "own_fast" else None,
                     )  # fmt: skip
                     row[f"{name}_ms"] = round(ms, 2)
-                    if execution == "own":
+                    if name == "own":
                         row["path"] = path
                     row["weight_bytes"] = weights
                 elem = 2 if dtype in ("bfloat16", "float16") else 4
-                from langchain_seed.engine.execution.loading import shared_model
-
-                config: Any = shared_model(args.model, "cpu", dtype).model.config
                 heads = config.num_key_value_heads
                 dim = (
                     getattr(config, "head_dim", None)
@@ -234,16 +245,17 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     header = (
-        "| dtype | b | q | own ms (x floor) | transformers ms | vLLM ms | vLLM / own | floor ms |"
+        "| dtype | b | q | own ms (x floor) | own, deterministic=False ms | transformers ms "
+        "| vLLM ms | vLLM / own | floor ms |"
     )
-    print("\n" + header + "\n|---|---|---|---|---|---|---|---|")
+    print("\n" + header + "\n|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         own = r.get("own_ms")
         ratio = f"{own / r['floor_ms']:.1f}x" if own else ""
         vl = r.get("vllm_ms")
         vs = f"{vl / own:.2f}x" if own and vl else ""
-        cells = [r["dtype"], r["b"], r["q"], f"{own} ({ratio})", r.get("transformers_ms", ""),
-                 vl or "", vs, r["floor_ms"]]  # fmt: skip
+        cells = [r["dtype"], r["b"], r["q"], f"{own} ({ratio})", r.get("own_fast_ms", ""),
+                 r.get("transformers_ms", ""), vl or "", vs, r["floor_ms"]]  # fmt: skip
         print("| " + " | ".join(str(c) for c in cells) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

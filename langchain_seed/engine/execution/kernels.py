@@ -1,6 +1,7 @@
 """The CPU kernels of the engine's own execution path: built once per machine, then loaded.
 
-``csrc/kernels.cpp`` holds five operations (``torch.ops.seed.*``): ``linear`` over
+``csrc/`` holds five operations (``torch.ops.seed.*``, one file a kind, registered in
+``ops.cpp``): ``linear`` over
 prepacked weights, ``add_rms_norm`` (residual add + RMSNorm), ``rope_store`` (RoPE on q
 and k, k and v written into the KV pool), ``attention`` (packed queries over the pool,
 per-row lengths, no mask tensor, grouped-query heads read once) and ``silu_mul``. Each
@@ -34,7 +35,8 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("csrc") / "kernels.cpp"
+SOURCES = Path(__file__).with_name("csrc")
+"""The kernels' C++ sources (``*.cpp``, ``common.h``)."""
 PACK_GROUP = 64
 """Output columns per prepacked weight group (four 16-lane fp32 vectors)."""
 
@@ -100,18 +102,18 @@ def _cpu_flags() -> str:
     return ""
 
 
-def _build_command(cxx: str, source: Path, output: Path) -> list[str]:
+def _compile_flags() -> list[str]:
     from torch.utils import cpp_extension
 
-    libdir = Path(torch.__file__).parent / "lib"
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
     return [
-        cxx, "-O3", "-march=native", "-fopenmp", "-std=c++20", "-shared", "-fPIC", "-DNDEBUG",
-        f"-D_GLIBCXX_USE_CXX11_ABI={abi}", "-w",
-        *[f"-I{p}" for p in cpp_extension.include_paths()],
-        str(source), "-o", str(output),
-        f"-L{libdir}", "-lc10", "-ltorch_cpu", "-ltorch", f"-Wl,-rpath,{libdir}",
+        "-O3", "-march=native", "-fopenmp", "-std=c++20", "-fPIC", "-DNDEBUG", "-w",
+        f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *[f"-I{p}" for p in cpp_extension.include_paths()],
     ]  # fmt: skip
+
+
+def _sources() -> list[Path]:
+    return sorted(SOURCES.glob("*.cpp"))
 
 
 def _build_and_load() -> KernelLibrary:
@@ -123,48 +125,58 @@ def _build_and_load() -> KernelLibrary:
     version = subprocess.run(
         [cxx, "--version"], capture_output=True, text=True, timeout=30, check=True
     ).stdout.splitlines()[0]
+    texts = [p.read_text() for p in sorted(SOURCES.glob("*")) if p.suffix in (".cpp", ".h")]
     key = hashlib.sha256(
-        "\n".join(
-            [SOURCE.read_text(), version, torch.__version__, sys.version, _cpu_flags()]
-        ).encode()
+        "\n".join([*texts, version, torch.__version__, sys.version, _cpu_flags()]).encode()
     ).hexdigest()[:16]
     folder = cache_dir() / "kernels"
     path = folder / f"seed_kernels-{key}.so"
     seconds = 0.0
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".build-{key}-{os.getpid()}-{threading.get_ident()}.so"
         start = time.perf_counter()
         logger.info("building the engine's CPU kernels into %s (once per machine)", path)
-        done = subprocess.run(
-            _build_command(cxx, SOURCE, tmp), capture_output=True, text=True, timeout=600
-        )
-        if done.returncode != 0:
-            tmp.unlink(missing_ok=True)
-            raise RuntimeError(f"kernel build failed: {done.stderr.strip()[-2000:]}")
-        os.replace(tmp, path)  # atomic: a concurrent builder's file is equal, either wins
+        _build(cxx, folder, path, f"{key}-{os.getpid()}-{threading.get_ident()}")
         seconds = time.perf_counter() - start
     torch.ops.load_library(str(path))
-    _register_fakes()
     return KernelLibrary(path, seconds, bool(torch.ops.seed.has_avx512_bf16()))
 
 
-def _register_fakes() -> None:
-    """Shape functions of the ops, so traced and compiled code can call them."""
+def _build(cxx: str, folder: Path, path: Path, tag: str) -> None:
+    """Compile the sources side by side (one process each), link, rename into place.
 
-    @torch.library.register_fake("seed::linear")  # type: ignore[misc]
-    def _linear(
-        x: torch.Tensor, packed: torch.Tensor, n: int, bias: torch.Tensor | None, out_float: bool
-    ) -> torch.Tensor:
-        return x.new_empty((x.shape[0], n), dtype=torch.float32 if out_float else x.dtype)
-
-    @torch.library.register_fake("seed::add_rms_norm")  # type: ignore[misc]
-    def _norm(x: torch.Tensor, y: torch.Tensor | None, w: torch.Tensor, eps: float) -> torch.Tensor:
-        return torch.empty_like(x)
-
-    @torch.library.register_fake("seed::silu_mul")  # type: ignore[misc]
-    def _silu(gu: torch.Tensor) -> torch.Tensor:
-        return gu.new_empty((gu.shape[0], gu.shape[1] // 2))
+    Every file of a build carries ``tag`` (key, process, thread), so concurrent builders
+    never share a file; the rename is atomic and a concurrent builder's library is equal.
+    """
+    objects = [folder / f".{tag}-{src.stem}.o" for src in _sources()]
+    tmp = folder / f".{tag}.so"
+    try:
+        jobs = [
+            subprocess.Popen(
+                [cxx, *_compile_flags(), "-c", str(src), "-o", str(obj)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            for src, obj in zip(_sources(), objects)
+        ]
+        errors = [
+            err for job in jobs for _, err in [job.communicate(timeout=600)] if job.returncode
+        ]
+        if errors:
+            raise RuntimeError(f"kernel build failed: {errors[0].strip()[-2000:]}")
+        libdir = Path(torch.__file__).parent / "lib"
+        done = subprocess.run(
+            [cxx, "-shared", "-fopenmp", *map(str, objects), "-o", str(tmp), f"-L{libdir}",
+             "-lc10", "-ltorch_cpu", "-ltorch", f"-Wl,-rpath,{libdir}"],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"kernel link failed: {done.stderr.strip()[-2000:]}")
+        os.replace(tmp, path)
+    finally:
+        for leftover in [*objects, tmp]:
+            leftover.unlink(missing_ok=True)
 
 
 def pack_weight(weight: torch.Tensor) -> torch.Tensor:

@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 """``config.model_type`` values the own path runs."""
+HEAD_DIMS = (16, 32, 64, 128)
+"""Head sizes the attention kernel is compiled for (each one costs build time)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,8 +236,8 @@ def unsupported_reason(model: torch.nn.Module) -> str | None:
     if getattr(config, "partial_rotary_factor", 1.0) not in (None, 1.0):
         return "partial rotary embeddings"
     head_dim = _head_dim(config)
-    if head_dim % 16 or head_dim > 128:
-        return f"head_dim {head_dim} (the kernels take multiples of 16 up to 128)"
+    if head_dim not in HEAD_DIMS:
+        return f"head_dim {head_dim} (the attention kernel is built for {HEAD_DIMS})"
     inner: Any = getattr(model, "model", None)
     if inner is None or not hasattr(inner, "layers") or not hasattr(inner, "rotary_emb"):
         return "no model.layers / model.rotary_emb (not the transformers Llama layout)"
