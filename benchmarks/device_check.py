@@ -109,8 +109,8 @@ def main() -> int:
                 floor = (weights + kv) / (gbs * 1e9) * 1000
                 rows.append({"b": b, "q": q, "ms": ms, "floor": floor, "path": path})
                 print(rows[-1], flush=True)
-    params = weights / 2 / 1e9
-    print(f"\nrandom Llama {params:.2f}B params, bfloat16, context {context}, "
+    params = weights / 2 / 1e9  # bfloat16 weights
+    print(f"\nrandom Llama {params:.3f}B params, bfloat16, context {context}, "
           f"read bandwidth {gbs:.0f} GB/s, path {rows[0]['path']}")  # fmt: skip
     print("| check | b | q | step ms | floor ms | x floor |\n|---|---|---|---|---|---|")
     print(f"| lossless suite ({summary}) | | | {'passed' if passed else 'FAILED'} | | |")
