@@ -39,12 +39,7 @@ from langchain_seed.engine.execution.loading import (
     template_tool_format,
 )
 from langchain_seed.engine.execution.prefix_cache import PrefixCache
-from langchain_seed.engine.execution.runner import (
-    ModelRunner,
-    ReleasedModel,
-    Verdict,
-    context_length,
-)
+from langchain_seed.engine.execution.runner import ModelRunner, ReleasedModel, context_length
 from langchain_seed.engine.results import (
     GenerationResult,
     RequestCancelledError,
@@ -64,6 +59,7 @@ from langchain_seed.engine.speculation.drafters.base import Draft, Drafter, call
 from langchain_seed.engine.speculation.drafters.grammar import GrammarDrafter
 from langchain_seed.engine.speculation.drafters.model import ModelDrafter
 from langchain_seed.engine.speculation.drafters.ngram import NgramDrafter
+from langchain_seed.engine.speculation.verification import Verdict, Verification
 from langchain_seed.engine.stats import EngineStats
 from langchain_seed.engine.text.detokenizer import TextTracker, token_bytes
 from langchain_seed.engine.text.grammar import GrammarCompiler
@@ -386,7 +382,11 @@ class Engine(EngineService):
     def _verify(self, seqs: list[Sequence], drafts: list[Draft]) -> list[Verdict]:
         """Step 3: one target forward over ``seqs`` (contiguous rows) and its verdicts."""
         t0 = time.perf_counter()
-        verdicts = self.runner.verify(seqs, drafts)  # ends with the step's one host copy
+        runner = self.runner
+        staged = Verification(seqs, drafts, runner.device, runner.vocab_size)  # before the forward
+        logits = runner.forward(seqs[0].row, staged.feed)  # [b, s, vocab]
+        assert logits is not None
+        verdicts = staged.verify(logits)  # ends with the step's one host copy
         seconds = time.perf_counter() - t0
         fed = [1 + len(d.tokens) for d in drafts]
         self.policy.observe_step(len(seqs), self.runner.computed_tokens(fed), seconds)

@@ -14,7 +14,7 @@ import random
 import pytest
 import torch
 
-import langchain_seed.engine.execution.runner as runner_module
+import langchain_seed.engine.speculation.verification as verification_module
 from langchain_seed.engine import Engine, EngineConfig, SamplingParams
 from langchain_seed.engine.speculation.drafters.base import Draft
 from langchain_seed.engine.speculation.sampling import (
@@ -260,7 +260,7 @@ def test_each_broken_rule_fails_the_multi_token_draft_check(
 ):
     """The same check as above catches every deliberately broken acceptance rule."""
     name, rule, seeded = BROKEN_RULES[broken]
-    monkeypatch.setattr(runner_module, name, rule)
+    monkeypatch.setattr(verification_module, name, rule)
     results, _, exact = run_mode(tiny_small_vocab_pair, mode_drafter, seeded)
     distance = check(results, exact)
     assert (distance >= TOLERANCE).any(), f"TV per position {distance.tolist()}"
@@ -289,7 +289,7 @@ def test_always_accepting_an_unrelated_model_draft_fails_the_distribution_check(
     tiny_small_vocab_pair, unrelated_draft, monkeypatch
 ):
     """Always accepting the model draft must be caught by the same check (the test can fail)."""
-    monkeypatch.setattr(runner_module, "accept_rejection", always_accept)
+    monkeypatch.setattr(verification_module, "accept_rejection", always_accept)
     params = SAMPLING_CASES["plain"]
     exact = exact_marginals(tiny_small_vocab_pair.target, params)
     results, _ = run(

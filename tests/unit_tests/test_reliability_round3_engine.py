@@ -355,17 +355,22 @@ def test_vanishing_temperature_next_to_sampled_rows_with_a_draft_model_fails_non
 
 def test_a_row_whose_sampling_distribution_is_not_finite_fails_alone(tiny_pair, monkeypatch):
     """Rows sampled with ``top_k=5`` get NaN probabilities (in the drafter and the verifier)."""
-    from langchain_seed.engine.execution import runner as runner_module
+    from langchain_seed.engine.speculation import verification as verification_module
     from langchain_seed.engine.speculation.drafters import model as model_drafter_module
 
-    real = runner_module.process_logits
+    real_scores = verification_module.process_scores
+    real_logits = model_drafter_module.process_logits
 
-    def poisoned(logits, params):
-        probs = real(logits, params)
+    def poisoned_scores(logits, params):
+        scores = real_scores(logits, params)
+        return torch.full_like(scores, float("nan")) if params.top_k == 5 else scores
+
+    def poisoned_logits(logits, params):
+        probs = real_logits(logits, params)
         return torch.full_like(probs, float("nan")) if params.top_k == 5 else probs
 
-    monkeypatch.setattr(runner_module, "process_logits", poisoned)
-    monkeypatch.setattr(model_drafter_module, "process_logits", poisoned)
+    monkeypatch.setattr(verification_module, "process_scores", poisoned_scores)
+    monkeypatch.setattr(model_drafter_module, "process_logits", poisoned_logits)
     config = EngineConfig(
         model=str(tiny_pair.target_path),
         draft_model=str(tiny_pair.draft_path),
