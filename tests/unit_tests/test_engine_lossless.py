@@ -6,6 +6,7 @@ families (GPT-2: learned absolute positions and a 64-token context; Qwen2: biase
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -13,6 +14,10 @@ import torch
 from tiny_models import TinyModel, make_tiny_model
 
 from langchain_seed.engine import Engine, EngineConfig, SamplingParams
+
+DEVICE = os.environ.get("SEED_TEST_DEVICE", "cpu")
+"""Where the engine and the reference run: ``SEED_TEST_DEVICE=cuda`` on a GPU
+(benchmarks/device_check.py, ``make device-check``)."""
 
 WORDS = "the cat sat on a mat and then it ran off to see the dog who sat on the log".split()
 
@@ -39,9 +44,10 @@ def generate_reference(model, tokenizer, prompts: list[str], max_new: int) -> li
     tokenizer's (``</s>``, id 257 in the byte vocabulary); so does this reference.
     """
     eos = sorted({model.generation_config.eos_token_id, tokenizer.eos_token_id})
+    model = model.to(DEVICE)
     out = []
     for prompt in prompts:
-        ids = tokenizer(prompt, return_tensors="pt").input_ids
+        ids = tokenizer(prompt, return_tensors="pt").input_ids.to(model.device)
         with torch.no_grad():
             gen = model.generate(
                 ids,
@@ -79,6 +85,7 @@ def test_greedy_equals_generate_for_policy_and_drafter_in_three_waves(
 ):
     drafters, with_draft = DRAFTER_CASES[drafter]
     config = EngineConfig(
+        device=DEVICE,
         model=str(tiny_pair.target_path),
         draft_model=str(tiny_pair.draft_path) if with_draft else None,
         policy=policy,
@@ -102,6 +109,7 @@ def test_greedy_equals_generate_for_policy_and_drafter_in_three_waves(
 
 def test_adaptive_batched_policy_is_lossless_with_model_and_ngram(tiny_pair, prompts, references):
     config = EngineConfig(
+        device=DEVICE,
         model=str(tiny_pair.target_path),
         draft_model=str(tiny_pair.draft_path),
         policy="batched",
@@ -177,6 +185,7 @@ def test_greedy_equals_generate_for_model_family_policy_and_drafter(
 ):
     tiny = family_models[family]
     config = EngineConfig(
+        device=DEVICE,
         model=str(tiny.path),
         draft_model=str(tiny.draft_path) if drafter == "model" else None,
         policy=policy,
@@ -252,6 +261,7 @@ def test_gpt2_request_at_the_context_limit_next_to_an_8_token_draft_equals_gener
         generate_reference(tiny.model, tiny.tokenizer, [neighbour], params[1].max_tokens)[0],
     ]
     config = EngineConfig(
+        device=DEVICE,
         model=str(tiny.path),
         policy="batched",
         drafters=("ngram",),
