@@ -10,9 +10,10 @@ the public API, steps that admitted requests left out, on:
   ``deterministic=False``, where linear layers may take library kernels that measured
   faster: ``own / own_fast`` is the cost of determinism;
 - ``transformers``: the same engine on the transformers forward (``execution="transformers"``);
-- ``vllm`` (``--vllm``, ``q = 1`` only): vLLM's decode step on the same prompts in a
-  subprocess of ``.venv-vllm`` (one engine alive at a time): ``(t(N tokens) - t(1 token)) /
-  (N - 1)`` of one ``generate`` call of ``b`` prompts at temperature 0, ``ignore_eos``.
+- ``vllm`` (``--vllm``, ``q = 1`` only): vLLM's decode step on the same shapes in a
+  subprocess of ``.venv-vllm`` (one engine alive at a time), through the ``backend="vllm"``
+  engine (its CPU defaults): ``(t(N tokens) - t(1 token)) / (N - 1)`` of one ``generate``
+  of ``b`` prompts at temperature 0, ``ignore_eos``.
 
 The floor is what a step must read, (weight bytes + the KV bytes its rows attend to) /
 the memory read bandwidth measured in the same run (the best of five sums over 1 GiB).
@@ -133,27 +134,26 @@ def engine_step_ms(dtype: str, execution: str, b: int, q: int, context: int, ste
 
 
 VLLM_SCRIPT = r"""
-import json, sys, time
-from vllm import LLM, SamplingParams
+import json, random, sys, time
+from langchain_seed.backends.vllm import VLLMEngine
+from langchain_seed.engine import SamplingParams
 spec = json.loads(sys.argv[1])
-llm = LLM(model=spec["model"], dtype=spec["dtype"], max_num_seqs=max(spec["batches"]),
-          max_model_len=spec["context"] + spec["steps"] + 16, enforce_eager=False)
-import random
+engine = VLLMEngine(spec["model"], dtype=spec["dtype"],
+                    backend_kwargs={"max_num_seqs": max(spec["batches"])})
 random.seed(0)
 out = {}
 for b in spec["batches"]:
-    n_ids = spec["context"] + 1
-    prompts = [{"prompt_token_ids": [random.randrange(3, 40000) for _ in range(n_ids)]}
-               for _ in range(b)]
+    prompts = [[random.randrange(3, 40000) for _ in range(spec["context"] + 1)] for _ in range(b)]
     def run(n):
-        p = SamplingParams(temperature=0, max_tokens=n, ignore_eos=True)
-        t = time.perf_counter(); llm.generate(prompts, p, use_tqdm=False)
+        t = time.perf_counter()
+        engine.generate(prompts, SamplingParams(max_tokens=n, ignore_eos=True))
         return time.perf_counter() - t
     run(2)
     n = spec["steps"]
     short = min(run(1) for _ in range(2))
     long = min(run(n) for _ in range(2))
     out[b] = 1000 * (long - short) / (n - 1)
+engine.close()
 print("RESULT " + json.dumps(out))
 """
 

@@ -123,6 +123,8 @@ template <typename T, int NV>
 static void rows_tile(int rows, const T* x, int64_t ldx, const T* wp, int64_t K, int64_t nb0,
                       int64_t kstride, float* acc, int64_t ld_acc) {
   switch (rows) {
+    case 6: tile<T, 6, NV>(x, ldx, wp, K, nb0, kstride, acc, ld_acc); break;
+    case 5: tile<T, 5, NV>(x, ldx, wp, K, nb0, kstride, acc, ld_acc); break;
     case 4: tile<T, 4, NV>(x, ldx, wp, K, nb0, kstride, acc, ld_acc); break;
     case 3: tile<T, 3, NV>(x, ldx, wp, K, nb0, kstride, acc, ld_acc); break;
     case 2: tile<T, 2, NV>(x, ldx, wp, K, nb0, kstride, acc, ld_acc); break;
@@ -134,7 +136,14 @@ template <typename T, typename O>
 static void linear_impl(const T* x, int64_t M, int64_t K, const T* wp, int64_t N,
                         const float* bias, O* out) {
   constexpr int NV = GB;  // a tile is a packed group: 64 output columns
-  constexpr int MB = 4;
+  // Rows a tile: 6 x 4 vectors = 24 accumulators + 4 weight vectors + 1 broadcast, within
+  // AVX-512's 32 registers. Measured against 4 rows (one thread, bf16, the embedded
+  // model's shapes): 8 rows 5.0 -> 4.2 ms, 11 rows 6.2 -> 5.0, 16 rows 7.3 -> 6.5.
+#if defined(__AVX512F__)
+  constexpr int MB = 6;
+#else
+  constexpr int MB = 2;  // AVX2: 16 registers of 8 lanes (not measured here: no such CPU)
+#endif
   const int64_t nblocks = (N + GW - 1) / GW * GB;  // the last group is padded with zeros
   const int64_t groups = (nblocks + NV - 1) / NV;
   const int64_t kstride = std::is_same_v<T, float> ? K : K / 2;
