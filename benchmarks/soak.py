@@ -452,7 +452,11 @@ def wait_idle(engine: Any, timeout: float = 30.0) -> bool:
     """Wait until the engine has nothing running or waiting (cancellations are reaped)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not engine.scheduler.running and not engine.scheduler.waiting and not engine._inbox:
+        if (
+            not engine.scheduler.running
+            and not engine.scheduler.waiting
+            and not engine.service.inbox
+        ):
             time.sleep(0.05)  # let the engine thread finish its idle bookkeeping
             return True
         time.sleep(0.01)

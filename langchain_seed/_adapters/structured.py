@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.output_parsers.openai_tools import (
     JsonOutputKeyToolsParser,
@@ -26,9 +27,6 @@ from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from pydantic import BaseModel
 
 from langchain_seed._adapters.tools import openai_tool
-
-if TYPE_CHECKING:
-    from langchain_seed.chat_models import ChatSeed
 
 METHODS = ("json_schema", "function_calling", "json_mode")
 
@@ -57,7 +55,7 @@ def answer_format_text(kwargs: Mapping[str, Any]) -> str | None:
 
 
 def structured_output(
-    model: ChatSeed,
+    model: BaseChatModel,
     schema: dict[str, Any] | type,
     *,
     include_raw: bool,
@@ -65,7 +63,9 @@ def structured_output(
     strict: bool | None,
     **kwargs: Any,
 ) -> Runnable[Any, Any]:
-    """The runnable ``with_structured_output`` returns (see ``ChatSeed``'s docstring).
+    """The runnable ``ChatSeed.with_structured_output`` returns (see its docstring).
+
+    ``model`` is the ``ChatSeed`` (its ``bind`` and ``bind_tools``).
 
     Raises:
         ValueError: an unknown ``method``, or a schema the converters do not accept.

@@ -22,15 +22,13 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from langchain_seed.engine.config import SamplingParams, sample_seed
+from langchain_seed.engine.serving.client import Prompt
 
 if TYPE_CHECKING:
     from langchain_seed.engine import GenerationResult
     from langchain_seed.engine.serving.client import EngineClient
 
 logger = logging.getLogger(__name__)
-
-Prompt = str | list[int]
-"""What the engine accepts as a prompt: text, or token ids (a rendered chat template)."""
 
 Futures = list[list["Future[GenerationResult]"]]
 """``futures[prompt][sample]`` of one call."""

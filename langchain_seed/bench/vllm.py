@@ -13,7 +13,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from langchain_seed.bench.backends import BenchConfig
-from langchain_seed.bench.methods import EngineBackend
+from langchain_seed.bench.engine_backend import EngineBackend
 
 if TYPE_CHECKING:
     from langchain_seed.backends.vllm import VLLMEngine

@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
     from langchain_seed.cli import main as cli_main
     from langchain_seed.engine.config import EngineConfig
-    from langchain_seed.engine.engine import Engine, shared_model
+    from langchain_seed.engine.engine import Engine
+    from langchain_seed.engine.execution.models import shared_model
 
     console = Console()
     console.rule("[bold]langchain-seed demo")

@@ -22,13 +22,13 @@ from langchain_seed.engine.execution.prefix_cache import KV, PrefixCache, Prefix
 from langchain_seed.engine.execution.runner import ModelRunner
 
 if TYPE_CHECKING:
-    from langchain_seed.engine.sequence import Sequence
+    from langchain_seed.engine.sequence import SequenceState
 
 MIN_SHARED_HEADER = 32
 """Tokens two admitted prompts must share (beyond the cache) to prefill a header first."""
 
 
-def _key(seq: Sequence) -> tuple[int, ...]:
+def _key(seq: SequenceState) -> tuple[int, ...]:
     return tuple(seq.prompt_ids[:-1])
 
 
@@ -52,18 +52,20 @@ class Admitter:
     def __init__(self, runners: dict[str, ModelRunner], prefix_cache: PrefixCache) -> None:
         self.runners = runners
         self.prefix_cache = prefix_cache
-        self._waves: list[list[Sequence]] = []
-        self._leader: dict[int, Sequence] = {}
+        self._waves: list[list[SequenceState]] = []
+        self._leader: dict[int, SequenceState] = {}
 
-    def order(self, seqs: list[Sequence], running: Seq[Sequence] = ()) -> list[Sequence]:
+    def order(
+        self, seqs: list[SequenceState], running: Seq[SequenceState] = ()
+    ) -> list[SequenceState]:
         """Order admitted sequences for row assignment: header wave, other leaders, forks.
 
         ``running`` are the sequences already in the batch: an admitted sequence with the
         same prompt as one of them forks its row instead of prefilling.
         """
-        leaders: dict[tuple[int, ...], Sequence] = {}
-        solo: list[Sequence] = []  # one-token prompts: nothing to prefill or share
-        followers: list[Sequence] = []
+        leaders: dict[tuple[int, ...], SequenceState] = {}
+        solo: list[SequenceState] = []  # one-token prompts: nothing to prefill or share
+        followers: list[SequenceState] = []
         self._leader = {}
         in_batch = {_key(s): s for s in running if s.row >= 0 and not s.finished}
         for seq in seqs:
@@ -78,7 +80,7 @@ class Admitter:
                 self._leader[seq.seq_id] = leaders[key]
             else:
                 leaders[key] = seq
-        heads: list[Sequence] = []
+        heads: list[SequenceState] = []
         if self.prefix_cache.enabled and len(leaders) > 1:
             ranked = sorted(leaders.items())
             cached = {key: self.prefix_cache.match(key)[0] for key, _ in ranked}
@@ -101,7 +103,7 @@ class Admitter:
         assert len(ordered) == len(seqs), "admission lost a sequence"
         return ordered
 
-    def admit(self, seqs: list[Sequence]) -> None:
+    def admit(self, seqs: list[SequenceState]) -> None:
         """Fill the caches of ``seqs`` (already ordered by :meth:`order`, rows assigned)."""
         for wave in self._waves:
             if wave:
@@ -119,7 +121,7 @@ class Admitter:
                 runner.cache.copy_prefix(leader.row, seq.row, held)
             seq.stats.cached_prompt_tokens = length
 
-    def _prefill_wave(self, wave: list[Sequence]) -> None:
+    def _prefill_wave(self, wave: list[SequenceState]) -> None:
         runners = self.runners
         feeds = []
         for seq in wave:

@@ -27,17 +27,17 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Sequence as Seq
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from typing import Any
 
-from langchain_seed.engine.results import GenerationResult, RequestCancelledError
-from langchain_seed.engine.sequence import Sequence
+from langchain_seed.engine.results import GenerationResult, RequestCancelledError, settle
+from langchain_seed.engine.sequence import SequenceState
 
 COALESCED = "coalesced"
-"""``Sequence.meta`` key: how many other requests a leader decodes for."""
+"""``SequenceState.meta`` key: how many other requests a leader decodes for."""
 
 
-def coalesce(seqs: Seq[Sequence]) -> list[Sequence]:
+def coalesce(seqs: Seq[SequenceState]) -> list[SequenceState]:
     """The sequences to queue for ``seqs``: one per distinct deterministic request of a group.
 
     Each sequence's ``future`` (what the caller holds) stays the caller's; a leader with
@@ -49,9 +49,9 @@ def coalesce(seqs: Seq[Sequence]) -> list[Sequence]:
     Returns:
         ``seqs`` without the followers (order kept).
     """
-    leaders: dict[tuple[Any, ...], Sequence] = {}
-    followers: dict[int, list[Sequence]] = {}
-    queued: list[Sequence] = []
+    leaders: dict[tuple[Any, ...], SequenceState] = {}
+    followers: dict[int, list[SequenceState]] = {}
+    queued: list[SequenceState] = []
     for seq in seqs:
         key = _key(seq)
         leader = leaders.get(key) if key is not None else None
@@ -68,7 +68,7 @@ def coalesce(seqs: Seq[Sequence]) -> list[Sequence]:
     return queued
 
 
-def _key(seq: Sequence) -> tuple[Any, ...] | None:
+def _key(seq: SequenceState) -> tuple[Any, ...] | None:
     """What makes two requests identical, or ``None`` for a request that is not deterministic."""
     params = seq.params
     if seq.group is None or seq.on_delta is not None:
@@ -79,7 +79,7 @@ def _key(seq: Sequence) -> tuple[Any, ...] | None:
     return (seq.group, tuple(seq.prompt_ids), fields)
 
 
-def _share(leader: Sequence, followers: list[Sequence]) -> None:
+def _share(leader: SequenceState, followers: list[SequenceState]) -> None:
     """Decode ``leader`` under an internal future; resolve every view's future from it."""
     views = [leader, *followers]
     futures: list[Future[GenerationResult]] = [view.future for view in views]
@@ -88,25 +88,23 @@ def _share(leader: Sequence, followers: list[Sequence]) -> None:
     leader.meta[COALESCED] = len(followers)
 
     def resolve(done: Future[GenerationResult]) -> None:
-        for view, future in zip(views, futures):
-            try:
-                if done.cancelled():
-                    future.set_exception(RequestCancelledError(f"request {view.seq_id} cancelled"))
-                elif (error := done.exception()) is not None:
-                    future.set_exception(error)
-                else:
-                    result = done.result()
-                    future.set_result(
-                        dataclasses.replace(
-                            result,
-                            token_ids=list(result.token_ids),
-                            logprobs=None if result.logprobs is None else list(result.logprobs),
-                            stats=copy.deepcopy(result.stats),
-                            request_id=view.seq_id,
-                        )
-                    )
-            except InvalidStateError:  # that view was cancelled meanwhile
-                pass
+        for view, future in zip(views, futures):  # a view cancelled meanwhile stays cancelled
+            if done.cancelled():
+                settle(future, RequestCancelledError(f"request {view.seq_id} cancelled"))
+            elif (error := done.exception()) is not None:
+                settle(future, error)
+            else:
+                result = done.result()
+                settle(
+                    future,
+                    dataclasses.replace(
+                        result,
+                        token_ids=list(result.token_ids),
+                        logprobs=None if result.logprobs is None else list(result.logprobs),
+                        stats=copy.deepcopy(result.stats),
+                        request_id=view.seq_id,
+                    ),
+                )
 
     def on_view_done(future: Future[GenerationResult]) -> None:
         if future.cancelled() and all(f.cancelled() for f in futures):

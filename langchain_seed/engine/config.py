@@ -342,8 +342,6 @@ class EngineConfig:
     queue_full: str = "error"
     execution: str = "auto"
     deterministic: bool | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Loader options passed through (reserved)."""
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -436,7 +434,3 @@ class EngineConfig:
     def uses_drafts(self) -> bool:
         """True when the policy speculates (``autoregressive`` never does)."""
         return self.policy != "autoregressive" and self.gamma > 0 and bool(self.drafters)
-
-    def key(self) -> tuple[Any, ...]:
-        """Identity of the loaded models: engines with equal keys can share weights."""
-        return (self.model, self.draft_model, self.device, self.dtype)

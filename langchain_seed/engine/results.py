@@ -1,8 +1,9 @@
-"""What a finished request returns, and the errors the engine raises."""
+"""What a finished request returns, the errors the engine raises, and how a future gets them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,3 +101,20 @@ class QueueFullError(EngineError):
 
 class RequestCancelledError(EngineError):
     """The request was cancelled by its caller."""
+
+
+def settle(future: Future[Any] | None, outcome: Any) -> None:
+    """Resolve ``future`` with ``outcome`` (an exception fails it) unless it is done already.
+
+    A caller may cancel its future at any time, also between the check and the setting:
+    such a future stays cancelled, and nothing is raised.
+    """
+    if future is None or future.done():
+        return
+    try:
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+    except InvalidStateError:  # cancelled (or resolved) concurrently
+        pass

@@ -16,7 +16,7 @@ from collections.abc import Sequence as Seq
 
 from langchain_seed.engine.config import EngineConfig
 from langchain_seed.engine.execution.kv_cache import row_capacity
-from langchain_seed.engine.sequence import SeqStatus, Sequence
+from langchain_seed.engine.sequence import SeqStatus, SequenceState
 
 
 class Scheduler:
@@ -24,10 +24,10 @@ class Scheduler:
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
-        self.waiting: deque[Sequence] = deque()
-        self.running: list[Sequence] = []
+        self.waiting: deque[SequenceState] = deque()
+        self.running: list[SequenceState] = []
 
-    def add(self, seq: Sequence) -> None:
+    def add(self, seq: SequenceState) -> None:
         """Queue a new sequence (it joins the batch at the next step with room)."""
         seq.status = SeqStatus.WAITING
         self.waiting.append(seq)
@@ -37,12 +37,12 @@ class Scheduler:
         """True while any sequence runs or waits."""
         return bool(self.waiting or self.running)
 
-    def capacity(self, seqs: Seq[Sequence]) -> int:
+    def capacity(self, seqs: Seq[SequenceState]) -> int:
         """KV slots per row that a batch of ``seqs`` needs."""
         need = max((s.reserved_tokens for s in seqs), default=1)
         return row_capacity(need, self.config.max_cache_tokens)
 
-    def row_width(self, seqs: Seq[Sequence], current: int) -> int:
+    def row_width(self, seqs: Seq[SequenceState], current: int) -> int:
         """KV slots per row for a batch of ``seqs`` now laid out ``current`` wide.
 
         The current width is kept while it is wide enough and still fits the budget (no
@@ -53,11 +53,11 @@ class Scheduler:
             return current
         return need
 
-    def fits(self, seqs: Seq[Sequence]) -> bool:
+    def fits(self, seqs: Seq[SequenceState]) -> bool:
         """True when ``seqs`` fit the KV pool together (rows x capacity within the budget)."""
         return len(seqs) * self.capacity(seqs) <= self.config.max_cache_tokens
 
-    def schedule_admission(self) -> list[Sequence]:
+    def schedule_admission(self) -> list[SequenceState]:
         """Pop the waiting sequences that fit, FIFO, keeping each group together.
 
         The waiting members of a group are admitted in one step or wait together, so
@@ -65,7 +65,7 @@ class Scheduler:
         members than ``max_batch_size``, or more tokens than ``max_cache_tokens``) is
         admitted in parts; its late members fork a running sibling's prompt.
         """
-        admitted: list[Sequence] = []
+        admitted: list[SequenceState] = []
         slots = self.config.max_batch_size - len(self.running)
         while self.waiting and slots > 0:
             head = self.waiting[0]
@@ -74,7 +74,7 @@ class Scheduler:
                 if not self._never_fits(unit):
                     break  # wait until the whole unit fits (FIFO: nothing overtakes it)
                 # Admit as many members as fit now (at least one when the batch is empty).
-                part: list[Sequence] = []
+                part: list[SequenceState] = []
                 for seq in unit:
                     if len(part) == slots:
                         break
@@ -92,18 +92,18 @@ class Scheduler:
             slots -= len(unit)
         return admitted
 
-    def _unit(self, head: Sequence) -> list[Sequence]:
+    def _unit(self, head: SequenceState) -> list[SequenceState]:
         """``head`` and, if it is in a group, every waiting member of its group."""
         if head.group is None:
             return [head]
         return [s for s in self.waiting if s.group == head.group]
 
-    def _never_fits(self, unit: list[Sequence]) -> bool:
+    def _never_fits(self, unit: list[SequenceState]) -> bool:
         """True when ``unit`` could not be admitted whole even into an empty batch."""
         return len(unit) > self.config.max_batch_size or not self.fits(unit)
 
 
-def queue_part(seqs: Seq[Sequence], start: int, limit: int | None) -> int:
+def queue_part(seqs: Seq[SequenceState], start: int, limit: int | None) -> int:
     """How many of ``seqs[start:]`` to queue next: all, or a part that fits ``limit``.
 
     A part never splits a group whose members fit in the queue together (siblings are

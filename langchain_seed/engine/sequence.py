@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_seed.engine.config import SamplingParams
-from langchain_seed.engine.results import TokenLogprob
+from langchain_seed.engine.results import GenerationResult, TokenLogprob
 from langchain_seed.engine.stats import SpecStats
 
 _ids = itertools.count()
@@ -33,7 +33,7 @@ class SeqStatus(enum.Enum):
 
 
 @dataclass(eq=False)
-class Sequence:
+class SequenceState:
     """One request's decoding state.
 
     ``token_ids`` is ``prompt_ids + output_ids``. The target's KV cache always holds every
@@ -113,6 +113,32 @@ class Sequence:
     def finished(self) -> bool:
         """True once the sequence has stopped for any reason."""
         return self.status is SeqStatus.FINISHED
+
+    def fail(self, exc: BaseException) -> None:
+        """Finish this sequence with the error ``exc`` (a cause recorded earlier is kept)."""
+        self.status = SeqStatus.FINISHED
+        self.finish_reason = "error"
+        self.meta.setdefault("error", exc)
+
+    def timeout_error(self, waiting: bool = False) -> TimeoutError:
+        """The error of this request once its ``request_timeout`` passed."""
+        where = " while its submission waited for room in the queue" if waiting else ""
+        return TimeoutError(
+            f"request {self.seq_id} exceeded request_timeout={self.params.request_timeout}s{where}"
+        )
+
+    def result(self) -> GenerationResult:
+        """What the request of this finished sequence returns."""
+        return GenerationResult(
+            text=self.text,
+            token_ids=list(self.output_ids),
+            finish_reason=self.finish_reason or "stop",
+            prompt_tokens=len(self.prompt_ids),
+            stats=self.stats,
+            request_id=self.seq_id,
+            group=self.group,
+            logprobs=None if self.logprobs is None else list(self.logprobs),
+        )
 
 
 def check_prompt_ids(

@@ -58,32 +58,6 @@ class SpecStats:
         for k in range(accepted):
             self.accepted_by_position[k] += 1
 
-    def merge(self, other: SpecStats) -> None:
-        """Add ``other`` into ``self``."""
-        for name in (
-            "prompt_tokens",
-            "generated_tokens",
-            "cached_prompt_tokens",
-            "target_tokens",
-            "verifications",
-            "drafted",
-            "accepted",
-        ):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for mine, theirs in (
-            (self.accepted_by_position, other.accepted_by_position),
-            (self.drafted_by_position, other.drafted_by_position),
-        ):
-            _grow(mine, len(theirs))
-            for k, v in enumerate(theirs):
-                mine[k] += v
-        for mine_d, theirs_d in (
-            (self.drafted_by_drafter, other.drafted_by_drafter),
-            (self.accepted_by_drafter, other.accepted_by_drafter),
-        ):
-            for key, v in theirs_d.items():
-                mine_d[key] = mine_d.get(key, 0) + v
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict including the derived rates."""
         data = asdict(self)

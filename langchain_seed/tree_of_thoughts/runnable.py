@@ -149,7 +149,7 @@ class TreeOfThoughts(RunnableSerializable[dict[str, Any], dict[str, Any]]):
 
     @field_validator("task", mode="before")
     @classmethod
-    def _resolve_task(cls, value: Any) -> Any:
+    def _task_from_name(cls, value: Any) -> Any:
         return get_task(value) if isinstance(value, str) else value
 
     @classmethod

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from langchain_seed.engine.config import SamplingParams
-from langchain_seed.engine.sequence import Sequence
+from langchain_seed.engine.sequence import SequenceState
 from langchain_seed.engine.speculation.draft_policy import (
     PRIOR_OVERHEAD_TOKENS,
     Acceptance,
@@ -20,8 +20,10 @@ from langchain_seed.engine.speculation.draft_policy import (
 from langchain_seed.engine.speculation.drafters.base import Draft
 
 
-def seq(greedy: bool = True) -> Sequence:
-    return Sequence(prompt_ids=[1, 2, 3], params=SamplingParams(temperature=0 if greedy else 1))
+def seq(greedy: bool = True) -> SequenceState:
+    return SequenceState(
+        prompt_ids=[1, 2, 3], params=SamplingParams(temperature=0 if greedy else 1)
+    )
 
 
 def policy_with_costs(
@@ -278,7 +280,7 @@ def test_ngram_drafts_are_labelled_with_the_length_of_their_match():
     from langchain_seed.engine.speculation.drafters.ngram import NgramDrafter
 
     def draft(ids: list[int]) -> Draft:
-        s = Sequence(prompt_ids=ids, params=SamplingParams())
+        s = SequenceState(prompt_ids=ids, params=SamplingParams())
         return NgramDrafter().propose([s], [4])[0]
 
     three = draft([1, 2, 3, 4, 5, 1, 2, 3])

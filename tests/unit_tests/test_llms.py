@@ -284,7 +284,7 @@ async def wait_for_cancelled(engine, count: int) -> int:
 async def test_cancelling_ainvoke_cancels_the_engine_request(llm):
     engine = llm.engine
     before = engine.stats().requests_cancelled
-    with engine._step_lock:  # no step runs: the request cannot finish before the cancel
+    with engine.service.step_lock:  # no step runs: the request cannot finish before the cancel
         task = asyncio.create_task(llm.ainvoke("hello", max_tokens=900))
         await asyncio.sleep(0.2)
         task.cancel()

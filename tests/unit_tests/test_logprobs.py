@@ -140,7 +140,7 @@ def test_grammar_masked_tokens_have_no_probability(grammar_pair):
     try:
         params = SamplingParams(max_tokens=6, logprobs=5, grammar=Grammar.regex("[ab]+"))
         [result] = engine.generate(["write a or b"], params)
-        allowed = {engine._encode_text(c)[0] for c in "ab"} | engine.eos_ids
+        allowed = {engine.chat.encode_text(c)[0] for c in "ab"} | engine.eos_ids
     finally:
         engine.close()
     for entry in result.logprobs:

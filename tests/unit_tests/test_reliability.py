@@ -288,7 +288,7 @@ def test_engine_thread_crash_fails_pending_requests_and_shared_restarts(model_pa
         def crash(seq):
             raise RuntimeError("injected engine-thread crash")
 
-        engine._attach_generator = crash  # runs on the engine thread for every new request
+        engine.service._attach_generator = crash  # runs on the engine thread for every new request
         doomed = engine.submit("doomed", SamplingParams(max_tokens=4))
         for future in (doomed, running):
             with pytest.raises(RuntimeError, match="injected engine-thread crash"):

@@ -27,7 +27,7 @@ from tiny_models import make_tiny_model
 
 from langchain_seed import SeedLLM
 from langchain_seed.engine import Engine, EngineConfig, SamplingParams
-from langchain_seed.engine.execution import loading
+from langchain_seed.engine.execution import loading, models
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -436,7 +436,7 @@ def private_copy(tiny_pair, tmp_path: Path) -> str:
 
 
 def model_loaded(path: str) -> bool:
-    return any(key[0] == path for key in loading._MODELS)
+    return any(key[0] == path for key in models._MODELS)
 
 
 def test_closing_the_last_engine_of_a_model_frees_its_weights(tiny_pair, tmp_path):
@@ -601,7 +601,7 @@ def test_request_timeout_is_honoured_while_a_blocking_submit_waits_for_room(mode
         def submit_late() -> None:
             got["future"] = engine.submit("late", SamplingParams(max_tokens=5, request_timeout=0.3))
 
-        with engine._step_lock:  # no step runs: the queue stays full until released
+        with engine.service.step_lock:  # no step runs: the queue stays full until released
             queued = engine.submit("queued", SamplingParams(max_tokens=5))
             deadline = time.monotonic() + 10
             while not engine.scheduler.waiting and time.monotonic() < deadline:

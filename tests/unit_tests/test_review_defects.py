@@ -13,7 +13,7 @@ import torch
 from langchain_core.messages import HumanMessage
 
 import langchain_seed.engine.engine as engine_module
-import langchain_seed.engine.serving.service as service_module
+import langchain_seed.engine.execution.models as models_module
 from langchain_seed import ChatSeed
 from langchain_seed.engine import (
     Engine,
@@ -25,7 +25,7 @@ from langchain_seed.engine import (
 from langchain_seed.engine.config import SamplingParams as Params
 from langchain_seed.engine.execution.runner import ModelRunner
 from langchain_seed.engine.scheduler import queue_part
-from langchain_seed.engine.sequence import Sequence
+from langchain_seed.engine.sequence import SequenceState
 from langchain_seed.engine.speculation.drafters.model import ModelDrafter
 from langchain_seed.engine.speculation.sampling import (
     position_noise,
@@ -51,13 +51,13 @@ def greedy_ref(pair, prompt: str, max_new: int) -> list[int]:
 # ----- 1. Engine.shared under a race -------------------------------------------------------
 def test_shared_engine_is_one_engine_however_many_threads_race(model_path, monkeypatch):
     """Four threads asking at once for one configuration get one engine, not one each."""
-    load = engine_module.shared_model
+    load = models_module.shared_model
 
     def slow_load(*args, **kwargs):
         time.sleep(0.2)  # widen the window between "not built yet" and "built"
         return load(*args, **kwargs)
 
-    monkeypatch.setattr(engine_module, "shared_model", slow_load)
+    monkeypatch.setattr(models_module, "shared_model", slow_load)
     config = EngineConfig(model=model_path, max_batch_size=3, gamma=2)
     barrier = threading.Barrier(4)
     got: list[Engine] = []
@@ -107,7 +107,7 @@ def test_batch_larger_than_queue_fails_at_once_with_a_clear_error(model_path):
 def test_parts_of_a_blocked_batch_keep_a_group_together():
     """A part ends before a group that would straddle it, if the group fits in the queue."""
     seqs = [
-        Sequence(prompt_ids=[5, 6], params=Params(), group=g)
+        SequenceState(prompt_ids=[5, 6], params=Params(), group=g)
         for g in (None, None, "g", "g", "h", "h", "h", "h")
     ]
     parts, start = [], 0
@@ -233,7 +233,7 @@ def test_failed_step_resolves_every_request_and_releases_drafter_state(tiny_pair
         stats = engine.stats()
         assert stats.requests_failed == 4
         consensus = next(d for d in engine.drafters if d.name == "consensus")
-        assert consensus.active_groups == []
+        assert list(consensus._groups) == []
         assert all(node.refs == 0 for node in engine.prefix_cache._nodes())
         # the engine still serves requests, losslessly
         result = engine.generate(["the cat sat"], SamplingParams(max_tokens=12, ignore_eos=True))
@@ -300,7 +300,7 @@ def test_model_drafter_verified_hook_never_keeps_the_pending_token(tiny_pair):
     proposal must draft."""
     runner = ModelRunner(tiny_pair.draft, max_rows=2, device="cpu", budget_tokens=512)
     drafter = ModelDrafter(runner)
-    seq = Sequence(prompt_ids=tiny_pair.tokenizer("the cat sat").input_ids, params=Params())
+    seq = SequenceState(prompt_ids=tiny_pair.tokenizer("the cat sat").input_ids, params=Params())
     seq.row = 0
     drafter.runner.cache.layout(256, live_rows=0)
     with torch.inference_mode():
@@ -351,7 +351,7 @@ def test_closed_shared_engine_leaves_the_registry_and_frees_its_memory(model_pat
     engine.generate(["the cat sat on the mat"], SamplingParams(max_tokens=4))
     assert engine.prefix_cache.stats()["memory_bytes"] > 0
     engine.close()
-    assert engine not in service_module.SHARED.engines()
+    assert engine not in engine_module.EMBEDDED_ENGINES.engines()
     assert engine.prefix_cache.stats()["memory_bytes"] == 0
     assert engine.prefix_cache.tokens_stored == 0
     assert engine.runner.cache.nbytes() == 0
@@ -386,4 +386,4 @@ def test_close_shared_closes_every_shared_engine(model_path):
     second = Engine.shared(EngineConfig(model=model_path, max_batch_size=7))
     assert Engine.close_shared() >= 2
     assert first.closed and second.closed
-    assert service_module.SHARED.engines() == []
+    assert engine_module.EMBEDDED_ENGINES.engines() == []

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from langchain_seed.engine.config import SamplingParams
-from langchain_seed.engine.sequence import Sequence
+from langchain_seed.engine.sequence import SequenceState
 from langchain_seed.engine.text.detokenizer import DetokState, TextTracker
 
 SPECIALS = ["<s>", "</s>", "<pad>"]
@@ -218,15 +218,15 @@ def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
     return (text[: min(hits)], True) if hits else (text, False)
 
 
-def new_sequence(stop: tuple[str, ...] = ()) -> Sequence:
-    return Sequence(prompt_ids=[0], params=SamplingParams(max_tokens=10_000, stop=stop))
+def new_sequence(stop: tuple[str, ...] = ()) -> SequenceState:
+    return SequenceState(prompt_ids=[0], params=SamplingParams(max_tokens=10_000, stop=stop))
 
 
 @dataclass
 class Run:
     """What one incremental run saw."""
 
-    seq: Sequence
+    seq: SequenceState
     streamed: str
     stopped: bool
 

@@ -16,7 +16,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
 from langchain_seed import SeedLLM, SelfConsistency
-from langchain_seed.backends.vllm import (
+from langchain_seed.backends.vllm_requests import (
     CPU_KV_CACHE_BYTES,
     engine_kwargs,
     group_requests,
@@ -231,7 +231,7 @@ def test_vllm_logprobs_map_to_token_logprobs() -> None:
     """VLLM's per-token ``{token_id: Logprob}`` dicts (sampled token + ranked top-k) -> ours."""
     from types import SimpleNamespace as Logprob
 
-    from langchain_seed.backends.vllm import token_logprobs
+    from langchain_seed.backends.vllm_requests import token_logprobs
     from langchain_seed.engine import TokenLogprob
 
     entries = [

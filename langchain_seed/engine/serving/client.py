@@ -4,16 +4,20 @@
 :class:`~langchain_seed.engine.Engine` and
 :class:`~langchain_seed.backends.vllm.VLLMEngine`. A backend implements submission
 (:meth:`EngineClient.submit_many`, futures of :class:`GenerationResult`, an ``on_delta``
-callback for streaming), prompt checking and chat rendering, the stats and closing; the
-blocking, async and streaming conveniences here are built on those.
+callback for streaming), its tokenizer face (``chat``: prompts, chat templates, token
+bytes), the stats and closing; prompt checking and the blocking, async and streaming
+conveniences here are built on those. The module also holds :class:`SharedEngines`, the
+registry each backend keeps of its engines.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import atexit
 import queue
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator
 from collections.abc import Sequence as Seq
 from concurrent.futures import Future
@@ -23,6 +27,7 @@ from langchain_seed.engine.config import SamplingParams, as_token_id
 from langchain_seed.engine.results import GenerationResult
 from langchain_seed.engine.sequence import check_prompt_ids, check_text
 from langchain_seed.engine.stats import EngineStats
+from langchain_seed.engine.text.tokenizer import ChatTokenizer
 
 Prompt = str | list[int]
 """A prompt: text (tokenized with special tokens) or token ids (a rendered chat template)."""
@@ -33,6 +38,9 @@ class EngineClient(abc.ABC):
 
     _registered: tuple[SharedEngines[Any], Hashable] | None = None
     """Set by the :class:`SharedEngines` registry that holds this engine."""
+
+    chat: ChatTokenizer
+    """The model's tokenizer and chat template, behind a lock (set by the backend)."""
 
     # ----- what a backend implements -------------------------------------------------
     @abc.abstractmethod
@@ -132,31 +140,45 @@ class EngineClient(abc.ABC):
         """Most tokens (prompt + output) one request may hold; ``None``: the context only."""
         return None
 
-    @abc.abstractmethod
+    # ----- the tokenizer face (a backend sets ``chat``) -----------------------------
     def encode(self, text: str) -> list[int]:
-        """Token ids of a prompt text."""
+        """Token ids of a prompt text (special tokens as the tokenizer adds them).
+
+        Raises:
+            ValueError: ``text`` has a lone surrogate (it is not valid Unicode text).
+        """
+        return self.chat.encode(text)
 
     @property
-    @abc.abstractmethod
     def tool_call_format(self) -> str:
         """How the chat template writes tool calls: ``"hermes"``, ``"llama"`` or ``"none"``.
 
-        See :func:`~langchain_seed.engine.execution.loading.template_tool_format`.
+        See :func:`~langchain_seed.engine.text.tokenizer.template_tool_format`.
         """
+        return self.chat.tool_call_format
 
-    @abc.abstractmethod
     def token_bytes(self, ids: Seq[int]) -> list[bytes]:
         """The bytes each token of ``ids`` stands for (part of a character, at times)."""
+        return self.chat.token_bytes(ids)
 
-    @abc.abstractmethod
     def render_chat(self, messages: Seq[dict[str, Any]], **template_kwargs: Any) -> list[int]:
-        """Prompt token ids of chat ``messages`` through the tokenizer's chat template."""
+        """Prompt token ids of chat ``messages`` through the tokenizer's chat template.
+
+        Args:
+            messages: ``{"role": ..., "content": ...}`` turns.
+            **template_kwargs: passed to ``apply_chat_template`` (e.g. ``tools``).
+
+        Raises:
+            ValueError: a text in ``messages`` has a lone surrogate (naming where).
+        """
+        return self.chat.render_chat(messages, **template_kwargs)
 
     @property
-    @abc.abstractmethod
     def chat_template_renders_tools(self) -> bool:
         """Whether the tokenizer's chat template takes ``tools`` (renders tool schemas)."""
+        return self.chat.renders_tools
 
+    # ----- what a backend implements (continued) -------------------------------------
     @property
     @abc.abstractmethod
     def model_name(self) -> str:
@@ -272,16 +294,42 @@ E = TypeVar("E", bound=EngineClient)
 
 
 class SharedEngines(Generic[E]):
-    """A process-wide registry of engines, one per configuration key.
+    """A process-wide registry of one backend's engines, with its exit hook.
 
-    An engine is built under the registry's lock: threads racing for one configuration get
-    one engine (one batch, one memory budget), never one each. A closed (or dead) engine is
-    replaced by a fresh one on the next :meth:`get`.
+    Shared engines are kept one per configuration key (:meth:`get`): an engine is built
+    under the registry's lock, so threads racing for one configuration get one engine (one
+    batch, one memory budget), never one each; a closed (or dead) engine is replaced by a
+    fresh one on the next :meth:`get`. Every engine of the backend, shared or not, is
+    tracked (:meth:`track`) and closed at interpreter exit, so no engine's work is still
+    in flight when its libraries tear down.
+
+    Args:
+        exit_timeout: seconds each engine's close may take at exit.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, exit_timeout: float = 30.0) -> None:
         self._engines: dict[Hashable, E] = {}
         self._lock = threading.RLock()  # reentrant: replacing a dead engine closes it here
+        self._live: weakref.WeakSet[E] = weakref.WeakSet()
+        self._exit_timeout = exit_timeout
+        self._hooked = False
+
+    def track(self, engine: E) -> None:
+        """Close ``engine`` at interpreter exit if it is still open.
+
+        The exit hook is registered with the first engine tracked: after the backend's own
+        libraries were imported, so it runs before their exit handlers (last registered,
+        first run).
+        """
+        with self._lock:
+            self._live.add(engine)
+            if not self._hooked:
+                atexit.register(self._close_live)
+                self._hooked = True
+
+    def _close_live(self) -> None:
+        for engine in list(self._live):
+            engine.close(timeout=self._exit_timeout)
 
     def get(self, key: Hashable, build: Callable[[], E]) -> E:
         """The engine for ``key``, built with ``build()`` on first use."""
@@ -296,7 +344,7 @@ class SharedEngines(Generic[E]):
             return engine
 
     def remove(self, engine: EngineClient) -> None:
-        """Forget ``engine`` (its :meth:`~EngineClient.close` calls this)."""
+        """Forget ``engine`` as a shared engine (its :meth:`~EngineClient.close` calls this)."""
         registered = getattr(engine, "_registered", None)
         if registered is None or registered[0] is not self:
             return
@@ -305,12 +353,12 @@ class SharedEngines(Generic[E]):
                 del self._engines[registered[1]]
 
     def engines(self) -> list[E]:
-        """The engines registered now."""
+        """The shared engines registered now."""
         with self._lock:
             return list(self._engines.values())
 
     def close_all(self) -> int:
-        """Close every registered engine; returns how many were closed."""
+        """Close every shared engine; returns how many were closed."""
         engines = self.engines()
         for engine in engines:
             engine.close()

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_seed.engine.speculation.drafters.base import Draft
 
 if TYPE_CHECKING:
-    from langchain_seed.engine.sequence import Sequence
+    from langchain_seed.engine.sequence import SequenceState
 
 logger = logging.getLogger(__name__)
 
@@ -217,14 +217,14 @@ class Acceptance:
         s1, f1, sc, fc = self.engine.get((key, greedy), _PRIOR_COUNTS)
         return Rate(s1 / (s1 + f1), sc / (sc + fc))
 
-    def estimate(self, seq: Sequence, key: str) -> Rate:
+    def estimate(self, seq: SequenceState, key: str) -> Rate:
         """Acceptance of drafts of ``key`` for ``seq``: its own record, shrunk to the engine's."""
         prior = self.engine_estimate(key, seq.params.greedy)
         s1, f1, sc, fc = seq.draft_counts.get(key, (0.0, 0.0, 0.0, 0.0))
         w = SEQUENCE_WEIGHT
         return Rate((s1 + w * prior.first) / (s1 + f1 + w), (sc + w * prior.then) / (sc + fc + w))
 
-    def observe(self, seq: Sequence, key: str, drafted: int, accepted: int) -> None:
+    def observe(self, seq: SequenceState, key: str, drafted: int, accepted: int) -> None:
         """Count one verification of ``drafted`` tokens of ``key`` (``accepted`` kept)."""
         if drafted <= 0:
             return
@@ -265,7 +265,7 @@ class DraftPolicy:
 
     def draft(
         self,
-        running: Seq[Sequence],
+        running: Seq[SequenceState],
         drafters: Seq[Any],
         adaptive: bool,
         failures: dict[str, int] | None = None,
@@ -278,7 +278,7 @@ class DraftPolicy:
         step is then chosen over the chosen drafts (0 = a plain step).
 
         A drafter that raises drafts no more for the rows it was asked to draft for
-        (``Sequence.drafters_off``; counted in ``failures``): drafts are guesses, so their
+        (``SequenceState.drafters_off``; counted in ``failures``): drafts are guesses, so their
         requests go on without them instead of failing.
         """
         caps = [max(0, min(self.gamma, seq.remaining - 1)) for seq in running]
@@ -335,7 +335,7 @@ class DraftPolicy:
                         draft.probs = draft.probs[:g]
         return chosen
 
-    def best(self, seq: Sequence, candidates: Seq[Draft]) -> Draft:
+    def best(self, seq: SequenceState, candidates: Seq[Draft]) -> Draft:
         """The candidate with the most expected accepted tokens (:meth:`Rate.gain`), copied."""
         best, best_score = Draft(), 0.0
         for draft in candidates:
@@ -347,7 +347,7 @@ class DraftPolicy:
 
     def choose_length(
         self,
-        seqs: Seq[Sequence],
+        seqs: Seq[SequenceState],
         available: Seq[int],
         acceptance: Seq[float | Rate],
         extra_seconds: float = 0.0,
@@ -423,7 +423,7 @@ class DraftPolicy:
         """Time of one verification forward of ``b`` rows computing ``tokens`` positions."""
         self.cost.observe(b, tokens, seconds)
 
-    def observe(self, seq: Sequence, drafter: str, drafted: int, accepted: int) -> None:
+    def observe(self, seq: SequenceState, drafter: str, drafted: int, accepted: int) -> None:
         """One verification's outcome (acceptance counts)."""
         self.acceptance.observe(seq, drafter, drafted, accepted)
 

@@ -46,7 +46,7 @@ from langchain_seed.engine.speculation.sampling import (
 from langchain_seed.engine.text.grammar import unpack_allowed
 
 if TYPE_CHECKING:
-    from langchain_seed.engine.sequence import Sequence
+    from langchain_seed.engine.sequence import SequenceState
     from langchain_seed.engine.speculation.drafters.base import Draft
 
 
@@ -73,7 +73,7 @@ class Verification:
 
     @torch.inference_mode()
     def __init__(
-        self, seqs: Seq[Sequence], drafts: Seq[Draft], device: torch.device, vocab: int
+        self, seqs: Seq[SequenceState], drafts: Seq[Draft], device: torch.device, vocab: int
     ) -> None:
         self.seqs, self.drafts = seqs, drafts
         self.feed = [[seq.last_token, *d.tokens] for seq, d in zip(seqs, drafts)]
@@ -193,7 +193,7 @@ class _SamplerRows:
         self,
         rows: list[int],
         params: SamplingParams,
-        seqs: Seq[Sequence],
+        seqs: Seq[SequenceState],
         drafts: Seq[Draft],
         s: int,
         device: torch.device,
@@ -228,7 +228,7 @@ class _Scored:
     """Rows that ask for logprobs: their indices and how many alternatives each wants."""
 
     def __init__(
-        self, rows: list[int], seqs: Seq[Sequence], s: int, device: torch.device, vocab: int
+        self, rows: list[int], seqs: Seq[SequenceState], s: int, device: torch.device, vocab: int
     ) -> None:
         self.index = rows
         self.at = {i: w for w, i in enumerate(rows)}
@@ -297,7 +297,7 @@ def _indices(values: list[int], device: torch.device) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.long).to(device, non_blocking=True)
 
 
-def _by_sampler(seqs: Seq[Sequence]) -> list[tuple[list[int], SamplingParams]]:
+def _by_sampler(seqs: Seq[SequenceState]) -> list[tuple[list[int], SamplingParams]]:
     """Row indices by identical sampler settings (one ``process_scores`` call for each)."""
     by_key: dict[tuple[object, ...], tuple[list[int], SamplingParams]] = {}
     for i, seq in enumerate(seqs):
@@ -307,7 +307,7 @@ def _by_sampler(seqs: Seq[Sequence]) -> list[tuple[list[int], SamplingParams]]:
     return list(by_key.values())
 
 
-def _noise(seq: Sequence, draft: Draft, out: torch.Tensor) -> None:
+def _noise(seq: SequenceState, draft: Draft, out: torch.Tensor) -> None:
     """Coupled noise of the output positions a seeded row verifies, into ``out`` ``[s, vocab]``.
 
     Only the row's own ``1 + len(draft)`` positions are drawn (a draw costs ~0.5 ms per
@@ -320,7 +320,7 @@ def _noise(seq: Sequence, draft: Draft, out: torch.Tensor) -> None:
     position_noise(seed, range(t, t + n), out.shape[-1], out.device, out=out[:n])
 
 
-def _uniforms(seq: Sequence, draft: Draft, s: int, device: torch.device) -> torch.Tensor:
+def _uniforms(seq: SequenceState, draft: Draft, s: int, device: torch.device) -> torch.Tensor:
     """U(0, 1) draws of one row, ``[s]``: one per draft token, the last for the emitted token.
 
     Exactly ``len(draft) + 1`` draws come from the row's own generator (the padding is

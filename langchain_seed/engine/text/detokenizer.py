@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_seed.engine.sequence import Sequence
+from langchain_seed.engine.sequence import SequenceState
 
 REPLACEMENT_CHAR = "\ufffd"
 """What decoders put for bytes that are not (yet) a complete UTF-8 character."""
@@ -32,7 +32,7 @@ REPLACEMENT_CHAR = "\ufffd"
 
 @dataclass(slots=True)
 class DetokState:
-    """Incremental detokenization state of one sequence, kept in ``Sequence.detok``.
+    """Incremental detokenization state of one sequence, kept in ``SequenceState.detok``.
 
     Invariant: ``text`` is the text of the read tokens ``output_ids[:read_offset]`` and
     ``prefix_text``, when known, is ``decode(output_ids[prefix_offset:read_offset])``.
@@ -77,7 +77,7 @@ class TextTracker:
         with self.lock:
             return str(self.tokenizer.decode(ids, skip_special_tokens=True))
 
-    def update(self, seq: Sequence, *, final: bool | None = None) -> bool:
+    def update(self, seq: SequenceState, *, final: bool | None = None) -> bool:
         """Refresh ``seq.text``; return True when a stop string was found (text is cut).
 
         Let ``full = decode(seq.output_ids)`` (special tokens skipped) and ``cut(t)`` be
@@ -117,7 +117,7 @@ class TextTracker:
         seq.text = text if cut is None else text[:cut]
         return cut is not None
 
-    def delta(self, seq: Sequence, final: bool) -> str:
+    def delta(self, seq: SequenceState, final: bool) -> str:
         """New text since the last delta that is safe to show.
 
         Unless ``final``, it holds back trailing U+FFFD (byte-fallback decoders put one per
@@ -135,7 +135,7 @@ class TextTracker:
         return piece
 
     # ----- detokenization ------------------------------------------------------------
-    def _incremental_text(self, seq: Sequence) -> str:
+    def _incremental_text(self, seq: SequenceState) -> str:
         """Text of all output ids from the read text plus the decoded window."""
         ids = seq.output_ids
         state = seq.detok
@@ -157,7 +157,7 @@ class TextTracker:
         # Unfinished character (or nothing yet): the new tokens stay in the window.
         return state.text + new_text
 
-    def _full_text(self, seq: Sequence) -> str:
+    def _full_text(self, seq: SequenceState) -> str:
         """Decode all output ids and restart the incremental state from that text."""
         text = self.decode(seq.output_ids)
         state = seq.detok
@@ -170,7 +170,7 @@ class TextTracker:
         return text
 
     @staticmethod
-    def _stop_cut(seq: Sequence, text: str) -> int | None:
+    def _stop_cut(seq: SequenceState, text: str) -> int | None:
         """Index of the earliest stop string in ``text``, or None when there is none."""
         cut: int | None = None
         for stop in seq.params.stop:
@@ -190,40 +190,3 @@ def _stop_prefix_len(text: str, end: int, stops: tuple[str, ...]) -> int:
                 longest = k
                 break
     return longest
-
-
-def token_bytes(tokenizer: Any, ids: list[int]) -> list[bytes]:
-    """The bytes each token of ``ids`` stands for (a token may hold part of a character).
-
-    Byte-level BPE vocabularies (GPT-2, Llama 3, Qwen, SmolLM) spell each byte as one
-    printable character: the token's characters map back through that alphabet.
-    SentencePiece byte tokens (``<0x0A>``) are their byte. Any other token is its decoded
-    text in UTF-8.
-    """
-    from tokenizers import decoders
-
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    byte_level = isinstance(getattr(backend, "decoder", None), decoders.ByteLevel)
-    alphabet = _byte_alphabet() if byte_level else {}
-    special = set(getattr(tokenizer, "all_special_ids", ()))
-    out = []
-    for token_id, piece in zip(ids, tokenizer.convert_ids_to_tokens(ids)):
-        if isinstance(piece, str) and token_id not in special:
-            if byte_level and all(char in alphabet for char in piece):
-                out.append(bytes(alphabet[char] for char in piece))
-                continue
-            if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
-                try:
-                    out.append(bytes([int(piece[3:5], 16)]))
-                    continue
-                except ValueError:
-                    pass
-        out.append(tokenizer.decode([token_id]).encode("utf-8"))
-    return out
-
-
-def _byte_alphabet() -> dict[str, int]:
-    """Byte-level BPE's character for each byte, inverted: character -> byte."""
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    return {char: byte for byte, char in bytes_to_unicode().items()}

@@ -4,10 +4,9 @@ A drafter may also define any of these; the engine calls them when present:
 
 - ``verified(sequence, new_tokens)``: after verification, with the tokens the sequence
   kept (accepted draft tokens and the emitted one);
-- ``row_moved(src, dst)``: the sequence in row ``src`` now lives in row ``dst``;
-- ``reset()``: the engine is idle and dropped its KV memory;
-- ``runner``: a :class:`~langchain_seed.engine.execution.runner.ModelRunner` whose KV cache follows
-  the batch's rows (filled at admission and moved with the rows by the engine);
+- ``runner``: a :class:`~langchain_seed.engine.execution.runner.ModelRunner` whose KV
+  cache follows the batch's rows (filled at admission and moved with the rows by the
+  engine);
 - ``costly = True``: drafting costs a forward per position, so the draft policy sizes
   ``max_lens`` before asking
   (:meth:`~langchain_seed.engine.speculation.draft_policy.DraftPolicy.draft`) and times
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import torch
 
-    from langchain_seed.engine.sequence import Sequence
+    from langchain_seed.engine.sequence import SequenceState
 
 
 @dataclass(slots=True)
@@ -63,11 +62,11 @@ class Drafter(Protocol):
 
     name: str
 
-    def propose(self, sequences: Seq[Sequence], max_lens: Seq[int]) -> list[Draft]:
+    def propose(self, sequences: Seq[SequenceState], max_lens: Seq[int]) -> list[Draft]:
         """Drafts for every sequence, at most ``max_lens[i]`` tokens for sequence ``i``."""
         ...
 
-    def release(self, sequence: Sequence) -> None:
+    def release(self, sequence: SequenceState) -> None:
         """Forget state held for a sequence that finished or was cancelled."""
         ...
 

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING
 from langchain_seed.engine.speculation.drafters.base import Draft
 
 if TYPE_CHECKING:
-    from langchain_seed.engine.sequence import Sequence
+    from langchain_seed.engine.sequence import SequenceState
 
 NgramIndex = dict[tuple[int, ...], dict[int, list[int]]]
 """n-gram -> member slot -> continuation positions (ascending)."""
@@ -71,7 +71,7 @@ class ConsensusDraft(Draft):
 
 @dataclass(slots=True, eq=False)
 class _Member:
-    seq: Sequence
+    seq: SequenceState
     slot: int
     next_c: int = 0
     """First continuation position not yet indexed."""
@@ -154,7 +154,7 @@ class ConsensusDrafter:
 
     # ------------------------------------------------------------------ protocol
 
-    def propose(self, sequences: Seq[Sequence], max_lens: Seq[int]) -> list[Draft]:
+    def propose(self, sequences: Seq[SequenceState], max_lens: Seq[int]) -> list[Draft]:
         """One consensus draft per sequence (empty outside a group of two or more).
 
         Args:
@@ -184,7 +184,7 @@ class ConsensusDrafter:
             drafts.append(self._draft(mine, me, max_len))
         return drafts
 
-    def release(self, sequence: Sequence) -> None:
+    def release(self, sequence: SequenceState) -> None:
         """Keep a finished sequence's tokens as evidence; drop the group once all are done.
 
         The engine calls this when a sequence finishes or is cancelled. Its siblings may
@@ -215,38 +215,7 @@ class ConsensusDrafter:
 
     # ------------------------------------------------------------------ index
 
-    def rebuild(self) -> None:
-        """Re-index every group from scratch (the reference the incremental path must equal)."""
-        for group in (*self._groups.values(), *self._retired.values()):
-            group.index = {}
-            for member in group.slots:
-                member.next_c = 0
-                member.last_token = None
-                self._catch_up(group, member)
-
-    def index_of(self, group: str) -> dict[tuple[int, ...], dict[int, list[int]]]:
-        """A copy of a group's index keyed by seq_id (for tests and debugging).
-
-        Args:
-            group: the group id.
-
-        Returns:
-            n-gram -> seq_id -> continuation positions; empty for an unknown group.
-        """
-        found = self._groups.get(group) or self._retired.get(group)
-        if found is None:
-            return {}
-        return {
-            gram: {found.slots[slot].seq.seq_id: list(cs) for slot, cs in hits.items()}
-            for gram, hits in found.index.items()
-        }
-
-    @property
-    def active_groups(self) -> list[str]:
-        """Groups with at least one member not yet released."""
-        return list(self._groups)
-
-    def _join(self, seq: Sequence) -> _Group:
+    def _join(self, seq: SequenceState) -> _Group:
         gid = seq.group
         assert gid is not None
         group = self._groups.get(gid)
@@ -260,7 +229,7 @@ class ConsensusDrafter:
             member.released = False
         return group
 
-    def _add_member(self, group: _Group, seq: Sequence) -> _Member:
+    def _add_member(self, group: _Group, seq: SequenceState) -> _Member:
         member = _Member(seq=seq, slot=len(group.slots))
         if self.weight_by_acceptance:
             member.weight = 0.5  # (1 + hits) / (2 + hits + misses) before any evidence
@@ -384,7 +353,7 @@ class ConsensusDrafter:
                     total += m.weight
             if not total:
                 break
-            # heaviest token, ties to the smaller id (order-independent: incremental == rebuild)
+            # heaviest token, ties to the smaller id (order-independent: incremental == scratch)
             ranked = sorted(tally.items(), key=lambda kv: (-kv[1], kv[0]))
             best, weight = ranked[0]
             if weight < threshold * total:

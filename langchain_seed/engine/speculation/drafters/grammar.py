@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from langchain_seed.engine.speculation.drafters.base import Draft
 
 if TYPE_CHECKING:
-    from langchain_seed.engine.sequence import Sequence
+    from langchain_seed.engine.sequence import SequenceState
 
 
 class GrammarDrafter:
@@ -33,7 +33,7 @@ class GrammarDrafter:
     def __init__(self, encode: Callable[[str], list[int]]) -> None:
         self.encode = encode
 
-    def propose(self, sequences: Seq[Sequence], max_lens: Seq[int]) -> list[Draft]:
+    def propose(self, sequences: Seq[SequenceState], max_lens: Seq[int]) -> list[Draft]:
         """Up to ``max_lens[i]`` tokens of the text ``sequences[i]``'s grammar forces next."""
         drafts = []
         for seq, n in zip(sequences, max_lens):
@@ -43,5 +43,5 @@ class GrammarDrafter:
             drafts.append(Draft(tokens, None, self.name) if tokens else Draft())
         return drafts
 
-    def release(self, sequence: Sequence) -> None:
+    def release(self, sequence: SequenceState) -> None:
         """Nothing to forget: the forced text is read from the request's own matcher."""

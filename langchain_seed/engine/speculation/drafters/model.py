@@ -26,7 +26,7 @@ from langchain_seed.engine.speculation.sampling import (
 )
 
 if TYPE_CHECKING:
-    from langchain_seed.engine.sequence import Sequence
+    from langchain_seed.engine.sequence import SequenceState
 
 
 CATCH_UP = 8
@@ -51,7 +51,7 @@ class ModelDrafter:
         return self.runner.forwards
 
     @torch.inference_mode()
-    def propose(self, sequences: Seq[Sequence], max_lens: Seq[int]) -> list[Draft]:
+    def propose(self, sequences: Seq[SequenceState], max_lens: Seq[int]) -> list[Draft]:
         """Draft ``max_lens[i]`` tokens for ``sequences[i]`` (rows contiguous from the first)."""
         drafts = [Draft([], None, self.name) for _ in sequences]
         if not sequences or max(max_lens, default=0) <= 0:
@@ -109,7 +109,7 @@ class ModelDrafter:
 
     @staticmethod
     def _draft_token(
-        seq: Sequence, logits: torch.Tensor, position: int
+        seq: SequenceState, logits: torch.Tensor, position: int
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The sampled draft token at output ``position`` from ``logits`` (``[vocab]``).
 
@@ -128,7 +128,7 @@ class ModelDrafter:
         u = torch.rand(1, generator=seq.generator, device=q.device)  # [1]
         return sample_inverse_cdf(q, u)[0], q[0]
 
-    def verified(self, seq: Sequence, new_tokens: Seq[int]) -> None:
+    def verified(self, seq: SequenceState, new_tokens: Seq[int]) -> None:
         """Keep only the draft KV of tokens the sequence kept.
 
         After drafting ``d_1 .. d_g`` the draft cache holds the ``N`` earlier tokens and
@@ -148,6 +148,6 @@ class ModelDrafter:
             common += 1
         self.runner.keep(seq.row, min(self.runner.lengths[seq.row], n_before + common))
 
-    def release(self, sequence: Sequence) -> None:
+    def release(self, sequence: SequenceState) -> None:
         """Forget per-sequence bookkeeping."""
         self._drafted.pop(sequence.seq_id, None)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from langchain_seed.engine.speculation.drafters.base import Draft
 
 if TYPE_CHECKING:
-    from langchain_seed.engine.sequence import Sequence
+    from langchain_seed.engine.sequence import SequenceState
 
 
 def lookup(
@@ -47,7 +47,7 @@ class NgramDrafter:
         self.max_ngram = max_ngram
         self.min_ngram = min_ngram
 
-    def propose(self, sequences: Seq[Sequence], max_lens: Seq[int]) -> list[Draft]:
+    def propose(self, sequences: Seq[SequenceState], max_lens: Seq[int]) -> list[Draft]:
         """One prompt-lookup draft per sequence, of kind ``"ngram/<n>"`` for an n-token match.
 
         A longer match is stronger evidence (a 1-token match mostly finds an unrelated
@@ -59,5 +59,5 @@ class NgramDrafter:
             drafts.append(Draft(tokens, None, self.name, kind=f"{self.name}/{n}" if n else ""))
         return drafts
 
-    def release(self, sequence: Sequence) -> None:
+    def release(self, sequence: SequenceState) -> None:
         """Nothing to forget: the lookup reads the sequence itself."""
