@@ -135,11 +135,10 @@ static inline float hsum16(v16f v) {
 // exp for x <= 0 (softmax after the max is taken, silu's exp(-|x|)): 2^n * p(f), fixed
 // polynomial, ~2 ulp; the same arithmetic for every lane and call.
 static inline v16f exp16(v16f x) {
-  v16f n;
-  for (int i = 0; i < 16; ++i) {
-    x[i] = x[i] < -87.0f ? -87.0f : x[i];  // below, exp underflows (to ~1e-38)
-    n[i] = __builtin_rintf(x[i] * 1.44269504088896341f);
-  }
+  x = x < -87.0f ? v16f{} - 87.0f : x;  // below, exp underflows (to ~1e-38)
+  // n = round(x / ln 2) to nearest even: adding and taking away 1.5 * 2^23 leaves no
+  // fraction bits (|x / ln 2| < 2^22 here)
+  const v16f n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   const v16f f = x - n * 0.693359375f - n * -2.12194440e-4f;  // x - n ln 2, in two parts
   v16f p = v16f{} + 1.9875691500e-4f;
   p = p * f + 1.3981999507e-3f;

@@ -65,14 +65,11 @@ at::Tensor add_rms_norm(at::Tensor x, const std::optional<at::Tensor>& y, const 
   return out;
 }
 
-// silu(x) = x / (1 + exp(-x)), with exp of -|x| only (it never overflows).
+// silu(x) = x / (1 + exp(-x)), with exp of -|x| only (it never overflows):
+// x / (1 + e) for x >= 0, x e / (1 + e) for x < 0 (e = exp(-|x|)).
 static inline v16f silu16(v16f x) {
-  v16f neg;
-  for (int l = 0; l < 16; ++l) neg[l] = x[l] < 0 ? x[l] : -x[l];
-  const v16f e = exp16(neg);
-  v16f s;
-  for (int l = 0; l < 16; ++l) s[l] = x[l] < 0 ? x[l] * e[l] / (1.0f + e[l]) : x[l] / (1.0f + e[l]);
-  return s;
+  const v16f e = exp16(x < 0 ? x : -x);
+  return (x < 0 ? x * e : x) / (1.0f + e);
 }
 
 // SiLU(gate) * up for gu [T, 2I] (gate first): round(round(silu(g)) * u).
