@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from langchain_core.callbacks import (
@@ -25,18 +25,17 @@ from pydantic import BaseModel, model_validator
 from langchain_seed._adapters.fields import PROVIDER, EngineFields
 from langchain_seed._adapters.messages import to_turn
 from langchain_seed._adapters.model import EngineModel
+from langchain_seed._adapters.options import CallOptions
 from langchain_seed._adapters.results import (
     generation_info,
     llm_output,
     logprobs_metadata,
     usage_metadata,
 )
-from langchain_seed._adapters.streaming import open_stream
 from langchain_seed._adapters.structured import answer_format_text, structured_output
 from langchain_seed._adapters.submission import await_all, wait_all
 from langchain_seed._adapters.tools import (
     ToolCallStream,
-    active_tools,
     answer_fields,
     format_tools,
     resolve_tool_choice,
@@ -254,18 +253,22 @@ class ChatSeed(EngineModel, BaseChatModel):
             tools: tools as :meth:`bind_tools` takes them (``tool_choice="auto"``).
         """
         kwargs = {"tools": format_tools(tools)} if tools else {}
-        return len(self._engine_prompt(messages, kwargs))
+        return len(self._engine_prompt(messages, self.call_options(None, kwargs)))
 
-    def _engine_prompt(self, input: LanguageModelInput, kwargs: Mapping[str, Any]) -> list[int]:
+    @staticmethod
+    def _run_key(input: Any) -> Hashable:
+        return tuple(map(id, input))  # the message objects LangChain hands the run
+
+    def _engine_prompt(self, input: LanguageModelInput, options: CallOptions) -> list[int]:
         """Messages (and bound tools) -> prompt token ids through the chat template."""
         native = self.engine.chat_template_renders_tools
         calls = native and self.engine.tool_call_format != "none"  # the template writes calls
         messages = self._convert_input(input).to_messages()
         turns = [to_turn(m, template_tools=native, template_calls=calls) for m in messages]
-        tools = active_tools(kwargs)
+        tools = options.tools
         if tools and not native:
             turns = with_system_text(turns, tools_system_text(tools))
-        if (answer_format := answer_format_text(kwargs)) is not None:
+        if (answer_format := answer_format_text(options.kwargs)) is not None:
             turns = with_system_text(turns, answer_format)
         try:
             if tools and native:
@@ -283,8 +286,9 @@ class ChatSeed(EngineModel, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        futures = self._submit([self._engine_prompt(messages, kwargs)], stop, kwargs)
-        return self._chat_result(wait_all(futures)[0], kwargs)
+        options = self._run_options(stop, kwargs)
+        futures = self._run_futures([messages], options)
+        return self._chat_result(wait_all(futures)[0], options)
 
     async def _agenerate(
         self,
@@ -293,8 +297,9 @@ class ChatSeed(EngineModel, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        futures = self._submit([self._engine_prompt(messages, kwargs)], stop, kwargs)
-        return self._chat_result((await await_all(futures))[0], kwargs)
+        options = self._run_options(stop, kwargs)
+        futures = self._run_futures([messages], options)
+        return self._chat_result((await await_all(futures))[0], options)
 
     def _stream(
         self,
@@ -304,9 +309,9 @@ class ChatSeed(EngineModel, BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         # BaseChatModel fires on_llm_new_token for every chunk yielded here.
-        params = self.stream_params(stop, kwargs)
-        stream = open_stream(self.engine, self._engine_prompt(messages, kwargs), params)
-        chunks = _Chunks(tool_stream(kwargs, self.tool_format()), self.engine)
+        options = self._run_options(stop, kwargs)
+        stream = self._open_stream(messages, options)
+        chunks = _Chunks(tool_stream(options.tools, self.tool_format()), self.engine)
         for piece in stream:
             yield from chunks.feed(piece)
         yield from chunks.close()
@@ -319,10 +324,9 @@ class ChatSeed(EngineModel, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        params, loop = self.stream_params(stop, kwargs), asyncio.get_running_loop()
-        prompt = self._engine_prompt(messages, kwargs)
-        stream = open_stream(self.engine, prompt, params, loop=loop)
-        chunks = _Chunks(tool_stream(kwargs, self.tool_format()), self.engine)
+        options = self._run_options(stop, kwargs)
+        stream = self._open_stream(messages, options, asyncio.get_running_loop())
+        chunks = _Chunks(tool_stream(options.tools, self.tool_format()), self.engine)
         async for piece in stream:
             for chunk in chunks.feed(piece):
                 yield chunk
@@ -330,10 +334,8 @@ class ChatSeed(EngineModel, BaseChatModel):
             yield chunk
         yield self._last_chunk(stream.result(), stream.streamed_logprobs - len(chunks.pending))
 
-    def _chat_result(
-        self, results: list[GenerationResult], kwargs: Mapping[str, Any]
-    ) -> ChatResult:
-        tools = active_tools(kwargs)
+    def _chat_result(self, results: list[GenerationResult], options: CallOptions) -> ChatResult:
+        tools = options.tools
         generations = []
         for result in results:
             info = {**generation_info(result, self.engine), "model_provider": PROVIDER}

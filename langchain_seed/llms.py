@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Hashable, Iterator
 from typing import Any, ClassVar
 
 from langchain_core.callbacks import (
@@ -14,8 +14,8 @@ from langchain_core.language_models import BaseLLM, LangSmithParams, LanguageMod
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 
 from langchain_seed._adapters.model import EngineModel
+from langchain_seed._adapters.options import CallOptions
 from langchain_seed._adapters.results import generation_info, llm_output, logprobs_metadata
-from langchain_seed._adapters.streaming import open_stream
 from langchain_seed._adapters.submission import await_all, wait_all
 
 
@@ -109,6 +109,7 @@ class SeedLLM(EngineModel, BaseLLM):
     """
 
     _kwargs_in_cache_key: ClassVar[bool] = False  # BaseLLM's cache key holds the fields only
+    _runs_per_input: ClassVar[bool] = False  # BaseLLM.batch is one generate of every input
 
     @property
     def _llm_type(self) -> str:
@@ -117,8 +118,12 @@ class SeedLLM(EngineModel, BaseLLM):
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         return self.ls_params(stop, kwargs, "llm")
 
-    def _engine_prompt(self, input: LanguageModelInput, kwargs: Mapping[str, Any]) -> str:
+    def _engine_prompt(self, input: LanguageModelInput, options: CallOptions) -> str:
         return self._convert_input(input).to_string()
+
+    @staticmethod
+    def _run_key(input: Any) -> Hashable:
+        return id(input)  # the prompt string LangChain hands the run
 
     def _generate(
         self,
@@ -127,9 +132,10 @@ class SeedLLM(EngineModel, BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
-        if self._streams(prompts, stop, run_manager, kwargs):
+        options = self._run_options(stop, kwargs)
+        if _streams(prompts, run_manager, options):
             return _streamed(list(self._stream(prompts[0], stop, run_manager, **kwargs)))
-        return self._llm_result(wait_all(self._submit(prompts, stop, kwargs)))
+        return self._llm_result(wait_all(self._run_futures(prompts, options)))
 
     async def _agenerate(
         self,
@@ -138,18 +144,11 @@ class SeedLLM(EngineModel, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
-        if self._streams(prompts, stop, run_manager, kwargs):
+        options = self._run_options(stop, kwargs)
+        if _streams(prompts, run_manager, options):
             chunks = [c async for c in self._astream(prompts[0], stop, run_manager, **kwargs)]
             return _streamed(chunks)
-        return self._llm_result(await await_all(self._submit(prompts, stop, kwargs)))
-
-    def _streams(
-        self, prompts: list[str], stop: list[str] | None, run_manager: Any, kwargs: Any
-    ) -> bool:
-        """Whether this ``generate`` streams (one sequence, callbacks attached: tokens fire)."""
-        if not (run_manager and run_manager.handlers and len(prompts) == 1):
-            return False
-        return self.sampling_params(stop, kwargs)[1] == 1
+        return self._llm_result(await await_all(self._run_futures(prompts, options)))
 
     def _llm_result(self, results: list[list[Any]]) -> LLMResult:
         engine = self.engine
@@ -166,7 +165,7 @@ class SeedLLM(EngineModel, BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
-        stream = open_stream(self.engine, prompt, self.stream_params(stop, kwargs))
+        stream = self._open_stream(prompt, self._run_options(stop, kwargs))
         for piece in stream:
             chunk = self._chunk(piece)
             if run_manager:
@@ -182,8 +181,8 @@ class SeedLLM(EngineModel, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
-        params, loop = self.stream_params(stop, kwargs), asyncio.get_running_loop()
-        stream = open_stream(self.engine, prompt, params, loop=loop)
+        options = self._run_options(stop, kwargs)
+        stream = self._open_stream(prompt, options, asyncio.get_running_loop())
         async for piece in stream:
             chunk = self._chunk(piece)
             if run_manager:
@@ -197,6 +196,11 @@ class SeedLLM(EngineModel, BaseLLM):
         entries = getattr(piece, "logprobs", ())
         info = logprobs_metadata(self.engine, entries) if entries else None
         return GenerationChunk(text=str(piece), generation_info=info)
+
+
+def _streams(prompts: list[str], run_manager: Any, options: CallOptions) -> bool:
+    """Whether a ``generate`` streams (one sequence, callbacks attached: tokens fire)."""
+    return bool(run_manager and run_manager.handlers and len(prompts) == 1 and options.n == 1)
 
 
 def _streamed(chunks: list[GenerationChunk]) -> LLMResult:

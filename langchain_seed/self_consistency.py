@@ -1,11 +1,13 @@
-"""Self-consistency: sample N answers to one prompt, return the majority (DESIGN section 7).
+"""Self-consistency: sample N answers to one prompt, return the majority vote.
 
 With a :class:`~langchain_seed.SeedLLM` or :class:`~langchain_seed.ChatSeed` the N samples
 of a question go to the engine as one group in one ``generate(..., n=N)`` call, so they
-are decoded in one continuous batch and draft for each other (consensus drafting). Any
-other LangChain LLM or chat model falls back to its own ``.batch()``. The run is one
+are decoded in one continuous batch and draft for each other (consensus drafting). A model
+that takes ``n`` itself (an OpenAI-compatible client, e.g. ``ChatOpenAI`` on a vLLM server)
+gets one ``generate([prompt], n=N)`` per question, all in flight at once; any other
+LangChain LLM or chat model gets one ``.batch()`` with each prompt N times. The run is one
 generator (:meth:`SelfConsistency._rounds`) driven by :mod:`langchain_seed.model_calls`,
-the layer Tree of Thoughts uses too.
+the layer Tree of Thoughts uses too; the answer parsers are :mod:`langchain_seed.answers`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -24,22 +25,28 @@ from langchain_core.callbacks.manager import (
     CallbackManagerForChainRun,
 )
 from langchain_core.language_models import BaseLanguageModel
-from langchain_core.output_parsers import BaseOutputParser
 from langchain_core.prompt_values import PromptValue
 from langchain_core.prompts import BasePromptTemplate, PromptTemplate
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from pydantic import ConfigDict, Field, field_validator
 
+from langchain_seed.answers import (
+    gsm8k_answer,
+    majority,
+    normalize_answer,
+    regex_parser,
+    resolve_parser,
+)
 from langchain_seed.datasets import normalize_number
 from langchain_seed.model_calls import (
     ModelCall,
     Progress,
     Run,
     Sample,
+    Totals,
     adrive,
     drive,
     engine_backed,
-    totals,
 )
 
 logger = logging.getLogger(__name__)
@@ -52,117 +59,6 @@ GSM8K_PROMPT = (
 
 PROGRESS_EVENT = "self_consistency_progress"
 """Name of the custom event dispatched after every sampling round (``astream_events``)."""
-
-# These patterns read model output, so each must run in time linear in the text (Python's
-# backtracking engine does not promise it; possessive quantifiers would, from Python 3.11 on,
-# and we support 3.10). Two rules make them linear: no two quantifiers that can match the same
-# long run (of whitespace, digits, stars) stand side by side without a character between
-# them that the run cannot contain (``\s*[:=]?\s*\**\s*`` before a missing number tried every
-# split of a whitespace run: cubic, 22 s on 1,200 newlines), so a failed attempt backs off
-# one character at a time and each step fails at once; and a long run is reached only from
-# the few starts just before it (a keyword, ``####``, ``\boxed{``, a digit: none of them can
-# be inside the run), so no run is scanned from many starts.
-_NUMBER = r"[-+]?\$?\s?\d[\d,]*(?:\.\d+)?"
-_HASHES = re.compile(r"####\s*(" + _NUMBER + ")")
-_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")  # not ``\{\s*([^{}]*)``: both match spaces
-_ANSWER_IS = re.compile(
-    r"(?:the\s+(?:final\s+)?answer\s+is|answer\s*:)\s*(?:[:=]\s*)?(?:\*+\s*)?(" + _NUMBER + ")",
-    re.IGNORECASE,
-)
-_ANY_NUMBER = re.compile(_NUMBER)
-
-
-# ---------------------------------------------------------------------- parsers
-
-
-def normalize_answer(answer: Any) -> str | None:
-    """An answer as a vote key: numbers in canonical form, other text stripped.
-
-    Args:
-        answer: what a parser returned (any type; non-strings go through ``str``).
-
-    Returns:
-        The key, or ``None`` for ``None`` and blank text (an unparsed sample).
-    """
-    if answer is None:
-        return None
-    text = answer if isinstance(answer, str) else str(answer)
-    number = normalize_number(text)
-    if number is not None:
-        return number
-    text = text.strip()
-    return text or None
-
-
-def gsm8k_answer(text: str) -> str | None:
-    r"""The final number of a GSM8K-style solution.
-
-    Looks, in this order, for the last ``#### n``, the last ``\\boxed{n}``, the last
-    "The answer is n" (or "Answer: n"), and finally the last number in the text. The
-    number is normalised with :func:`normalize_number`.
-
-    Args:
-        text: a model's completion.
-
-    Returns:
-        The answer, or ``None`` when the text holds no number.
-    """
-    for pattern in (_HASHES, _BOXED, _ANSWER_IS):
-        found = pattern.findall(text)
-        for candidate in reversed(found):
-            number = normalize_number(candidate)
-            if number is not None:
-                return number
-    numbers = _ANY_NUMBER.findall(text)
-    return normalize_number(numbers[-1]) if numbers else None
-
-
-def regex_parser(pattern: str | re.Pattern[str]) -> Callable[[str], str | None]:
-    """A parser that returns the last match of ``pattern`` (its first group if it has one).
-
-    Args:
-        pattern: a regular expression, as text or compiled.
-
-    Returns:
-        ``text -> answer``; the answer is ``None`` when nothing matches.
-    """
-    compiled = re.compile(pattern) if isinstance(pattern, str) else pattern
-
-    def parse(text: str) -> str | None:
-        matches = list(compiled.finditer(text))
-        if not matches:
-            return None
-        last = matches[-1]
-        return last.group(1) if compiled.groups else last.group(0)
-
-    return parse
-
-
-def resolve_parser(parser: Any) -> Callable[[str], Any]:
-    """Turn a regex string, an output parser or a callable into ``text -> answer``.
-
-    Args:
-        parser: ``None`` (:func:`gsm8k_answer`), a regex (text or compiled), a LangChain
-            output parser (its ``parse``) or any callable taking the completion text.
-
-    Returns:
-        The callable.
-
-    Raises:
-        TypeError: for anything else.
-    """
-    if parser is None:
-        return gsm8k_answer
-    if isinstance(parser, (str, re.Pattern)):
-        return regex_parser(parser)
-    if isinstance(parser, BaseOutputParser):
-        return cast(Callable[[str], Any], parser.parse)
-    if callable(parser):
-        return cast(Callable[[str], Any], parser)
-    raise TypeError(
-        f"parser must be a callable, a regex string or an output parser, got {type(parser)}"
-    )
-
 
 # ---------------------------------------------------------------------- state
 
@@ -351,11 +247,13 @@ class SelfConsistency(RunnableSerializable[dict[str, Any] | str, dict[str, Any]]
             "wall_seconds": seconds,
             "engine_backed": backed,
         }
-        counted = totals(question.counters)
-        if backed and counted:
+        counted = Totals.of(question.counters)
+        if backed and counted.spec is not None:
             total = {
-                key: int(counted.get(key) or 0)
-                for key in ("generated_tokens", "drafted", "accepted", "verifications")
+                "generated_tokens": counted.generated_tokens or 0,
+                "drafted": counted.spec.drafted,
+                "accepted": counted.spec.accepted,
+                "verifications": counted.spec.verifications,
             }
             stats.update(total)
             stats["acceptance_rate"] = (
@@ -504,20 +402,6 @@ class SelfConsistency(RunnableSerializable[dict[str, Any] | str, dict[str, Any]]
         return await self._abatch_with_config(
             cast(Any, self._arun_many), inputs, config, return_exceptions=return_exceptions
         )
-
-
-def majority(answers: Sequence[str | None]) -> tuple[str | None, dict[str, int]]:
-    """Majority vote over parsed answers.
-
-    Args:
-        answers: parsed answers; ``None`` (unparsed) does not vote.
-
-    Returns:
-        The winner (ties: the answer seen first; ``None`` without votes) and the votes,
-        most first.
-    """
-    ranked = Counter(a for a in answers if a is not None).most_common()
-    return (ranked[0][0] if ranked else None), dict(ranked)
 
 
 __all__ = [

@@ -1,14 +1,13 @@
 """The pydantic fields of :class:`~langchain_seed.SeedLLM` and :class:`~langchain_seed.ChatSeed`.
 
 :class:`EngineFields` holds the model configuration, the sampling defaults and the ``engine``
-escape hatch, in one place with their documentation; it validates them, resolves the engine,
-applies a call's overrides (:meth:`EngineFields.sampling_params`) and decides whether the
-LangChain cache may serve a call.
+escape hatch, in one place with their documentation; it validates them, resolves the engine
+and decides whether the LangChain cache may serve a call. A call's own options (its
+overrides of the fields) are :class:`~langchain_seed._adapters.options.CallOptions`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -18,48 +17,18 @@ from langchain_core.language_models import LangSmithParams
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from typing_extensions import Self
 
+from langchain_seed._adapters.options import (
+    GRAMMAR_KWARGS,
+    SAMPLING_KWARGS,
+    TOOL_KWARGS,
+    CallOptions,
+)
 from langchain_seed._adapters.tool_parsing import HERMES, TOOL_FORMATS, ToolFormat
-from langchain_seed.engine.config import MAX_LOGPROBS, EngineConfig, Grammar, SamplingParams
+from langchain_seed.engine.config import EngineConfig
 from langchain_seed.engine.execution.loading import EMBEDDED_NAME
 
 if TYPE_CHECKING:
     from langchain_seed.engine.serving.client import EngineClient
-
-SAMPLING_KWARGS = frozenset(
-    {
-        "temperature",
-        "max_tokens",
-        "top_p",
-        "top_k",
-        "seed",
-        "n",
-        "stop",
-        "request_timeout",
-        "logprobs",
-        "top_logprobs",
-    }
-)
-"""Call-time keyword arguments that override the instance's fields for one call."""
-
-GRAMMAR_KWARGS = frozenset({"grammar", "json_schema", "regex", "response_format"})
-"""Call-time keyword arguments that constrain the output (at most one per call)."""
-
-TOOL_KWARGS = frozenset({"tools", "tool_choice", "parallel_tool_calls"})
-"""Call-time keyword arguments of tool calling (``ChatSeed`` only, set by ``bind_tools``)."""
-
-_ROUTING_KWARGS = frozenset(
-    {
-        "stream",
-        "ls_structured_output_format",
-        "structured_output_format",
-        "tags",
-        "metadata",
-        "run_name",
-        "run_id",
-    }
-)
-"""Keyword arguments LangChain itself threads through ``generate``; they carry no sampling."""
-
 
 PROVIDER = "seed"
 """The provider name: LangSmith's ``ls_provider`` and ``ChatSeed``'s
@@ -201,7 +170,7 @@ class EngineFields(BaseModel):
                     "device and dtype"
                 )
             self.engine_config()
-        self.sampling_params(None, {})
+        self.call_options(None, {})
         return self
 
     def _check_vllm_fields(self) -> None:
@@ -278,41 +247,12 @@ class EngineFields(BaseModel):
             return str(self.engine_.model_name)
         return self.model or EMBEDDED_NAME
 
-    def sampling_params(
-        self, stop: list[str] | None, kwargs: Mapping[str, Any]
-    ) -> tuple[SamplingParams, int]:
-        """Fields overridden by this call's ``stop`` and keyword arguments -> (params, n).
+    def call_options(self, stop: list[str] | None, kwargs: Mapping[str, Any]) -> CallOptions:
+        """A call's options: the fields overridden by its ``stop`` and keyword arguments.
 
         Raises ValueError naming the argument for an unknown keyword or a value out of range.
         """
-        supported = SAMPLING_KWARGS | GRAMMAR_KWARGS | (TOOL_KWARGS if self._takes_tools else set())
-        unknown = set(kwargs) - supported - _ROUTING_KWARGS - {"timeout"}
-        if unknown:
-            raise ValueError(
-                f"{type(self).__name__} got unsupported call arguments {sorted(unknown)}; "
-                f"supported: {sorted(supported)}"
-            )
-        if stop is None:
-            stop = kwargs.get("stop", self.stop)
-        n = kwargs.get("n", self.n)
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n must be an integer >= 1, got {n!r}")
-        timeout = kwargs.get("request_timeout", kwargs.get("timeout", self.request_timeout))
-        params = SamplingParams(
-            logprobs=_logprobs(
-                kwargs.get("logprobs", self.logprobs),
-                kwargs.get("top_logprobs", self.top_logprobs),
-            ),
-            temperature=kwargs.get("temperature", self.temperature),
-            top_p=kwargs.get("top_p", self.top_p),
-            top_k=kwargs.get("top_k", self.top_k),
-            max_tokens=kwargs.get("max_tokens", self.max_tokens),
-            stop=tuple(stop or ()),
-            seed=kwargs.get("seed", self.seed),
-            request_timeout=timeout,
-            grammar=call_grammar(kwargs, self.tool_format() if kwargs.get("tools") else None),
-        )
-        return params, n
+        return CallOptions.parse(self, stop, kwargs)
 
     def known_context(self) -> int | None:
         """The model's context in tokens when known without loading it, else ``None``.
@@ -332,13 +272,6 @@ class EngineFields(BaseModel):
         if not self._takes_tools:
             return HERMES
         return TOOL_FORMATS.get(self.engine.tool_call_format, HERMES)
-
-    def stream_params(self, stop: list[str] | None, kwargs: Mapping[str, Any]) -> SamplingParams:
-        """:meth:`sampling_params` of a streamed call, which yields one sample (``n == 1``)."""
-        params, n = self.sampling_params(stop, kwargs)
-        if n != 1:
-            raise ValueError(f"streaming yields one sample: n must be 1, got {n}")
-        return params
 
     def identifying_params(self) -> dict[str, Any]:
         """Model configuration and sampling defaults: what makes two instances' outputs equal."""
@@ -381,10 +314,8 @@ class EngineFields(BaseModel):
         cache = getattr(self, "cache", None)
         return cache is not False and (isinstance(cache, BaseCache) or get_llm_cache() is not None)
 
-    def cache_may_serve(
-        self, stop: list[str] | None, kwargs: Mapping[str, Any], *, kwargs_in_key: bool = True
-    ) -> bool:
-        """Whether the LangChain cache may answer this call.
+    def cache_may_serve(self, options: CallOptions, *, kwargs_in_key: bool = True) -> bool:
+        """Whether the LangChain cache may answer a call with ``options``.
 
         Only deterministic calls are cached: one sample, greedy or seeded. Independent samples
         (``n > 1``, or ``temperature > 0`` without a seed) are never collapsed into one cached
@@ -393,21 +324,19 @@ class EngineFields(BaseModel):
         """
         if not self._cache_configured():
             return False
-        if not kwargs_in_key and (SAMPLING_KWARGS | GRAMMAR_KWARGS | TOOL_KWARGS) & kwargs.keys():
+        overrides = (SAMPLING_KWARGS | GRAMMAR_KWARGS | TOOL_KWARGS) & options.kwargs.keys()
+        if not kwargs_in_key and overrides:
             return False
-        params, n = self.sampling_params(stop, kwargs)
-        return n == 1 and (params.greedy or params.seed is not None)
+        return options.deterministic
 
-    def for_call(
-        self, stop: list[str] | None, kwargs: Mapping[str, Any], *, kwargs_in_key: bool = True
-    ) -> Self:
+    def for_call(self, options: CallOptions, *, kwargs_in_key: bool = True) -> Self:
         """``self``, or a shallow copy with the LangChain cache off for this call.
 
         The copy is made when a cache is configured but must not serve this call (see
         :meth:`cache_may_serve`).
         """
         if not self._cache_configured() or self.cache_may_serve(
-            stop, kwargs, kwargs_in_key=kwargs_in_key
+            options, kwargs_in_key=kwargs_in_key
         ):
             return self
         return self.model_copy(update={"cache": False})
@@ -418,121 +347,3 @@ class EngineFields(BaseModel):
         if custom is not None:
             return list(custom(text))
         return list(self.engine.encode(text))
-
-
-def _logprobs(logprobs: Any, top_logprobs: Any) -> int | None:
-    """``SamplingParams.logprobs`` of a call's ``logprobs`` / ``top_logprobs``.
-
-    Raises:
-        ValueError: a value of the wrong kind, naming the argument.
-    """
-    if logprobs is not None and not isinstance(logprobs, bool):
-        raise ValueError(f"logprobs must be True, False or None, got {logprobs!r}")
-    if top_logprobs is None:
-        return 0 if logprobs else None
-    if isinstance(top_logprobs, bool) or not isinstance(top_logprobs, int):
-        raise ValueError(f"top_logprobs must be an integer in [0, 20], got {top_logprobs!r}")
-    if not 0 <= top_logprobs <= MAX_LOGPROBS:
-        raise ValueError(
-            f"top_logprobs must be an integer in [0, {MAX_LOGPROBS}], got {top_logprobs!r}"
-        )
-    if logprobs is False:
-        raise ValueError("top_logprobs needs logprobs (got logprobs=False)")
-    return top_logprobs
-
-
-def call_grammar(kwargs: Mapping[str, Any], fmt: ToolFormat | None = None) -> Grammar | None:
-    """The grammar a call's keyword arguments ask for, or ``None``.
-
-    ``grammar`` (a :class:`Grammar`), ``json_schema`` (a JSON-schema dict or text, a pydantic
-    class or a TypedDict), ``regex``, ``response_format`` (OpenAI's ``{"type":
-    "json_object"}`` or ``{"type": "json_schema", "json_schema": {"schema": ...}}``), or
-    ``tools`` with a ``tool_choice`` other than ``"none"``. At most one of them, except that
-    tools and a ``response_format`` / ``json_schema`` go together: the answer is tool calls
-    or, with ``tool_choice="auto"``, one JSON value of that schema (LangChain's
-    ``create_agent`` asks for both in one call).
-
-    Args:
-        kwargs: the call's keyword arguments.
-        fmt: the model's tool-call format (Hermes when not given).
-
-    Raises:
-        ValueError: two constraints in one call, or a value of the wrong kind.
-    """
-    from langchain_seed._adapters.tools import (
-        active_tools,
-        resolve_tool_choice,
-        tool_grammar,
-        tool_names,
-    )
-
-    given = sorted(k for k in GRAMMAR_KWARGS if kwargs.get(k) is not None)
-    tools = active_tools(kwargs)  # bound tools with tool_choice "none" constrain nothing
-    if tools:
-        answer = None
-        if given in (["json_schema"], ["response_format"]):  # tool calls or this answer
-            answer = _answer_schema(kwargs[given[0]], given[0])
-        elif given:
-            raise ValueError(
-                f"one output constraint per call, got {[*given, 'tools']} (tools combine "
-                "with response_format or json_schema only)"
-            )
-        choice = resolve_tool_choice(kwargs.get("tool_choice"), tool_names(tools))
-        parallel = kwargs.get("parallel_tool_calls") is not False
-        return tool_grammar(tools, choice, parallel=parallel, fmt=fmt or HERMES, answer=answer)
-    if len(given) > 1:
-        raise ValueError(f"one output constraint per call, got {given}")
-    if not given:
-        return None
-    key = given[0]
-    value = kwargs[key]
-    if key == "grammar":
-        if not isinstance(value, Grammar):
-            raise TypeError(f"grammar must be a Grammar, got {type(value).__name__}")
-        return value
-    if key == "json_schema":
-        return Grammar.json_schema(json_schema_of(value))
-    if key == "regex":
-        return Grammar.regex(value)
-    return _response_format_grammar(value)
-
-
-def _answer_schema(value: Any, key: str) -> dict[str, Any]:
-    """The JSON schema of a ``json_schema`` / ``response_format`` argument (a dict)."""
-    if key == "response_format":
-        grammar = _response_format_grammar(value)
-    else:
-        grammar = Grammar.json_schema(json_schema_of(value))
-    return dict(json.loads(grammar.spec)) if grammar.spec else {"type": "object"}
-
-
-def json_schema_of(schema: Any) -> dict[str, Any] | str:
-    """A JSON schema (dict or text) from a dict, JSON text, pydantic class or TypedDict."""
-    if isinstance(schema, (dict, str)):
-        return schema
-    from langchain_core.utils.function_calling import convert_to_json_schema
-
-    if isinstance(schema, type) and issubclass(schema, BaseModel):
-        return schema.model_json_schema()
-    try:
-        return convert_to_json_schema(schema)
-    except (ValueError, TypeError) as exc:
-        raise TypeError(
-            "json_schema must be a dict, JSON text, a pydantic class or a TypedDict, "
-            f"got {schema!r}"
-        ) from exc
-
-
-def _response_format_grammar(value: Any) -> Grammar:
-    if not isinstance(value, Mapping) or value.get("type") not in ("json_object", "json_schema"):
-        raise ValueError(
-            "response_format must be {'type': 'json_object'} or {'type': 'json_schema', "
-            f"'json_schema': {{'schema': ...}}}}, got {value!r}"
-        )
-    if value["type"] == "json_object":
-        return Grammar.json_object()
-    inner = value.get("json_schema") or {}
-    schema = inner.get("schema") if isinstance(inner, Mapping) else None
-    if schema is None:
-        raise ValueError("response_format of type json_schema needs json_schema.schema")
-    return Grammar.json_schema(json_schema_of(schema))

@@ -1,4 +1,8 @@
-"""Engine results -> LangChain output fields (shared by ``SeedLLM`` and ``ChatSeed``)."""
+"""Engine results -> LangChain output fields (shared by ``SeedLLM`` and ``ChatSeed``), and back.
+
+:func:`spec_stats_of` reads the typed counters back from a generation (the reasoning
+layer's samples).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import Generation
+
+from langchain_seed.engine.stats import SpecStats
 
 if TYPE_CHECKING:
     from langchain_seed.engine import GenerationResult, TokenLogprob
@@ -31,6 +38,20 @@ def generation_info(
     if result.logprobs is not None:
         info.update(logprobs_metadata(engine, result.logprobs[streamed:]))
     return info
+
+
+def spec_stats_of(generation: Generation) -> SpecStats | None:
+    """The speculation counters :func:`generation_info` wrote for one sample, typed again.
+
+    Read from ``generation_info`` (``SeedLLM``) or the message's ``response_metadata``
+    (``ChatSeed``); ``None`` for a generation no engine-backed model made.
+    """
+    info = generation.generation_info or {}
+    message = getattr(generation, "message", None)
+    if not info.get("spec_stats") and message is not None:
+        info = message.response_metadata or {}
+    data = info.get("spec_stats")
+    return SpecStats.from_dict(data) if data else None
 
 
 def logprobs_metadata(engine: EngineClient, entries: Sequence[TokenLogprob]) -> dict[str, Any]:

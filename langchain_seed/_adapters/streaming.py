@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, cast
 
-from langchain_seed._adapters.submission import Prompt, take
 from langchain_seed.engine.config import SamplingParams
+from langchain_seed.engine.serving.client import Prompt
 
 if TYPE_CHECKING:
     from langchain_seed.engine import GenerationResult
@@ -28,7 +28,8 @@ class DeltaStream:
     Iterate it (``for piece in stream``) on the caller's thread, or ``async for`` it when it
     was opened with ``loop=``. A request that asks for logprobs yields
     :class:`~langchain_seed.engine.TextDelta` pieces (``piece.logprobs``). Leaving the
-    iteration early cancels the request. Build one with :func:`open_stream`.
+    iteration early cancels the request. Build one with :func:`open_stream` (or
+    :meth:`DeltaStream.of_future` for a request submitted without streaming).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -51,6 +52,16 @@ class DeltaStream:
             self._loop.call_soon_threadsafe(self._aqueue.put_nowait, item)
         except RuntimeError:  # the caller's loop is closed: nobody reads any more
             self.future.cancel()
+
+    @classmethod
+    def of_future(
+        cls, future: Future[GenerationResult], loop: asyncio.AbstractEventLoop | None = None
+    ) -> DeltaStream:
+        """A request submitted without streaming (ahead of its run): its text comes whole."""
+        stream = cls(loop)
+        future.add_done_callback(stream._put_whole_text)
+        stream._attach(future)
+        return stream
 
     def _put_whole_text(self, future: Future[GenerationResult]) -> None:
         if not future.cancelled() and future.exception() is None:
@@ -90,16 +101,7 @@ def open_stream(
     *,
     loop: asyncio.AbstractEventLoop | None = None,
 ) -> DeltaStream:
-    """Submit one request and read its text as it is decoded.
-
-    A request its batch already submitted without streaming is not submitted again: its
-    text arrives whole, as one piece.
-    """
+    """Submit one request and read its text as it is decoded."""
     stream = DeltaStream(loop)
-    taken = take(engine, prompt, params, 1)
-    if taken is not None:
-        taken[0].add_done_callback(stream._put_whole_text)
-        stream._attach(taken[0])
-    else:
-        stream._attach(engine.submit(prompt, params, on_delta=stream._put))
+    stream._attach(engine.submit(prompt, params, on_delta=stream._put))
     return stream

@@ -26,6 +26,7 @@ from langchain_core.output_parsers.openai_tools import (
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from pydantic import BaseModel
 
+from langchain_seed._adapters.options import json_schema_of
 from langchain_seed._adapters.tools import openai_tool
 
 METHODS = ("json_schema", "function_calling", "json_mode")
@@ -40,8 +41,6 @@ JSON_PROMPT = "Answer with one JSON object."
 
 def answer_format_text(kwargs: Mapping[str, Any]) -> str | None:
     """The system text for a call with a ``json_schema`` or ``response_format``, else None."""
-    from langchain_seed._adapters.fields import json_schema_of
-
     fmt = kwargs.get("response_format")
     schema = kwargs.get("json_schema")
     if schema is None and isinstance(fmt, Mapping) and fmt.get("type") == "json_schema":

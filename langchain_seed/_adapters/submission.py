@@ -1,42 +1,44 @@
-"""Handing a call's requests to the engine, and waiting for them.
+"""Handing a call's requests to the engine, and each run its own.
 
 - :func:`submit_call`: every prompt of one call in one submission (the ``n`` samples of a
   prompt as one engine group); :func:`wait_all` / :func:`await_all` wait on the futures.
-- :func:`submitted_together` and :func:`submit_all`: batch pre-submission. LangChain runs a
-  batch as one run per input (threads, tasks or a loop); :func:`submitted_together` submits
-  every input first, and each run's :func:`submit_all` takes its futures instead of
-  submitting again, so the whole batch reaches the engine at once.
+- :class:`Handoff`: LangChain runs a batch, or a ``generate`` of several inputs, as one run
+  per input (threads, tasks or a loop). So that every input reaches the engine at once, the
+  call renders and submits every input before the runs start, and hands each run the
+  futures of its own input: the call's :class:`Handoff` is in scope while its runs execute
+  (:func:`handing_over`), each run takes its entry by a key that names its input (the
+  input object itself, or the message objects LangChain hands the run), and the call's
+  :class:`~langchain_seed._adapters.options.CallOptions` come with it, so no run parses
+  them again. Entries no run takes (a run that failed before it submitted) are cancelled
+  when the call ends.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections import defaultdict, deque
+from collections.abc import Hashable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from langchain_seed.engine.config import SamplingParams, sample_seed
+from langchain_seed._adapters.options import CallOptions
+from langchain_seed.engine.config import sample_seed
 from langchain_seed.engine.serving.client import Prompt
 
 if TYPE_CHECKING:
     from langchain_seed.engine import GenerationResult
     from langchain_seed.engine.serving.client import EngineClient
 
-logger = logging.getLogger(__name__)
-
 Futures = list[list["Future[GenerationResult]"]]
 """``futures[prompt][sample]`` of one call."""
 
 
-def submit_call(
-    engine: EngineClient, prompts: Sequence[Prompt], params: SamplingParams, n: int
-) -> Futures:
+def submit_call(engine: EngineClient, prompts: Sequence[Prompt], options: CallOptions) -> Futures:
     """Hand every prompt of one call to the engine together -> futures[prompt][sample].
 
     With ``n == 1`` all prompts go in one ``submit_many``. With ``n > 1`` the ``n`` samples of
@@ -44,6 +46,7 @@ def submit_call(
     groups are submitted back to back, before any result is awaited. If a submission fails,
     the requests already submitted are cancelled and the error is raised.
     """
+    params, n = options.params, options.n
     if n == 1:
         return [[future] for future in engine.submit_many(list(prompts), params)]
     samples = [params] * n
@@ -95,106 +98,78 @@ async def await_all(futures: Futures) -> list[list[GenerationResult]]:
 
 
 # ---------------------------------------------------------------------------------------
-# Batch pre-submission
+# Handing each run its own requests
 
 
-@dataclass
-class _Waiting:
-    engine: EngineClient
-    prompt: Prompt
-    params: SamplingParams
-    n: int
-    futures: list[Future[GenerationResult]]
+class Handoff:
+    """One call's options and the requests it submitted for its runs, by the runs' keys.
 
+    Args:
+        model: the model whose runs take from it.
+        options: the call's options (the runs use them as they are).
+        entries: ``(key, futures of one input)`` for the inputs submitted ahead; a key may
+            repeat (the same input twice), its entries are taken in order.
+        only: the one input's futures of a call that has one input (any key takes it).
+    """
 
-class _Submitted:
-    """Requests of one batch already handed to the engine, each waiting for its run."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._waiting: list[_Waiting] = []
-
-    def add(
+    def __init__(
         self,
-        engine: EngineClient,
-        prompts: Sequence[Prompt],
-        params: SamplingParams,
-        n: int,
-        futures: Futures,
+        model: object,
+        options: CallOptions,
+        entries: Sequence[tuple[Hashable, list[Future[GenerationResult]]]] = (),
+        only: list[Future[GenerationResult]] | None = None,
     ) -> None:
-        with self._lock:
-            for prompt, row in zip(prompts, futures, strict=True):
-                self._waiting.append(_Waiting(engine, prompt, params, n, row))
+        self.model = model
+        self.options = options
+        self._lock = threading.Lock()
+        self._entries: dict[Hashable, deque[list[Future[GenerationResult]]]] = defaultdict(deque)
+        for key, row in entries:
+            self._entries[key].append(row)
+        self._only = only
 
-    def take(
-        self, engine: EngineClient, prompt: Prompt, params: SamplingParams, n: int
-    ) -> list[Future[GenerationResult]] | None:
+    def take(self, key: Hashable) -> list[Future[GenerationResult]] | None:
+        """The futures of the run whose input ``key`` names, or ``None`` (not submitted)."""
         with self._lock:
-            for i, entry in enumerate(self._waiting):
-                same = entry.engine is engine and entry.prompt == prompt and entry.n == n
-                if same and entry.params == params:
-                    return self._waiting.pop(i).futures
-        return None
+            if self._only is not None:
+                only, self._only = self._only, None
+                return only
+            queue = self._entries.get(key)
+            return queue.popleft() if queue else None
 
     def cancel_rest(self) -> None:
+        """Cancel the requests no run took."""
         with self._lock:
-            cancel_all([entry.futures for entry in self._waiting])
-            self._waiting.clear()
+            rest = [row for queue in self._entries.values() for row in queue]
+            if self._only is not None:
+                rest.append(self._only)
+            self._entries.clear()
+            self._only = None
+        cancel_all(rest)
 
 
-_SUBMITTED: ContextVar[_Submitted | None] = ContextVar("langchain_seed_submitted", default=None)
-"""The pre-submitted batch the current run belongs to (LangChain copies the context into the
-worker threads and tasks of a batch)."""
+_BATCH: ContextVar[Handoff | None] = ContextVar("langchain_seed_batch", default=None)
+"""A batch's hand-off, taken by the per-input runs (``invoke``) by their input object."""
+_CALL: ContextVar[Handoff | None] = ContextVar("langchain_seed_call", default=None)
+"""A ``generate`` call's hand-off, taken by its runs (``_generate`` / ``_stream``)."""
 
 
 @contextmanager
-def submitted_together(
-    engine: EngineClient, prompts: Sequence[Prompt], params: SamplingParams, n: int
-) -> Iterator[None]:
-    """Submit ``prompts`` now; runs started inside take their futures with :func:`submit_all`.
+def handing_over(handoff: Handoff, *, batch: bool = False) -> Iterator[Handoff]:
+    """Put ``handoff`` in scope for the runs started inside; cancel what they leave.
 
-    The caller leaves out prompts the engine would refuse, so that their runs raise their
-    own errors. If the submission fails, nothing is pre-submitted. Requests no run takes (a
-    run that failed before submitting, a cache hit) are cancelled on exit.
+    LangChain copies the context into the worker threads and tasks of a batch, so the runs
+    of this call see it (and a call nested inside hands over its own).
     """
-    submitted = _Submitted()
+    var = _BATCH if batch else _CALL
+    token = var.set(handoff)
     try:
-        # A scope inside another one (a generate inside a batch) takes over what the outer
-        # scope submitted for these prompts.
-        submitted.add(engine, prompts, params, n, submit_all(engine, prompts, params, n))
-    except Exception:  # each run then submits on its own and reports its own error
-        logger.debug("batch pre-submission skipped", exc_info=True)
-    token = _SUBMITTED.set(submitted)
-    try:
-        yield
+        yield handoff
     finally:
-        _SUBMITTED.reset(token)
-        submitted.cancel_rest()
+        var.reset(token)
+        handoff.cancel_rest()
 
 
-def take(
-    engine: EngineClient, prompt: Prompt, params: SamplingParams, n: int
-) -> list[Future[GenerationResult]] | None:
-    """The futures of this request if the current batch submitted it to ``engine``, else None."""
-    submitted = _SUBMITTED.get()
-    return submitted.take(engine, prompt, params, n) if submitted is not None else None
-
-
-def submit_all(
-    engine: EngineClient, prompts: Sequence[Prompt], params: SamplingParams, n: int
-) -> Futures:
-    """The futures of one run: taken from its batch's pre-submission, the rest submitted now.
-
-    If submitting the rest fails, the taken requests are cancelled too.
-    """
-    futures = [take(engine, p, params, n) for p in prompts]
-    missing = [i for i, row in enumerate(futures) if row is None]
-    if missing:
-        try:
-            fresh = submit_call(engine, [prompts[i] for i in missing], params, n)
-        except BaseException:
-            cancel_all([row for row in futures if row is not None])
-            raise
-        for i, row in zip(missing, fresh, strict=True):
-            futures[i] = row
-    return [row for row in futures if row is not None]
+def handed_over(model: object, *, batch: bool = False) -> Handoff | None:
+    """The hand-off in scope for ``model``'s runs, or ``None``."""
+    handoff = (_BATCH if batch else _CALL).get()
+    return handoff if handoff is not None and handoff.model is model else None

@@ -319,9 +319,10 @@ def answer_fields(
     }
 
 
-def tool_stream(kwargs: Mapping[str, Any], fmt: ToolFormat = HERMES) -> ToolCallStream | None:
-    """A splitter for a streamed call with active tools, else ``None``."""
-    tools = active_tools(kwargs)
+def tool_stream(
+    tools: Sequence[Mapping[str, Any]] | None, fmt: ToolFormat = HERMES
+) -> ToolCallStream | None:
+    """A splitter for a streamed call with active ``tools``, else ``None``."""
     return ToolCallStream(tool_names(tools), fmt) if tools else None
 
 

@@ -10,7 +10,9 @@ Vocabulary (used the same way everywhere):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import copy
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -64,6 +66,11 @@ class SpecStats:
         data["mean_accepted_length"] = round(self.mean_accepted_length, 4)
         data["acceptance_rate"] = round(self.acceptance_rate, 4)
         return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SpecStats:
+        """The counters of a :meth:`to_dict` dict (the derived rates are left out)."""
+        return cls(**{f.name: copy.deepcopy(data[f.name]) for f in fields(cls) if f.name in data})
 
 
 def _grow(values: list[int], size: int) -> None:

@@ -20,14 +20,12 @@ from langchain_seed.model_calls import (
     ModelCall,
     Progress,
     Run,
-    Sample,
+    Totals,
     adrive,
     drive,
-    totals,
 )
 from langchain_seed.tree_of_thoughts.search import (
     LevelEvent,
-    Phase,
     Search,
     SearchConfig,
     SearchGenerator,
@@ -195,6 +193,7 @@ class TreeOfThoughts(RunnableSerializable[dict[str, Any], dict[str, Any]]):
             generate_max_tokens=self.max_tokens,
             evaluate_max_tokens=self.max_tokens,
             seed=self.seed,
+            temperature=self._temperature(),
             pipeline=self.pipeline,
         )
 
@@ -248,56 +247,27 @@ class TreeOfThoughts(RunnableSerializable[dict[str, Any], dict[str, Any]]):
     def _steps(self, input: Any) -> Run[dict[str, Any]]:
         """One search as model calls and level events (sync and async run this one body).
 
-        Each :class:`Phase` of the search becomes one :class:`ModelCall`; each
+        The search's :class:`ModelCall` objects go to the model as they are; each
         :class:`LevelEvent` becomes a :data:`LEVEL_EVENT` progress event.
         """
         search, x, gold = self._start(input)
         stats = _Stats()
         gen: SearchGenerator = search.run()
-        reply: Any = None
+        reply: CallResult | None = None
         while True:
             try:
                 message = gen.send(reply)
             except StopIteration as done:
                 return self._result(search, done.value, x, gold, stats)
-            if isinstance(message, Phase):
-                result = yield self._model_call(message, stats)
-                assert result is not None
-                stats.add(message, result)
-                reply = result.texts
+            if isinstance(message, ModelCall):
+                reply = yield message
+                assert reply is not None
+                for follow, result in reply.follow_ups:  # they ran inside this call's time
+                    stats.add(follow, result, overlapped=True)
+                stats.add(message, reply)
             else:
                 yield Progress(LEVEL_EVENT, _event(message, stats))
                 reply = None
-
-    def _model_call(self, phase: Phase, stats: _Stats) -> ModelCall:
-        """One phase as a model call; a pipelined phase's follow-ups become calls too."""
-        then = None
-        if phase.then is not None:
-            pipeline = phase.then
-
-            def then(i: int, samples: list[Sample]) -> ModelCall | None:
-                follow = pipeline(i, [s.text for s in samples])
-                if follow is None:
-                    return None
-                call = self._model_call(follow, stats)
-
-                def done(result: CallResult) -> None:
-                    stats.add(follow, result, overlapped=True)
-                    if follow.done is not None:
-                        follow.done(result.texts)
-
-                call.done = done
-                return call
-
-        return ModelCall(
-            phase.prompts,
-            n=phase.n,
-            max_tokens=phase.max_tokens,
-            temperature=self._temperature(),
-            stop=phase.stop,
-            grammar=phase.grammar,
-            then=then,
-        )
 
     def _temperature(self) -> float | None:
         """Temperature of this search; ``None`` leaves the model's explicit setting alone."""
@@ -347,31 +317,32 @@ class _Stats:
         self.overlapped_evaluate = 0.0
         self.per_level: list[dict[str, Any]] = []
 
-    def add(self, phase: Phase, result: CallResult, *, overlapped: bool = False) -> None:
-        """Count one phase's calls; ``overlapped`` ones ran inside another phase's time."""
+    def add(self, call: ModelCall, result: CallResult, *, overlapped: bool = False) -> None:
+        """Count one call's prompts; ``overlapped`` ones ran inside another call's time."""
+        assert call.phase is not None
         seconds = result.seconds
-        self.calls += len(phase.prompts)
-        self.completions += len(phase.prompts) * phase.n
+        self.calls += len(call.prompts)
+        self.completions += len(call.prompts) * call.n
         self.model_submissions += 1
-        if overlapped:  # inside a generation phase's time (pipelining)
+        if overlapped:  # inside a generation call's time (pipelining)
             self.overlapped_evaluate += seconds
         else:
-            self.seconds[phase.kind] += seconds
-        counted = totals(s for row in result.samples for s in row)
+            self.seconds[call.phase] += seconds
+        counted = Totals.of(s for row in result.samples for s in row)
         for attr in ("prompt_tokens", "generated_tokens"):
-            total, value = getattr(self, attr), counted.get(attr)
+            total, value = getattr(self, attr), getattr(counted, attr)
             setattr(self, attr, None if total is None or value is None else total + value)
-        for key in SPEC_COUNTERS:
-            if (value := counted.get(key)) is not None:
-                self.spec[key] = self.spec.get(key, 0) + value
+        if counted.spec is not None:
+            for key in SPEC_COUNTERS:
+                self.spec[key] = self.spec.get(key, 0) + getattr(counted.spec, key)
         if result.engine_stats is not None:
             self.engine_stats = result.engine_stats
         self.per_level.append(
             {
-                "level": phase.level,
-                "phase": phase.kind,
-                "prompts": len(phase.prompts),
-                "n": phase.n,
+                "level": call.level,
+                "phase": call.phase,
+                "prompts": len(call.prompts),
+                "n": call.n,
                 "seconds": round(seconds, 4),
                 **({"overlapped": True} if overlapped else {}),
             }

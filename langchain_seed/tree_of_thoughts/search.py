@@ -1,10 +1,12 @@
 """BFS and DFS over thoughts, written as generators so one search drives sync and async runs.
 
-A search never calls the model itself. It yields a :class:`Phase` (every prompt of one
-generation or evaluation phase, all at once) and is sent back the outputs, one list of
-``phase.n`` texts per prompt; it yields a :class:`LevelEvent` after every level and is
-sent ``None``. The runnable owns the model calls (one ``generate`` / ``batch`` per phase),
-so the search logic is plain Python that tests drive with scripted outputs.
+A search never calls the model itself. It yields a
+:class:`~langchain_seed.model_calls.ModelCall` (every prompt of one generation or
+evaluation phase, all at once; ``phase`` and ``level`` say which) and is sent back its
+:class:`~langchain_seed.model_calls.CallResult`; it yields a :class:`LevelEvent` after
+every level and is sent ``None``. The runnable hands each call to the model as it is (one
+``generate`` / ``batch`` per call, :mod:`langchain_seed.model_calls`), so the search logic
+is plain Python that tests drive with scripted outputs.
 """
 
 from __future__ import annotations
@@ -16,32 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from langchain_seed.engine.config import Grammar
+from langchain_seed.model_calls import CallResult, ModelCall, Sample
 from langchain_seed.tree_of_thoughts.task import ToTTask
 from langchain_seed.tree_of_thoughts.tree import Node, Tree
 
 logger = logging.getLogger(__name__)
-
-PhaseKind = Literal["generate", "evaluate"]
-
-
-@dataclass
-class Phase:
-    """Every model call of one phase of one level, submitted together."""
-
-    kind: PhaseKind
-    level: int
-    prompts: list[str]
-    n: int
-    """Completions per prompt (siblings of one prompt form one engine group)."""
-    max_tokens: int
-    stop: list[str] | None
-    grammar: Grammar | None = None
-    """The grammar every output follows (engine-backed models), e.g. evaluation labels."""
-    then: Callable[[int, list[str]], Phase | None] | None = None
-    """Pipelining: called with prompt ``i``'s outputs as soon as they arrive; a phase it
-    returns is submitted at once, and its outputs go to that phase's ``done``."""
-    done: Callable[[PhaseOutputs], None] | None = None
-    """Receives the outputs of a phase submitted by another phase's ``then``."""
 
 
 @dataclass
@@ -52,16 +33,13 @@ class LevelEvent:
     data: dict[str, Any]
 
 
-PhaseOutputs = list[list[str]]
-"""``outputs[i]`` holds the ``phase.n`` completions of ``phase.prompts[i]``."""
-
-Request = Phase | LevelEvent
+Request = ModelCall | LevelEvent
 """What a search yields to its driver."""
-SearchGenerator = Generator[Request, "PhaseOutputs | None", "SearchOutcome"]
+SearchGenerator = Generator[Request, "CallResult | None", "SearchOutcome"]
 """The whole search: drive it with ``send`` until ``StopIteration.value``."""
-NodesGenerator = Generator[Request, "PhaseOutputs | None", "list[Node]"]
-NoneGenerator = Generator[Request, "PhaseOutputs | None", None]
-BestGenerator = Generator[Request, "PhaseOutputs | None", "Node | None"]
+NodesGenerator = Generator[Request, "CallResult | None", "list[Node]"]
+NoneGenerator = Generator[Request, "CallResult | None", None]
+BestGenerator = Generator[Request, "CallResult | None", "Node | None"]
 
 
 @dataclass
@@ -81,6 +59,8 @@ class SearchConfig:
     evaluate_max_tokens: int | None = None
     """Overrides the task's evaluation budget."""
     seed: int | None = None
+    temperature: float | None = None
+    """Sampling temperature of every call; ``None`` leaves the model's own."""
     pipeline: bool = False
     """BFS, value evaluation, no node budget: evaluate a parent's children as soon as that
     parent's generation ends, while the other parents still generate (same tree)."""
@@ -141,10 +121,13 @@ class Search:
         if self.cfg.generate_max_tokens is not None:
             max_tokens = self.cfg.generate_max_tokens
         then = self._prefetch(parents, step) if self._pipelined() else None
-        outputs = yield Phase("generate", step, prompts, n, max_tokens, stop, then=then)
-        assert outputs is not None
+        result = yield ModelCall(
+            prompts, n=n, max_tokens=max_tokens, temperature=self.cfg.temperature, stop=stop,
+            then=then, phase="generate", level=step,
+        )  # fmt: skip
+        assert result is not None
         children: list[Node] = []
-        for parent, outs in zip(parents, outputs, strict=True):
+        for parent, outs in zip(parents, result.texts, strict=True):
             try:
                 states = task.parse_thoughts(x, parent.state, list(outs), step)
             except Exception:  # a task parser must not end the search
@@ -164,8 +147,10 @@ class Search:
         cfg = self.cfg
         return cfg.pipeline and self.task.evaluate_mode == "value" and cfg.max_nodes is None
 
-    def _prefetch(self, parents: list[Node], step: int) -> Callable[[int, list[str]], Phase | None]:
-        """``then`` of a pipelined generation phase: the value phase of one parent's children.
+    def _prefetch(
+        self, parents: list[Node], step: int
+    ) -> Callable[[int, list[Sample]], ModelCall | None]:
+        """``then`` of a pipelined generation call: the value call of one parent's children.
 
         It asks for the same prompts :meth:`_evaluate_value` would (states the task values
         by prompt, not yet cached or asked for), so the level's tree is the same; only the
@@ -173,9 +158,10 @@ class Search:
         """
         task, x = self.task, self.x
 
-        def then(i: int, outs: list[str]) -> Phase | None:
+        def then(i: int, samples: list[Sample]) -> ModelCall | None:
+            outs = [sample.text for sample in samples]
             try:
-                states = task.parse_thoughts(x, parents[i].state, list(outs), step)
+                states = task.parse_thoughts(x, parents[i].state, outs, step)
             except Exception:  # expand reports it
                 return None
             todo: list[str] = []
@@ -190,26 +176,37 @@ class Search:
                 return None
             self.prefetched.update(todo)
 
-            def done(outputs: PhaseOutputs) -> None:
-                for prompt, outs in zip(todo, outputs, strict=True):
+            def done(result: CallResult) -> None:
+                for prompt, outs in zip(todo, result.texts, strict=True):
                     self.value_cache[prompt] = list(outs)
 
-            return Phase(*self._value_phase(step, todo), done=done)
+            return self._value_call(step, todo, done)
 
         return then
 
-    def _value_phase(
-        self, step: int, prompts: list[str]
-    ) -> tuple[PhaseKind, int, list[str], int, int, list[str] | None, Grammar | None]:
-        task = self.task
-        return (
-            "evaluate",
-            step,
+    def _value_call(
+        self, step: int, prompts: list[str], done: Callable[[CallResult], None] | None = None
+    ) -> ModelCall:
+        """The evaluation call of ``prompts`` (value prompts) at level ``step``."""
+        return self._evaluation(step, prompts, self.task.evaluation_grammar(step), done)
+
+    def _evaluation(
+        self,
+        step: int,
+        prompts: list[str],
+        grammar: Grammar | None = None,
+        done: Callable[[CallResult], None] | None = None,
+    ) -> ModelCall:
+        return ModelCall(
             prompts,
-            self.cfg.n_evaluate_sample,
-            self.cfg.evaluate_max_tokens or task.evaluate_max_tokens,
-            _stops(task.evaluate_stop),
-            task.evaluation_grammar(step),
+            n=self.cfg.n_evaluate_sample,
+            max_tokens=self.cfg.evaluate_max_tokens or self.task.evaluate_max_tokens,
+            temperature=self.cfg.temperature,
+            stop=_stops(self.task.evaluate_stop),
+            grammar=grammar,
+            done=done,
+            phase="evaluate",
+            level=step,
         )
 
     def evaluate(self, nodes: list[Node], step: int) -> NoneGenerator:
@@ -250,9 +247,9 @@ class Search:
                 todo.append(prompt)
         if todo:
             self.counters["evaluation_prompts"] += len(todo)
-            outputs = yield Phase(*self._value_phase(step, todo))
-            assert outputs is not None
-            for prompt, outs in zip(todo, outputs, strict=True):
+            result = yield self._value_call(step, todo)
+            assert result is not None
+            for prompt, outs in zip(todo, result.texts, strict=True):
                 self.value_cache[prompt] = list(outs)
         self.prefetched.clear()
         for node in nodes:
@@ -282,16 +279,9 @@ class Search:
             self.counters["value_cache_hits"] += 1
         else:
             self.counters["evaluation_prompts"] += 1
-            outputs = yield Phase(
-                "evaluate",
-                step,
-                [prompt],
-                self.cfg.n_evaluate_sample,
-                self.cfg.evaluate_max_tokens or task.evaluate_max_tokens,
-                _stops(task.evaluate_stop),
-            )
-            assert outputs is not None
-            self.value_cache[prompt] = list(outputs[0])
+            result = yield self._evaluation(step, [prompt])
+            assert result is not None
+            self.value_cache[prompt] = list(result.texts[0])
         try:
             votes = [float(v) for v in task.parse_votes(self.value_cache[prompt], len(nodes))]
         except Exception:

@@ -125,14 +125,14 @@ def test_the_one_call_grammar_is_tool_calls_or_the_answer(chat):
     from langchain_seed._adapters.tools import format_tools
 
     kwargs = {"tools": format_tools([add]), "response_format": RESPONSE_FORMAT}
-    params, _ = chat.sampling_params(None, kwargs)
+    params = chat.call_options(None, kwargs).params
     spec = json.loads(params.grammar.spec)["format"]
     assert spec["type"] == "or"
     assert {e["type"] for e in spec["elements"]} == {"sequence", "json_schema"}
-    forced, _ = chat.sampling_params(None, {**kwargs, "tool_choice": "add"})
+    forced = chat.call_options(None, {**kwargs, "tool_choice": "add"}).params
     assert json.loads(forced.grammar.spec)["format"]["type"] != "or"  # a forced call: no answer
     with pytest.raises(ValueError, match="one output constraint"):
-        chat.sampling_params(None, {**kwargs, "regex": "a+"})
+        chat.call_options(None, {**kwargs, "regex": "a+"})
 
 
 # ----- package surface ---------------------------------------------------------------------

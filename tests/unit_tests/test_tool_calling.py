@@ -361,7 +361,7 @@ def test_stream_splitter_keeps_an_invalid_call_as_text():
 
 
 def test_tools_with_tool_choice_none_do_not_count_as_a_constraint():
-    from langchain_seed._adapters.fields import call_grammar
+    from langchain_seed._adapters.options import call_grammar
 
     kwargs = {
         "tools": chat_tools(),

@@ -106,9 +106,9 @@ def test_a_forced_call_is_written_in_the_templates_format_and_parses(formatted):
     assert isinstance(call["args"]["on"], bool) and not message.invalid_tool_calls
     # the engine's raw text is in the template's format
     kwargs = {"tools": format_tools(TOOLS), "tool_choice": "set_light"}
-    params, _ = chat.sampling_params(None, kwargs)
-    prompt = chat._engine_prompt([HumanMessage("light the hall")], kwargs)
-    [raw] = chat.engine.generate([prompt], params)
+    options = chat.call_options(None, kwargs)
+    prompt = chat._engine_prompt([HumanMessage("light the hall")], options)
+    [raw] = chat.engine.generate([prompt], options.params)
     opening = '{"name": "set_light", "parameters": ' if name == "llama" else "<tool_call>\n"
     assert raw.text.startswith(opening), raw.text
 
@@ -133,7 +133,9 @@ def test_calls_render_back_through_the_template(formatted):
         ),
         ToolMessage("hall: on", tool_call_id="1"),
     ]
-    text = chat.engine.tokenizer.decode(chat._engine_prompt(history, {"tools": []}))
+    text = chat.engine.tokenizer.decode(
+        chat._engine_prompt(history, chat.call_options(None, {"tools": []}))
+    )
     if name == "llama":
         assert '{"name": "set_light", "parameters": {"room": "hall", "on": true}}' in text
     else:
@@ -187,7 +189,8 @@ def test_sampled_answers_under_the_llama_grammar_parse(formatted):
     chat = ChatSeed(model=path, max_tokens=60, temperature=1.0, seed=0)
     grammar = tool_grammar(format_tools(TOOLS), "required", fmt=LLAMA)
     engine = chat.engine
-    prompt = chat._engine_prompt([HumanMessage("do it")], {"tools": format_tools(TOOLS)})
+    options = chat.call_options(None, {"tools": format_tools(TOOLS)})
+    prompt = chat._engine_prompt([HumanMessage("do it")], options)
     results = engine.generate(
         [prompt] * 4,
         [SamplingParams(max_tokens=60, temperature=1.0, seed=s, grammar=grammar) for s in range(4)],
