@@ -1,4 +1,4 @@
-"""The side-by-side benchmark harness behind ``langchain-seed bench`` (DESIGN section 9).
+"""The side-by-side benchmark harness behind ``langchain-seed bench`` (``docs/benchmarks.md``).
 
 - :mod:`~langchain_seed.bench.harness`: what a method and a workload are; interleaved trials.
 - :mod:`~langchain_seed.bench.results`: plain-data results (trials, summaries, sweeps, report).

@@ -1,4 +1,4 @@
-"""The methods the benchmark compares (DESIGN section 9), by name.
+"""The methods the benchmark compares (``docs/benchmarks.md``), by name.
 
 | name | what it is |
 | --- | --- |

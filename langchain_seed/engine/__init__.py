@@ -2,7 +2,24 @@
 
 This package imports no LangChain. Public names: :class:`Engine`, :class:`EngineConfig`,
 :class:`SamplingParams`, :class:`GenerationResult` (with :class:`TokenLogprob`),
-:class:`TextDelta` (a streamed piece) and the error types.
+:class:`TextDelta` (a streamed piece), the stats (:class:`EngineStats`, :class:`SpecStats`)
+and the error types.
+
+The folders are the engine's parts, cut by what changes together:
+
+- here, the step and its bookkeeping (ids and counts, no tensors): :mod:`.engine`
+  (:class:`Engine`; :meth:`Engine.step` is the five steps admit, draft, verify, accept,
+  finish), :mod:`.scheduler`, :mod:`.admission`, :mod:`.sequence`, :mod:`.coalescing`,
+  :mod:`.finishing`, with :mod:`.config`, :mod:`.results` and :mod:`.stats`;
+- :mod:`.execution`: model execution, where the tensors live: the runner (forwards in,
+  logits out), the engine's own Llama forward and CPU kernels, the KV pool, packing, the
+  prefix cache, model loading;
+- :mod:`.speculation`: drafts and their lossless acceptance: the drafters, the draft policy,
+  verification, sampling;
+- :mod:`.serving`: how callers reach an engine: the interface both backends implement
+  (:class:`~.serving.client.EngineClient`), the queue and the engine thread, the
+  process-wide compute thread;
+- :mod:`.text`: text in and out: the tokenizer face (chat templates), the detokenizer, grammars.
 """
 
 from __future__ import annotations

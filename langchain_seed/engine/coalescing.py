@@ -9,7 +9,8 @@ ids and the same *deterministic* parameters (greedy, or one seed: the engine rep
 seeded request) are decoded as one sequence, the *leader*; every request still gets its
 own future and its own :class:`~langchain_seed.engine.results.GenerationResult` (its own
 ``request_id``). Output is what each request would get alone, since a deterministic
-request's output does not depend on its neighbours (float32; DESIGN 4.3). Requests outside
+request's output does not depend on its neighbours (float32; the lossless rules of
+:mod:`~langchain_seed.engine.speculation.verification`). Requests outside
 a group are left alone (a caller may repeat a prompt on purpose, to load the engine).
 
 - The leader decodes under an internal future; the callers' futures are *views* of it.

@@ -36,7 +36,7 @@ GRAMMAR_KINDS = ("json_schema", "json_object", "regex", "ebnf", "structural_tag"
 
 @dataclass(frozen=True, slots=True)
 class Grammar:
-    """A constraint on a request's output, compiled by xgrammar (DESIGN 4.3: grammars).
+    """A constraint on a request's output, compiled by xgrammar (:mod:`.text.grammar`).
 
     Build one with a constructor: :meth:`json_schema`, :meth:`json_object`, :meth:`regex`,
     :meth:`ebnf` or :meth:`structural_tag`. The output is then a string of the language,

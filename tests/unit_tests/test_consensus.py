@@ -1,4 +1,4 @@
-"""The consensus-DAG drafter (DESIGN section 5): support, incremental index, groups."""
+"""The consensus-DAG drafter: support, incremental index, groups."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sampling keeps the target's distribution (DESIGN 4.3), and a broken rule fails the check.
+"""Sampling keeps the target's distribution (engine/speculation/verification.py), or fails.
 
 On a 16-token vocabulary the exact marginal distributions of the first three generated
 tokens are computed from the target; 1,500 sampled requests through each policy with a

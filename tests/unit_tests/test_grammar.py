@@ -1,4 +1,4 @@
-"""Grammar-constrained decoding: exact with every policy and drafter (DESIGN 4.3).
+"""Grammar-constrained decoding: exact with every policy and drafter.
 
 Greedy: the engine's constrained output equals a plain constrained-decoding loop (one
 forward per token, the grammar's bitmask applied, argmax) token for token, under every

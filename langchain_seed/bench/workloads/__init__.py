@@ -1,4 +1,4 @@
-"""The benchmark workloads (DESIGN section 9), each runnable through any backend.
+"""The benchmark workloads (``docs/benchmarks.md``), each runnable through any backend.
 
 | name | module | what it runs |
 | --- | --- | --- |

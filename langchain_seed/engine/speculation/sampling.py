@@ -1,4 +1,7 @@
-"""Sampling and lossless acceptance of draft tokens, vectorised over the batch (DESIGN 4.3).
+"""Sampling and lossless acceptance of draft tokens, vectorised over the batch.
+
+The rules are stated in :mod:`~langchain_seed.engine.speculation.verification`, which applies
+them to a step's rows; the tensor functions are here.
 
 Vocabulary, per verified sequence with draft ``d_1 .. d_g`` and target distributions
 ``p_0 .. p_g`` (``p_k`` predicts the token after ``d_k``; ``p_0`` the token after the

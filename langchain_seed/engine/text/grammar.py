@@ -1,4 +1,4 @@
-"""Grammar-constrained decoding with xgrammar, speculation included (DESIGN 4.3).
+"""Grammar-constrained decoding with xgrammar, speculation included (still lossless).
 
 A request whose :class:`~langchain_seed.engine.config.SamplingParams` carries a
 :class:`~langchain_seed.engine.config.Grammar` gets a :class:`RowGrammar`: an xgrammar
@@ -8,7 +8,8 @@ matcher that follows the request's output. Every step:
    position it fills the token bitmask of what the grammar allows next, and it cuts the
    draft at the first token the grammar refuses. The matcher is rolled back to where it
    was, so a draft never changes the request's grammar state.
-2. The runner masks the row's logits at every verified position with its bitmask
+2. Verification (:mod:`~langchain_seed.engine.speculation.verification`) masks the row's
+   logits at every verified position with its bitmask
    (refused tokens get ``-inf``) before any acceptance rule runs, so the target
    distribution at every position is the constrained one.
 3. :meth:`RowGrammar.advance` feeds the emitted tokens (accepted draft + next token).

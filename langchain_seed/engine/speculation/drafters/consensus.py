@@ -1,6 +1,6 @@
 """Consensus drafting: draft a sequence's next tokens from what its siblings generated.
 
-DESIGN section 5. The N samples of self-consistency (and the sibling thoughts of a
+The N samples of self-consistency (and the sibling thoughts of a
 Tree-of-Thoughts node) agree with each other most of the time, so the tokens the *other*
 members of a group already produced are good, free drafts (Li et al. 2025, arXiv 2503.05330).
 
@@ -37,7 +37,7 @@ Cost: O(tokens x max_ngram) memory per group; a query costs O(members x max_len)
 Measured (pure Python, 2-core CPU shared with other jobs): 32 samples growing to ~200
 tokens, gamma 4, one propose call over all 32 costs 0.35-0.5 ms CPU on average (median
 wall 0.25-0.45 ms), index updates included; the target forward of such a step takes
-~224 ms (DESIGN 8), so drafting is well under 1% of a step.
+~224 ms (the embedded model on this CPU), so drafting is well under 1% of a step.
 """
 
 from __future__ import annotations
