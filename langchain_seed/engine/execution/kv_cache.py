@@ -64,6 +64,10 @@ class SlotCache(Cache):
         self.token_bytes: int | None = None
         """Bytes of one token's keys and values over all layers (known after a forward)."""
         self._ready = [0] * num_layers  # slots of each layer's pools holding finite values
+        self.zero_fill = True
+        """Zero slots before a forward may read them. A forward that reads only the slots
+        it or an earlier forward wrote (the own path's attention, by per-row lengths) sets
+        this off: zeroing the pools cost ~0.3 s per self-consistency question."""
         self._want = 0  # slots the current forward may read
         self._rows = slice(0, 0)
         self._write_pos: torch.Tensor | None = None  # [b, q] slot of each fed token
@@ -293,7 +297,7 @@ class SlotCache(Cache):
         """Zero slots ``_ready .. slots`` of a layer: masked-out stale slots are never NaN."""
         pools = self._pools[layer]
         ready = self._ready[layer]
-        if slots <= ready or pools is None or self._shape is None:
+        if not self.zero_fill or slots <= ready or pools is None or self._shape is None:
             return
         heads, dim = self._shape
         for pool in pools:

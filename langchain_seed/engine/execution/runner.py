@@ -132,6 +132,7 @@ class ModelRunner:
             self.own, self.execution = own_forward(model, min(budget_tokens, self.max_positions))
             if self.own is None and execution == "own":
                 raise ValueError(f"execution='own' is not possible: {self.execution}")
+        self.cache.zero_fill = self.own is None  # the own attention reads written slots only
         if deterministic and self.own is None:
             raise ValueError(
                 "deterministic=True needs the own execution path (its kernels keep a row's "
