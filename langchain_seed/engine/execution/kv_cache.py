@@ -70,7 +70,7 @@ class SlotCache(Cache):
         this off: zeroing the pools cost ~0.3 s per self-consistency question."""
         self._want = 0  # slots the current forward may read
         self._rows = slice(0, 0)
-        self._write_pos: torch.Tensor | None = None  # [b, q] slot of each fed token
+        self._write_pos: torch.Tensor | None = None  # [b, s] slot of each fed token
         self._packing: Packing | None = None  # a packed forward's token layout
         self._kv_len = 0
         self._query_len = 0
@@ -131,7 +131,7 @@ class SlotCache(Cache):
     def begin(
         self, rows: slice, write_pos: torch.Tensor, kv_len: int, packing: Packing | None = None
     ) -> None:
-        """Set where the next forward writes: ``write_pos`` is ``[b, q]`` slot indices.
+        """Set where the next forward writes: ``write_pos`` is ``[b, s]`` slot indices.
 
         With ``packing``, the forward is packed: its layers' new keys/values come as
         ``[1, kv_heads, T, head_dim]`` and are spread to the rows before they are written.
@@ -160,8 +160,8 @@ class SlotCache(Cache):
         *args: Any,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write new keys/values (``[b, kv_heads, q, head_dim]``) at the rows' slots."""
-        if self._packing is not None:  # [1, kv_heads, T, head_dim] -> [b, kv_heads, q, dim]
+        """Write new keys/values (``[b, kv_heads, s, head_dim]``) at the rows' slots."""
+        if self._packing is not None:  # [1, kv_heads, T, head_dim] -> [b, kv_heads, s, dim]
             key_states = self._packing.pad(key_states, dim=2)
             value_states = self._packing.pad(value_states, dim=2)
         if self._pools[layer_idx] is None:
@@ -169,8 +169,8 @@ class SlotCache(Cache):
         self._initialise(layer_idx, self._want)
         keys, values = self._view(layer_idx)
         assert self._write_pos is not None
-        b, heads, q, dim = key_states.shape
-        index = self._write_pos[:, None, :, None].expand(b, heads, q, dim)
+        b, heads, s, dim = key_states.shape
+        index = self._write_pos[:, None, :, None].expand(b, heads, s, dim)
         row_keys = keys[self._rows]  # view [b, kv_heads, cap, head_dim]
         row_values = values[self._rows]
         row_keys.scatter_(2, index, key_states)

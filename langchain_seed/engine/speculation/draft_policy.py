@@ -187,9 +187,9 @@ class Rate:
         """Probability that the ``k``-th draft token (from 1) is accepted."""
         return self.first * self.then ** (k - 1)
 
-    def gain(self, q: int) -> float:
-        """Expected accepted tokens of a ``q``-token draft."""
-        return sum(self.value(k) for k in range(1, q + 1))
+    def gain(self, g: int) -> float:
+        """Expected accepted tokens of a ``g``-token draft."""
+        return sum(self.value(k) for k in range(1, g + 1))
 
 
 def _rate(a: float | Rate) -> Rate:
@@ -241,9 +241,9 @@ class Acceptance:
 _PRIOR_COUNTS = (*ACCEPTANCE_PRIOR, *ACCEPTANCE_PRIOR)
 
 
-def expected_gain(a: float | Rate, q: int) -> float:
-    """Expected accepted tokens of a ``q``-token draft at acceptance ``a`` (one rate: i.i.d.)."""
-    return _rate(a).gain(q)
+def expected_gain(a: float | Rate, g: int) -> float:
+    """Expected accepted tokens of a ``g``-token draft at acceptance ``a`` (one rate: i.i.d.)."""
+    return _rate(a).gain(g)
 
 
 class DraftPolicy:
@@ -366,7 +366,7 @@ class DraftPolicy:
             At most ``available[i]`` tokens for row ``i``; all zeros when no lengths beat
             plain decoding. Packed, the lengths take the most valuable draft tokens of the
             batch (the ``k``-th token of row ``i`` is worth ``rates[i].value(k)``); padded, they are
-            ``min(q, available[i])`` for one cap ``q`` (shorter drafts ride free).
+            ``min(g, available[i])`` for one cap ``g`` (shorter drafts ride free).
         """
         b = len(seqs)
         if b == 0:
@@ -378,16 +378,16 @@ class DraftPolicy:
         caps = [min(self.gamma, n) if r.first > 0 else 0 for n, r in zip(available, rates)]
         if self.packed:
             return self._packed_lengths(caps, rates, base, extra_seconds)
-        best_q, best_rate = 0, b / base
+        best_g, best_rate = 0, b / base
         expected = float(b)  # every verification yields one token
-        for q in range(1, max(caps, default=0) + 1):
-            expected += sum(r.value(q) for r, n in zip(rates, caps) if n >= q)
-            seconds = self.cost.seconds(b, b * (q + 1))
+        for g in range(1, max(caps, default=0) + 1):
+            expected += sum(r.value(g) for r, n in zip(rates, caps) if n >= g)
+            seconds = self.cost.seconds(b, b * (g + 1))
             assert seconds is not None
-            rate = expected / (seconds + q * extra_seconds)
-            if rate > best_rate * (MIN_GAIN if best_q == 0 else 1.0):
-                best_q, best_rate = q, rate
-        return [min(best_q, n) for n in caps]
+            rate = expected / (seconds + g * extra_seconds)
+            if rate > best_rate * (MIN_GAIN if best_g == 0 else 1.0):
+                best_g, best_rate = g, rate
+        return [min(best_g, n) for n in caps]
 
     def _packed_lengths(
         self, caps: list[int], rates: Seq[Rate], base: float, extra_seconds: float

@@ -31,8 +31,8 @@ Two sampling rules, both exact:
   as under rejection; a model drafter that samples with the same noise agrees with the
   target at least ``(1 - TV) / (1 + TV)`` of the time (Gumbel coupling).
 
-Every rule works on a whole padded batch at once (rows ``[r, q]``, drafts padded to
-``g = q - 1`` with per-row lengths), on the device, with no host transfer: the runner
+Every rule works on a whole padded batch at once (rows ``[r, s]``, drafts padded to
+``g = s - 1`` with per-row lengths), on the device, with no host transfer: the runner
 moves the accepted counts and next tokens of every row to the host in one copy. The
 per-row random numbers come from each request's own generator, drawn up front (one call
 per row, as many draws as the row's own draft needs), so the random stream of a request

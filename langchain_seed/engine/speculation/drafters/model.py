@@ -76,7 +76,7 @@ class ModelDrafter:
         for depth in range(max(max_lens)):
             active = [i for i, g in enumerate(max_lens) if depth < g and feed[i]]
             index = torch.tensor([[i, len(feed[i]) - 1] for i in active]).to(dev, non_blocking=True)
-            logits = self.runner.forward(start, feed)  # [b, q, vocab]
+            logits = self.runner.forward(start, feed)  # [b, s, vocab]
             assert logits is not None
             rows = logits[index[:, 0], index[:, 1]]  # [a, vocab]
             picked = rows.argmax(dim=-1)  # [a]: greedy rows' drafts
