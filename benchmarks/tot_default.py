@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     others = [m for m in args.methods if m != "ours"]
     head = " | ".join(f"{m} s" for m in args.methods)
     ratios = " | ".join(f"ours x {m}" for m in others)
-    print(f"| repeat | {head} | {ratios} | ours acc len | same tree |")
+    print(f"| repeat | {head} | {ratios} | ours acc len | same tree (our engine's methods) |")
     print("|---:|" + "---:|" * (len(args.methods) + len(others) + 1) + "---|")
     for repeat in range(args.repeats):
         pair = {r["method"]: r for r in rows if r["repeat"] == repeat}
@@ -170,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         speedups = " | ".join(
             f"{pair[m]['wall_s'] / ours['wall_s']:.2f}" if ours else "-" for m in others
         )
-        same = len({r["tree"] for r in pair.values()}) == 1
+        # vLLM's kernels round differently: only our engine's methods (and sequential in
+        # float32) must build the same tree
+        same = len({r["tree"] for m, r in pair.items() if m != "vllm"}) == 1
         acc = f"{ours['acc_len']:.2f}" if ours else "-"
         print(f"| {repeat} | {walls} | {speedups} | {acc} | {'yes' if same else 'no'} |")
     if args.json_path:

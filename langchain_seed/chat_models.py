@@ -76,8 +76,8 @@ class ChatSeed(EngineModel, BaseChatModel):
         :class:`~langchain_seed._adapters.fields.EngineFields`: completion params
         (``temperature``, ``max_tokens``, ``top_p``, ``top_k``, ``seed``, ``stop``, ``n``:
         samples per input, all returned by ``generate``) and engine params (``model``,
-        ``draft_model``, ``policy``, ``drafters``, ``device``, ``dtype``, ``engine``,
-        ``backend``, ``backend_kwargs``).
+        ``draft_model``, ``policy``, ``drafters``, ``device``, ``dtype``, ``execution``,
+        ``deterministic``, ``engine``, ``backend``, ``backend_kwargs``).
 
     Instantiate:
         .. code-block:: python

@@ -68,6 +68,12 @@ class SeedLLM(EngineModel, BaseLLM):
             ``"auto"`` (default: bfloat16 for the embedded model on a CPU with native
             bfloat16 and on CUDA, float32 otherwise), ``"float32"``, ``"bfloat16"``,
             ``"float16"``.
+        execution: str
+            ``"auto"`` (default: the engine's own execution path for Llama-family models
+            on a CPU, the transformers forward otherwise), ``"own"``, ``"transformers"``.
+        deterministic: Optional[bool]
+            ``None`` (default: greedy output independent of the rest of the batch wherever
+            the own path runs, in every dtype), ``True`` (required), ``False``.
         engine: Optional[EngineClient]
             An engine to use instead of the shared one for this configuration.
         backend: str

@@ -80,6 +80,17 @@ class EngineFields(BaseModel):
     native bfloat16 and on CUDA GPUs that support it, float32 otherwise (see
     :class:`~langchain_seed.engine.EngineConfig`)."""
 
+    execution: Literal["auto", "own", "transformers"] = "auto"
+    """How forwards run: ``"auto"``, the engine's own execution path (own model code and CPU
+    kernels) for Llama-family models on a CPU, the transformers forward otherwise;
+    ``"own"`` (or an error saying why not); ``"transformers"``."""
+
+    deterministic: bool | None = None
+    """Greedy output independent of what runs beside it: ``None`` (default) wherever the own
+    path runs (in every dtype); ``True`` required (refused where the model runs the
+    transformers forward); ``False`` allows faster library kernels (see
+    :class:`~langchain_seed.engine.EngineConfig`)."""
+
     temperature: float = 0.0
     """Sampling temperature; ``0`` is greedy decoding (deterministic)."""
 
@@ -167,7 +178,7 @@ class EngineFields(BaseModel):
                 raise ValueError(
                     "backend_kwargs are for backend='vllm'; the embedded engine takes the "
                     "fields model, draft_model, policy, drafters, gamma, max_batch_size, "
-                    "device and dtype"
+                    "device, dtype, execution and deterministic"
                 )
             self.engine_config()
         self.call_options(None, {})
@@ -179,7 +190,16 @@ class EngineFields(BaseModel):
 
         require_vllm()
         embedded_only = sorted(
-            {"draft_model", "policy", "drafters", "gamma", "max_batch_size", "device"}
+            {
+                "draft_model",
+                "policy",
+                "drafters",
+                "gamma",
+                "max_batch_size",
+                "device",
+                "execution",
+                "deterministic",
+            }
             & self.model_fields_set
         )
         if embedded_only:
@@ -235,6 +255,8 @@ class EngineFields(BaseModel):
             max_batch_size=self.max_batch_size,
             device=self.device,
             dtype=self.dtype,
+            execution=self.execution,
+            deterministic=self.deterministic,
         )  # drafters left out: the engine's default, which adds "model" with a draft_model
         if "drafters" in self.model_fields_set:
             config = EngineConfig.of(config, drafters=tuple(self.drafters))
@@ -284,6 +306,8 @@ class EngineFields(BaseModel):
             "drafters": list(self.drafters),
             "device": self.device,
             "dtype": self.dtype,
+            "execution": self.execution,
+            "deterministic": self.deterministic,
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
             "top_p": self.top_p,

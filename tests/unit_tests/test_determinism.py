@@ -127,3 +127,16 @@ def test_deterministic_false_may_take_library_kernels_and_stays_correct(tiny, re
         results = engine.generate(PROMPTS, SamplingParams(max_tokens=MAX_NEW))
     # float32: library kernels differ in rounding only; these prompts have no near-ties
     assert [r.token_ids for r in results] == references["float32"]
+
+
+def test_the_langchain_classes_pass_execution_and_determinism_to_the_engine(tiny):
+    from langchain_seed import ChatSeed, SeedLLM
+
+    llm = SeedLLM(model=str(tiny.path), execution="transformers", max_tokens=4)
+    config = llm.engine_config()
+    assert config.execution == "transformers" and config.deterministic is None
+    chat = ChatSeed(model=str(tiny.path), deterministic=True, dtype="bfloat16")
+    assert chat.engine_config().deterministic is True
+    assert chat.engine.runner.deterministic  # the own path, invariant in bfloat16
+    with pytest.raises(ValueError, match="execution"):
+        SeedLLM(model=str(tiny.path), execution="fast")

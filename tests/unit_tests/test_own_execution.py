@@ -11,13 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from langchain_seed.engine.execution import kernels
-from langchain_seed.engine.execution.llama import (
-    Batch,
-    LlamaForward,
-    own_forward,
-    self_check,
-    unsupported_reason,
-)
+from langchain_seed.engine.execution.llama import Batch, LlamaForward, unsupported_reason
+from langchain_seed.engine.execution.own_path import own_forward, self_check
 from langchain_seed.engine.execution.runner import ModelRunner
 from tests.tiny_models import FAMILIES
 
@@ -212,7 +207,7 @@ def test_own_forward_is_built_once_per_model():
 def test_kernels_can_be_refused_and_the_engine_keeps_the_transformers_forward(tmp_path):
     script = (
         "from langchain_seed.engine.execution import kernels\n"
-        "from langchain_seed.engine.execution.llama import own_forward\n"
+        "from langchain_seed.engine.execution.own_path import own_forward\n"
         "from tests.tiny_models import FAMILIES\n"
         "model = FAMILIES['llama'](259, seed=0)\n"
         "own, why = own_forward(model, 64)\n"

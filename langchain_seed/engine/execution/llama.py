@@ -21,30 +21,21 @@ logits do not depend on its neighbours (their number, lengths, drafts) nor on ho
 prompt was split into chunks: greedy decoding is batch invariant in every dtype, and a
 verified draft position computes exactly what a one-token step would.
 
-:func:`own_forward` builds the path for a loaded transformers model, or says why not (the
-engine then keeps the transformers forward); the caller checks the new path's logits
-against the transformers forward before it trusts it (:func:`self_check`).
+``own_path.own_forward`` builds this path for a loaded transformers model, or says why not
+(the engine then keeps the transformers forward), and checks its logits against the
+transformers forward before trusting it (``own_path.self_check``).
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
-import weakref
-from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from langchain_seed.engine.execution import kernels
-from langchain_seed.engine.serving import compute
-
-logger = logging.getLogger(__name__)
+from langchain_seed.engine.execution.linear import Linear, fused, tune
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 """``config.model_type`` values the own path runs."""
@@ -98,110 +89,6 @@ class Batch:
             table[3 * n + b : 3 * n + 2 * b], table[3 * n + 2 * b : 3 * n + 3 * b],
             table[3 * n + 3 * b :],
         )  # fmt: skip
-
-
-TUNED_ROWS = (1, 4, 16, 64, 256, 1024)
-"""Row counts at which :meth:`Linear.tune` compares kernels."""
-
-
-class Linear:
-    """A linear layer on ``seed::linear``: weight prepacked once, optional fp32 bias.
-
-    ``seed::linear`` computes every output row with one fixed order of arithmetic whatever
-    the row count (batch invariant). Where determinism is not asked for, :meth:`tune`
-    may pick, per row count, a library kernel that measured faster (oneDNN's prepacked
-    bf16 GEMM, ``F.linear``); those choose their blocking by shape, so a row's result then
-    depends on how many rows run with it.
-    """
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
-        self.out_features = int(weight.shape[0])
-        self.in_features = int(weight.shape[1])
-        self.packed = kernels.pack_weight(weight.detach())
-        self.bias = None if bias is None else bias.detach().float().contiguous()
-        self.fast: list[tuple[int, Callable[[torch.Tensor], torch.Tensor]]] = []
-        """(least row count, kernel) where a library kernel measured faster (:meth:`tune`)."""
-
-    def __call__(
-        self, x: torch.Tensor, out_float: bool = False, deterministic: bool = True
-    ) -> torch.Tensor:
-        """``x @ W.T + b``: ``[M, K]`` -> ``[M, N]`` (fp32 accumulation, x's dtype out)."""
-        if not deterministic and self.fast and not out_float:
-            kernel = None
-            for least, candidate in self.fast:
-                if x.shape[0] >= least:
-                    kernel = candidate
-            if kernel is not None:
-                return kernel(x)
-        return torch.ops.seed.linear(x, self.packed, self.out_features, self.bias, out_float)
-
-    def tune(self, like: Linear | None = None, rows: Seq[int] = TUNED_ROWS) -> None:
-        """Measure the library kernels against ``seed::linear`` per row count.
-
-        ``like``: a layer of the same shape already tuned (its choices are reused, this
-        layer's own weights prepared for them).
-        """
-        weight = self._unpacked()
-        dtype = weight.dtype
-        if dtype == torch.bfloat16:
-            mkldnn = torch.ops.mkldnn._reorder_linear_weight(weight, None)
-            bias = None if self.bias is None else self.bias.to(dtype)
-
-            def library(x: torch.Tensor) -> torch.Tensor:
-                return torch.ops.mkldnn._linear_pointwise(x, mkldnn, bias, "none", [], "")
-        else:
-            bias32 = self.bias
-
-            def library(x: torch.Tensor) -> torch.Tensor:
-                return F.linear(x, weight, bias32)
-
-        if like is not None:
-            self.fast = [(least, library) for least, _ in like.fast]
-            return
-        self.fast = []
-        for m in rows:
-            x = torch.randn(m, self.in_features).to(dtype)
-            ours = _median_seconds(partial(self, x))
-            theirs = _median_seconds(partial(library, x))
-            if theirs < 0.97 * ours:
-                if not self.fast:
-                    self.fast.append((m, library))
-            elif self.fast:  # ours is as fast again from here on
-                break
-
-    def _unpacked(self) -> torch.Tensor:
-        """The ``[N, K]`` weight back from the packed layout (a copy)."""
-        packed, n, k = self.packed, self.out_features, self.in_features
-        if packed.dtype == torch.float32:
-            full = packed.permute(0, 2, 1).reshape(-1, k)
-        else:
-            full = packed.permute(0, 2, 1, 3).reshape(-1, k)
-        return full[:n].contiguous()
-
-
-def _median_seconds(fn: Callable[[], Any], repeats: int = 7) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[repeats // 2]
-
-
-def _fused(modules: Seq[Any]) -> Linear:
-    """One :class:`Linear` computing ``modules`` side by side (q/k/v, or gate/up)."""
-    weight = torch.cat([m.weight for m in modules])
-    biases = [m.bias for m in modules]
-    if all(b is None for b in biases):
-        return Linear(weight)
-    bias = torch.cat(
-        [
-            b if b is not None else m.weight.new_zeros(m.weight.shape[0])
-            for m, b in zip(modules, biases)
-        ]
-    )
-    return Linear(weight, bias)
 
 
 @dataclass(slots=True)
@@ -286,12 +173,8 @@ class LlamaForward:
 
     def tune(self) -> None:
         """Measure library kernels per row count for each linear shape (once, on demand)."""
-        tuned: dict[tuple[int, int, bool], Linear] = {}
-        for layer in self.layers:
-            for linear in (layer.qkv, layer.o, layer.gate_up, layer.down):
-                key = (linear.out_features, linear.in_features, linear.bias is not None)
-                linear.tune(like=tuned.get(key))
-                tuned.setdefault(key, linear)
+        for name in ("qkv", "o", "gate_up", "down"):
+            tune([getattr(layer, name) for layer in self.layers])
         self._tuned = True
 
     def ensure_positions(self, positions: int) -> None:
@@ -305,9 +188,9 @@ class LlamaForward:
         q_norm = getattr(attn, "q_norm", None)
         k_norm = getattr(attn, "k_norm", None)
         return Layer(
-            qkv=_fused([attn.q_proj, attn.k_proj, attn.v_proj]),
+            qkv=fused([attn.q_proj, attn.k_proj, attn.v_proj]),
             o=Linear(attn.o_proj.weight, attn.o_proj.bias),
-            gate_up=_fused([mlp.gate_proj, mlp.up_proj]),
+            gate_up=fused([mlp.gate_proj, mlp.up_proj]),
             down=Linear(mlp.down_proj.weight, mlp.down_proj.bias),
             input_norm=layer.input_layernorm.weight.detach().contiguous(),
             post_norm=layer.post_attention_layernorm.weight.detach().contiguous(),
@@ -395,99 +278,3 @@ def _rope_tables(rotary: Any, positions: int, head_dim: int) -> tuple[torch.Tens
     ):
         raise ValueError("RoPE tables are not in the rotate-half layout")
     return cos[:, :half].contiguous(), sin[:, :half].contiguous()
-
-
-SELF_CHECK_TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 0.1}
-"""Largest ``max |own - reference| / max |reference|`` over the check's logits, by dtype.
-
-Measured on random models of the four families: float32 ~1e-6 (reassociation only),
-bfloat16 1-2e-2 (the reference itself moves that much between batch shapes); a wrong
-implementation (a misplaced RoPE half, a missing bias) is off by ~1.
-"""
-
-
-@torch.inference_mode()
-def self_check(own: LlamaForward, model: torch.nn.Module, seed: int = 0) -> str | None:
-    """Compare the own forward with ``model``'s on two short prompts; ``None`` if they agree.
-
-    The prompts are prefilled in two ragged steps (the second step reads the first one's
-    KV from the pool), as the engine feeds them. Returns the disagreement, worded for a log.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    vocab = min(own.vocab_size, own.embed.shape[0])
-    lengths, cut = (12, 7), (5, 7)
-    prompts = [torch.randint(0, vocab, (n,), generator=generator) for n in lengths]
-    capacity = max(lengths)
-    pools = [
-        tuple(
-            torch.zeros(len(prompts), own.kv_heads, capacity, own.head_dim, dtype=own.dtype)
-            for _ in range(2)
-        )
-        for _ in own.layers
-    ]
-    first = Batch.of(0, [p[:c].tolist() for p, c in zip(prompts, cut)], [0, 0])
-    second = Batch.of(0, [p[c:].tolist() for p, c in zip(prompts, cut)], list(cut))
-    outs = []
-    for batch in (first, second):
-        logits = own.forward(batch, pools, torch.arange(batch.ids.shape[0]))  # type: ignore[arg-type]
-        assert logits is not None
-        outs.append(logits)
-    parts = [*outs[0].split(list(cut)), *outs[1].split([n - c for n, c in zip(lengths, cut)])]
-    worst = 0.0
-    for i, prompt in enumerate(prompts):
-        reference = model(input_ids=prompt[None]).logits[0].float()  # [n, vocab]
-        mine = torch.cat([parts[i], parts[len(prompts) + i]])[:, : reference.shape[-1]]
-        scale = reference.abs().max().clamp(min=1e-6)
-        worst = max(worst, float((mine - reference).abs().max() / scale))
-    tolerance = SELF_CHECK_TOLERANCE.get(own.dtype, 0.1)
-    if not worst <= tolerance:  # NaN fails too
-        return f"own forward differs from the transformers forward: {worst:.3g} > {tolerance}"
-    return None
-
-
-_BUILT: weakref.WeakKeyDictionary[torch.nn.Module, LlamaForward | str] = weakref.WeakKeyDictionary()
-_BUILD_LOCK = threading.Lock()
-
-
-def own_forward(model: torch.nn.Module, positions: int) -> tuple[LlamaForward | None, str]:
-    """The own forward of ``model``, built and checked once per model object.
-
-    Returns:
-        ``(forward, "own")``, or ``(None, reason)`` when the model keeps the transformers
-        forward: the kernels are unavailable, the architecture is not supported, or the
-        logits self-check failed (each reason is logged once).
-    """
-    with _BUILD_LOCK:
-        built = _BUILT.get(model)
-        if built is None:
-            # On the compute thread: packing and the self-check run parallel kernels, and a
-            # second thread's OpenMP team would slow every later step (engine/compute.py).
-            built = compute.run(lambda: _build(model))
-            _BUILT[model] = built
-            if isinstance(built, str):
-                logger.warning("%s keeps the transformers forward: %s", _label(model), built)
-            else:
-                logger.info("%s runs on the own execution path", _label(model))
-    if isinstance(built, str):
-        return None, built
-    built.ensure_positions(positions)
-    return built, "own"
-
-
-def _build(model: torch.nn.Module) -> LlamaForward | str:
-    if kernels.load() is None:
-        return f"CPU kernels unavailable ({kernels.unavailable_reason()})"
-    reason = unsupported_reason(model)
-    if reason is not None:
-        return reason
-    try:
-        own = LlamaForward(model)
-        failure = self_check(own, model)
-    except Exception as exc:  # an unforeseen variant of the family: keep the reference
-        return f"own forward failed to build: {type(exc).__name__}: {exc}"
-    return failure if failure is not None else own
-
-
-def _label(model: torch.nn.Module) -> str:
-    config: Any = model.config
-    return str(getattr(config, "_name_or_path", "") or type(model).__name__)

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 
 from langchain_seed.engine.execution.kv_cache import SlotCache
-from langchain_seed.engine.execution.llama import Batch, LlamaForward, own_forward
+from langchain_seed.engine.execution.llama import Batch, LlamaForward
+from langchain_seed.engine.execution.own_path import own_forward
 from langchain_seed.engine.execution.packing import Packing, packed, supports_packing
 
 SUPPORTED_LAYER_TYPES = frozenset({"full_attention", "sliding_attention"})
