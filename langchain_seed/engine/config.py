@@ -303,8 +303,10 @@ class EngineConfig:
         dtype: ``"auto"`` (default), ``"float32"``, ``"bfloat16"`` or ``"float16"``. ``"auto"``
             is resolved here: bfloat16 for the embedded model on a CPU with native bfloat16
             and on a CUDA GPU that supports it (float16 on older GPUs), float32 otherwise.
-            Greedy output is lossless in float32; in bfloat16 the batch composition changes
-            rounding, so a near-tie may flip against one-at-a-time bfloat16 decoding.
+            Greedy output is lossless in float32, and in bfloat16 too on the own execution
+            path (see ``deterministic``); on the transformers path in bfloat16 the batch
+            composition changes rounding, so a near-tie may flip against one-at-a-time
+            decoding.
         prefix_cache_tokens: token budget of the prefix cache; ``0`` turns it off.
         max_queue: most requests waiting for admission; ``None`` is unbounded.
         queue_full: ``"error"`` raises :class:`QueueFullError` at submission when the queue
