@@ -68,14 +68,20 @@ def test_auto_dtype_is_bfloat16_on_a_cpu_with_native_bfloat16():
     assert EngineConfig(dtype="float32").dtype == "float32"
 
 
-def test_bfloat16_batched_greedy_mostly_equals_bfloat16_one_at_a_time(gsm8k_ids):
-    """In bfloat16 a batch changes rounding, so a near-tie may flip against decoding the
-    same prompt alone; report the share of identical outputs (and catch a broken path)."""
+def test_bfloat16_batched_greedy_equals_bfloat16_one_at_a_time(gsm8k_ids):
+    """On the own execution path a row computes the same alone or in a batch, in bfloat16
+    too, so greedy outputs are identical; on the transformers forward (no C++ compiler, or
+    a model it does not cover) a batch changes rounding and a near-tie may flip: there the
+    share of identical outputs is reported and a broken path caught."""
     config = EngineConfig(policy="batched", drafters=("ngram",), max_batch_size=8, dtype="bfloat16")
     params = SamplingParams(max_tokens=32)
     with Engine(config) as engine:
         batched = [r.token_ids for r in engine.generate(gsm8k_ids, params)]
         alone = [engine.generate([ids], params)[0].token_ids for ids in gsm8k_ids]
+        execution = engine.runner.execution
     same = sum(a == b for a, b in zip(batched, alone)) / len(alone)
-    print(f"bfloat16: {same:.0%} of greedy outputs identical to one-at-a-time decoding")
-    assert same >= 0.5
+    print(f"bfloat16 on the {execution} path: {same:.0%} of greedy outputs identical alone")
+    if execution == "own":
+        assert batched == alone
+    else:
+        assert same >= 0.5
