@@ -38,6 +38,7 @@ from langchain_seed.answers import (
     resolve_parser,
 )
 from langchain_seed.datasets import normalize_number
+from langchain_seed.engine.config import sample_seed
 from langchain_seed.model_calls import (
     ModelCall,
     Progress,
@@ -293,7 +294,7 @@ class SelfConsistency(RunnableSerializable[dict[str, Any] | str, dict[str, Any]]
                 max_tokens=self.max_tokens,
                 temperature=self.temperature,
                 # sample j of a call uses seed + j: offset each round so rounds do not repeat
-                seed=None if self.seed is None else self.seed + drawn,
+                seed=None if self.seed is None else sample_seed(self.seed, drawn),
                 configs=[configs[i] for i in active],
             )
             assert result is not None

@@ -618,3 +618,12 @@ def test_request_timeout_is_honoured_while_a_blocking_submit_waits_for_room(mode
         with pytest.raises(TimeoutError, match=r"request_timeout=0.3s while its submission"):
             got["future"].result(timeout=10)  # type: ignore[attr-defined]
         assert queued.result(timeout=30).finish_reason in ("length", "stop")
+
+
+def test_self_consistency_rounds_near_the_top_of_the_seed_range_wrap_too(engine):
+    from langchain_seed import SelfConsistency
+
+    llm = SeedLLM(engine=engine, temperature=0.8, max_tokens=4)
+    sc = SelfConsistency(llm=llm, n=4, early_stop=True, round_size=2, seed=2**64 - 1)
+    out = sc.invoke("hello")  # round 2 draws samples 2 and 3: seeds 1 and 2, not 2**64 + 1
+    assert out["stats"]["samples"] >= 2
