@@ -175,6 +175,7 @@ def _print_summary(console: Any, rows: list[tuple[str, dict[str, Any]]]) -> None
     console.print(table)
     console.print(
         "tokens = generated tokens; accepted/step = tokens a sequence gains per target "
-        "forward (1.00 = no speculation gain). Outputs equal the model's own decoding "
-        "(float32: token for token; bfloat16: up to rounding at near-ties)."
+        "forward (1.00 = no speculation gain). Greedy outputs equal the engine's decoding "
+        "without drafts token for token, whatever runs beside them (bfloat16 too, on the "
+        "own execution path); float32 equals transformers' generate."
     )
