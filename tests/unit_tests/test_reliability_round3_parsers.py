@@ -496,18 +496,25 @@ def test_no_task_or_answer_parser_raises_on_any_model_text(text: str, state: str
         (GSM8K, "q"),
         (WRITING, "A. B. C. D."),
     ):
+        # what the search relies on: child states are strings, answers a string or None,
+        # checks a bool or None, values a number or None, one vote count per candidate
         for step in (0, 1, task.steps - 1):
-            task.parse_thoughts(x, state, [text, text], step)
-        task.is_final(x, state + text)
-        task.answer(x, state + text)
-        task.check(x, text, "#### 5")
-        task.check(x, task.answer(x, state + text), "#### 5")
-        task.static_value(x, state + text, 1)
+            children = task.parse_thoughts(x, state, [text, text], step)
+            assert all(isinstance(child, str) for child in children)
+        assert isinstance(task.is_final(x, state + text), bool)
+        answer = task.answer(x, state + text)
+        assert answer is None or isinstance(answer, str)
+        assert task.check(x, text, "#### 5") in (True, False, None)
+        assert task.check(x, answer, "#### 5") in (True, False, None)
+        static = task.static_value(x, state + text, 1)
+        assert static is None or isinstance(static, (int, float))
         if task.evaluate_mode == "value":
-            task.parse_value(x, state, [text, text])
+            value = task.parse_value(x, state, [text, text])
+            assert value is None or isinstance(value, (int, float))
             task.update_state(x, state, [text])
-            task.value_prompt(x, state + text, 1)
-            task.generate_prompt(x, state + text, 1)
+            assert isinstance(task.value_prompt(x, state + text, 1), str)
+            assert isinstance(task.generate_prompt(x, state + text, 1), str)
         else:
-            task.parse_votes([text, text], 3)
-            task.vote_prompt(x, [state, text], 1)
+            votes = task.parse_votes([text, text], 3)
+            assert len(votes) == 3
+            assert isinstance(task.vote_prompt(x, [state, text], 1), str)
