@@ -1,10 +1,12 @@
-"""Helpers for the SeedLLM / ChatSeed tests: an engine spy and a token-recording callback."""
+"""Helpers for the SeedLLM / ChatSeed tests: an engine spy, a token-recording callback and
+two small tools for the tool-calling tests."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.tools import tool
 
 
 class SpyEngine:
@@ -50,3 +52,19 @@ class Recorder(BaseCallbackHandler):
 
     def on_llm_end(self, response, **kwargs):
         self.ends.append(response)
+
+
+@tool
+def set_light(room: Literal["kitchen", "hall"], on: bool) -> str:
+    """Switch the light of a room on or off."""
+    return f"{room}: {'on' if on else 'off'}"
+
+
+@tool
+def get_mode(device: Literal["tv", "radio"]) -> str:
+    """Read the mode of a device."""
+    return "standby"
+
+
+TOOLS = [set_light, get_mode]
+NAMES = ["set_light", "get_mode"]

@@ -13,7 +13,7 @@ from typing import Literal
 
 import pytest
 from langchain_core.messages import AIMessage, FunctionMessage, HumanMessage, ToolMessage
-from langchain_core.tools import tool
+from lc_adapter_helpers import NAMES, TOOLS, set_light
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
@@ -26,22 +26,6 @@ from langchain_seed._adapters.tools import (
 )
 
 pytest.importorskip("xgrammar")
-
-
-@tool
-def set_light(room: Literal["kitchen", "hall"], on: bool) -> str:
-    """Switch the light of a room on or off."""
-    return f"{room}: {'on' if on else 'off'}"
-
-
-@tool
-def get_mode(device: Literal["tv", "radio"]) -> str:
-    """Read the mode of a device."""
-    return "standby"
-
-
-TOOLS = [set_light, get_mode]
-NAMES = ["set_light", "get_mode"]
 
 
 @pytest.fixture(scope="module")

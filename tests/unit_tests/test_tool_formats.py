@@ -9,11 +9,10 @@ guarantees: the grammar makes calls in the template's format, and they parse bac
 from __future__ import annotations
 
 import json
-from typing import Literal
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
-from langchain_core.tools import tool
+from lc_adapter_helpers import NAMES, TOOLS
 
 from langchain_seed import ChatSeed
 from langchain_seed._adapters.tool_parsing import HERMES, LLAMA, ToolCallStream, parse_tool_calls
@@ -49,22 +48,6 @@ LLAMA_TEMPLATE = (
     )
     .replace("CALL", 'Answer with {"name": function name, "parameters": dictionary of arguments}')
 )
-
-
-@tool
-def set_light(room: Literal["kitchen", "hall"], on: bool) -> str:
-    """Switch the light of a room on or off."""
-    return f"{room}: {'on' if on else 'off'}"
-
-
-@tool
-def get_mode(device: Literal["tv", "radio"]) -> str:
-    """Read the mode of a device."""
-    return "standby"
-
-
-TOOLS = [set_light, get_mode]
-NAMES = ["set_light", "get_mode"]
 
 
 def model_with_template(pair, tmp_path_factory, template: str | None) -> str:
