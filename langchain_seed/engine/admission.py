@@ -11,6 +11,15 @@ prompt ``P`` needs the KV of ``P[:-1]``. Three sources, cheapest first:
 - a *shared header* among prompts admitted together (a level of ToT value prompts): the
   first prompt of each cluster is prefilled in a first wave and inserted into the prefix
   cache, so the others of the cluster hit it in the second wave.
+
+What is left to compute of the second wave's prompts is, with ``defer`` (the target runs
+the own execution path), not prefilled here: it stays in ``SequenceState.unfed_prompt``
+and the engine's next forwards feed it ahead of the pending token, beside the other rows'
+decode and draft tokens (the unified step: no separate prefill forward, no second read of
+the weights). A leader whose row others fork now is prefilled here (they copy its KV),
+and so is every prompt when the target runs the transformers forward. Draft models
+always prefill here. :meth:`Admitter.complete` inserts a deferred prompt into the prefix
+cache once its KV is written.
 """
 
 from __future__ import annotations
@@ -47,11 +56,16 @@ class Admitter:
         runners: every model whose cache is filled, by name: ``"target"`` and the draft
             model's, if any (the prefix cache stores each model's KV under that name).
         prefix_cache: the engine's prefix cache.
+        defer: leave the target's prefill of the last wave to the engine's forwards
+            (``SequenceState.unfed_prompt``; the module docstring).
     """
 
-    def __init__(self, runners: dict[str, ModelRunner], prefix_cache: PrefixCache) -> None:
+    def __init__(
+        self, runners: dict[str, ModelRunner], prefix_cache: PrefixCache, defer: bool = False
+    ) -> None:
         self.runners = runners
         self.prefix_cache = prefix_cache
+        self.defer = defer
         self._waves: list[list[SequenceState]] = []
         self._leader: dict[int, SequenceState] = {}
 
@@ -67,7 +81,9 @@ class Admitter:
         solo: list[SequenceState] = []  # one-token prompts: nothing to prefill or share
         followers: list[SequenceState] = []
         self._leader = {}
-        in_batch = {_key(s): s for s in running if s.row >= 0 and not s.finished}
+        in_batch = {
+            _key(s): s for s in running if s.row >= 0 and not s.finished and not s.unfed_prompt
+        }
         for seq in seqs:
             key = _key(seq)
             if not key:
@@ -104,10 +120,16 @@ class Admitter:
         return ordered
 
     def admit(self, seqs: list[SequenceState]) -> None:
-        """Fill the caches of ``seqs`` (already ordered by :meth:`order`, rows assigned)."""
-        for wave in self._waves:
+        """Fill the caches of ``seqs`` (already ordered by :meth:`order`, rows assigned).
+
+        With ``defer``, the last wave's sequences that no other one forks keep their
+        uncached prompt tokens in ``unfed_prompt`` for the engine's next forward.
+        """
+        forked = {leader.seq_id for leader in self._leader.values()}
+        for i, wave in enumerate(self._waves):
             if wave:
-                self._prefill_wave(wave)
+                last = i == len(self._waves) - 1
+                self._prefill_wave(wave, {s.seq_id for s in wave if self.defer and last} - forked)
         for seq in seqs:
             leader = self._leader.get(seq.seq_id)
             if leader is None:
@@ -121,7 +143,7 @@ class Admitter:
                 runner.cache.copy_prefix(leader.row, seq.row, held)
             seq.stats.cached_prompt_tokens = length
 
-    def _prefill_wave(self, wave: list[SequenceState]) -> None:
+    def _prefill_wave(self, wave: list[SequenceState], deferred: set[int]) -> None:
         runners = self.runners
         feeds = []
         for seq in wave:
@@ -142,22 +164,33 @@ class Admitter:
             seq.stats.target_tokens += len(key) - cached
             feeds.append(list(key[cached:]))
         start = wave[0].row
-        for runner in runners.values():
+        for name, runner in runners.items():
             # A draft model with a shorter context holds the prompt up to its last position
             # only (it drafts nothing for a longer sequence; ModelDrafter.propose).
             room = [max(0, runner.max_positions - runner.lengths[s.row]) for s in wave]
-            runner.prefill(start, [f[:n] for f, n in zip(feeds, room)])
-        if self.prefix_cache.enabled:
-            for seq in wave:
-                key = _key(seq)
-                row = seq.row
+            cut = [
+                0 if name == "target" and s.seq_id in deferred else n for s, n in zip(wave, room)
+            ]
+            runner.prefill(start, [f[:n] for f, n in zip(feeds, cut)])
+        for seq, feed in zip(wave, feeds):
+            if seq.seq_id in deferred:
+                seq.unfed_prompt = feed
+            else:
+                self.complete(seq)
 
-                def read(begin: int, end: int, row: int = row) -> dict[str, KV]:
-                    return {n: r.cache.read(row, begin, end) for n, r in runners.items()}
+    def complete(self, seq: SequenceState) -> None:
+        """``seq``'s prompt KV is written: insert it into the prefix cache (when enabled)."""
+        if not self.prefix_cache.enabled:
+            return
+        runners = self.runners
+        row = seq.row
 
-                handle = self.prefix_cache.insert(key, read)
-                self.prefix_cache.release(seq.prefix_handle)
-                seq.prefix_handle = handle
+        def read(begin: int, end: int) -> dict[str, KV]:
+            return {n: r.cache.read(row, begin, end) for n, r in runners.items()}
+
+        handle = self.prefix_cache.insert(_key(seq), read)
+        self.prefix_cache.release(seq.prefix_handle)
+        seq.prefix_handle = handle
 
     def _lookup(self, key: tuple[int, ...]) -> tuple[int, dict[str, KV], PrefixHandle]:
         cached, kv, handle = self.prefix_cache.lookup(key, "target")

@@ -325,6 +325,12 @@ class EngineConfig:
             transformers forward, whose kernels choose their reduction order by shape);
             ``False``: linear layers may take library kernels that measured faster at a
             row count (then a row's logits may change with its neighbours in bfloat16).
+        step_prefill_tokens: on the own execution path, the most prompt tokens one step
+            feeds beside the running rows' decode and draft tokens (the unified step: a
+            newly admitted prompt is computed in the batch's forward instead of a prefill
+            forward of its own; a longer one in chunks over several steps while the other
+            rows go on decoding). ``0``: prompts are prefilled in forwards of their own at
+            admission, as on the transformers path. Default 2048.
     """
 
     model: str | None = None
@@ -344,6 +350,7 @@ class EngineConfig:
     queue_full: str = "error"
     execution: str = "auto"
     deterministic: bool | None = None
+    step_prefill_tokens: int = 2048
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -407,6 +414,7 @@ class EngineConfig:
             raise ValueError(f"queue_full must be 'error' or 'block', got {self.queue_full!r}")
         if self.execution not in EXECUTIONS:
             raise ValueError(f"execution must be one of {EXECUTIONS}, got {self.execution!r}")
+        _check_int("step_prefill_tokens", self.step_prefill_tokens, 0)
         if self.deterministic not in (None, True, False):
             raise ValueError(
                 f"deterministic must be None (auto), True or False, got {self.deterministic!r}"

@@ -2,7 +2,8 @@
 
 :meth:`Engine.step` is the design's five steps:
 
-1. **admit** waiting requests within the KV budget (prefill, prefix reuse, group fork);
+1. **admit** waiting requests within the KV budget (prefill, prefix reuse, group fork;
+   on the own path step 3's forward feeds new prompts: :mod:`~.step_feed`);
 2. **draft**: every drafter proposes, the draft policy picks one draft per sequence and
    its length (:mod:`~langchain_seed.engine.speculation.draft_policy`);
 3. **verify** every sequence in one target forward (``fcfs_rounds``: one per sequence);
@@ -52,8 +53,9 @@ from langchain_seed.engine.speculation.draft_policy import DraftPolicy
 from langchain_seed.engine.speculation.drafters import build_drafters
 from langchain_seed.engine.speculation.drafters.base import Draft, Drafter, call_hook
 from langchain_seed.engine.speculation.drafters.model import ModelDrafter
-from langchain_seed.engine.speculation.verification import Verdict, Verification
+from langchain_seed.engine.speculation.verification import Verdict
 from langchain_seed.engine.stats import EngineStats, peak_memory
+from langchain_seed.engine.step_feed import StepFeed, constrain, prompt_chunks, whole
 from langchain_seed.engine.text.detokenizer import TextTracker
 from langchain_seed.engine.text.grammar import GrammarCompiler
 from langchain_seed.engine.text.tokenizer import ChatTokenizer
@@ -128,7 +130,11 @@ class Engine(EngineClient):
         self.scheduler = Scheduler(cfg)
         self.draft_policy = DraftPolicy(cfg.gamma, packed=self.runner.packs)
         self.prefix_cache = PrefixCache(cfg.prefix_cache_tokens)
-        self.admitter = Admitter(self.runners, self.prefix_cache)
+        self.admitter = Admitter(
+            self.runners,
+            self.prefix_cache,
+            defer=self.runner.own is not None and cfg.step_prefill_tokens > 0,
+        )
         self.finishing = Finishing(
             self.eos_ids, self.text, self.scheduler, self.runners, self.drafters,
             self.prefix_cache,
@@ -307,15 +313,18 @@ class Engine(EngineClient):
         if running:
             self._stats.steps += 1
             self._stats.peak_batch_size = max(self._stats.peak_batch_size, len(running))
-            drafts = self._constrain(running, self._draft(running))  # 2. draft
+            chunks = prompt_chunks(running, self.config.step_prefill_tokens)
+            # No drafts while a row is fed a part of its prompt (drafters see whole batches).
+            drafts = self._draft(running) if whole(running, chunks) else [Draft() for _ in running]
+            drafts = constrain(running, drafts)  # 2. draft
             if self.config.policy == "fcfs_rounds":  # one forward per sequence, FIFO
                 for i in sorted(range(len(running)), key=lambda i: running[i].arrival):
                     if running[i].finished:
                         continue
-                    verdicts = self._verify([running[i]], [drafts[i]])  # 3. verify
+                    verdicts = self._verify([running[i]], [drafts[i]], [chunks[i]])  # 3.
                     self._accept([running[i]], [drafts[i]], verdicts)  # 4. accept
             else:
-                verdicts = self._verify(running, drafts)  # 3. verify
+                verdicts = self._verify(running, drafts, chunks)  # 3. verify
                 self._accept(running, drafts, verdicts)  # 4. accept
             self._finish()  # 5. finish
         elapsed = time.perf_counter() - t0
@@ -360,49 +369,37 @@ class Engine(EngineClient):
         self._stats.draft_seconds += time.perf_counter() - t0
         return drafts
 
-    def _constrain(self, running: list[SequenceState], drafts: list[Draft]) -> list[Draft]:
-        """Step 2, grammars: cut each constrained draft at its first refused token, with masks.
+    def _verify(
+        self, seqs: list[SequenceState], drafts: list[Draft], chunks: list[list[int]]
+    ) -> list[Verdict | None]:
+        """Step 3: one target forward over ``seqs`` (contiguous rows) and its verdicts.
 
-        Every constrained row gets a token bitmask per verified position, drafted or not
-        (see :mod:`~langchain_seed.engine.text.grammar` for where a draft is cut and why).
+        ``chunks``: prompt tokens fed ahead of each row's pending token (the unified step,
+        :mod:`~langchain_seed.engine.step_feed`); a row still prefilling gets ``None``.
         """
-        out = []
-        for seq, draft in zip(running, drafts):
-            if seq.grammar is None:
-                out.append(draft)
-                continue
-            rejection = not seq.params.greedy and seq.params.seed is None
-            try:
-                out.append(
-                    seq.grammar.constrain(draft, keep_refused=rejection and draft.probs is not None)
-                )
-            except Exception as exc:
-                seq.fail(exc)
-                out.append(Draft())
-        return out
-
-    def _verify(self, seqs: list[SequenceState], drafts: list[Draft]) -> list[Verdict]:
-        """Step 3: one target forward over ``seqs`` (contiguous rows) and its verdicts."""
         t0 = time.perf_counter()
         runner = self.runner
-        staged = Verification(seqs, drafts, runner.device, runner.vocab_size)  # before forward
-        logits = runner.forward(seqs[0].row, staged.feed)  # [b, s, vocab]
-        assert logits is not None
-        verdicts = staged.verify(logits)  # ends with the step's one host copy
+        feed = StepFeed(seqs, drafts, chunks, runner)  # staged before the forward
+        if feed.empty:
+            return [None] * len(seqs)
+        logits = feed.forward(runner)  # [b, s, vocab]
+        feed.fed_prompts(runner, self.admitter.complete)
+        verdicts = feed.verdicts(logits)  # ends with the step's one host copy
         seconds = time.perf_counter() - t0
-        fed = [len(f) for f in staged.feed]
-        self.draft_policy.observe_step(len(seqs), runner.computed_tokens(fed), seconds)
+        fed = [len(f) for f in feed.feeds]
+        if not feed.prefilling:  # the cost model learns decode and verification steps
+            self.draft_policy.observe_step(len(seqs), runner.computed_tokens(fed), seconds)
         self._stats.spec.target_tokens += sum(fed)
         self._stats.verify_seconds += seconds
         return verdicts
 
     def _accept(
-        self, seqs: list[SequenceState], drafts: list[Draft], verdicts: list[Verdict]
+        self, seqs: list[SequenceState], drafts: list[Draft], verdicts: list[Verdict | None]
     ) -> None:
         """Step 4: keep each row's accepted tokens, roll the rest back, tell the drafters."""
         t0 = time.perf_counter()
         for seq, draft, verdict in zip(seqs, drafts, verdicts):
-            if seq.finished:  # failed earlier in this step (its grammar, say)
+            if seq.finished or verdict is None:  # failed earlier in this step; prefilling
                 continue
             try:
                 if not verdict.finite:

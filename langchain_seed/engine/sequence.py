@@ -36,8 +36,10 @@ class SeqStatus(enum.Enum):
 class SequenceState:
     """One request's decoding state.
 
-    ``token_ids`` is ``prompt_ids + output_ids``. The target's KV cache always holds every
-    token but the last one (the *pending* token, fed at the next verification).
+    ``token_ids`` is ``prompt_ids + output_ids``. The target's KV cache holds every token
+    but the last one (the *pending* token, fed at the next verification), except the
+    ``unfed_prompt`` tokens of a sequence admitted into a unified step, which the next
+    forwards feed first.
     """
 
     prompt_ids: list[int]
@@ -58,6 +60,10 @@ class SequenceState:
     """Characters of ``text`` already streamed."""
     row: int = -1
     """KV-cache row while running (rows of running sequences are contiguous)."""
+    unfed_prompt: list[int] = field(default_factory=list)
+    """Prompt tokens (before the pending one) the target's cache still lacks: admission
+    leaves them to the next steps' forwards, which feed them ahead of the pending token
+    (the unified step, :meth:`Engine.step`). Empty once the prompt is cached."""
     generator: Any = None
     """The request's ``torch.Generator`` (sampling only), owned by the engine."""
     drafters_off: set[str] = field(default_factory=set)

@@ -313,11 +313,13 @@ def test_nan_in_one_request_fails_only_that_request(tiny_pair, monkeypatch):
     with Engine(EngineConfig(model=str(tiny_pair.target_path))) as engine:
         original = engine.runner.forward
 
-        def poisoned(start, tokens, *, logits="all"):
-            out = original(start, tokens, logits=logits)
+        def poisoned(start, tokens, *, logits="all", skip=None):
+            out = original(start, tokens, logits=logits, skip=skip)
+            bang = tiny_pair.tokenizer("!")["input_ids"][0]
             if out is not None:
                 for i, row in enumerate(tokens):
-                    if row and row[0] == tiny_pair.tokenizer("!")["input_ids"][0]:
+                    pending = skip[i] if skip else 0  # prompt tokens fed ahead (unified step)
+                    if len(row) > pending and row[pending] == bang:
                         out[i] = float("nan")
             return out
 
@@ -334,11 +336,11 @@ def test_step_crash_fails_running_requests_and_engine_recovers(tiny_pair, monkey
         calls = {"n": 0}
         original = engine.runner.forward
 
-        def flaky(start, tokens, *, logits="all"):
+        def flaky(start, tokens, **kwargs):
             calls["n"] += 1
             if calls["n"] == 2:
                 raise RuntimeError("injected device failure")
-            return original(start, tokens, logits=logits)
+            return original(start, tokens, **kwargs)
 
         monkeypatch.setattr(engine.runner, "forward", flaky)
         doomed = engine.submit("first", SamplingParams(max_tokens=5))

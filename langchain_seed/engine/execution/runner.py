@@ -182,7 +182,12 @@ class ModelRunner:
 
     @torch.inference_mode()
     def forward(
-        self, start: int, tokens: Seq[Seq[int]], *, logits: str = "all"
+        self,
+        start: int,
+        tokens: Seq[Seq[int]],
+        *,
+        logits: str = "all",
+        skip: Seq[int] | None = None,
     ) -> torch.Tensor | None:
         """Run rows ``start .. start + len(tokens) - 1`` on their ragged ``tokens``.
 
@@ -195,15 +200,23 @@ class ModelRunner:
             tokens: ``tokens[i]`` is fed to row ``start + i`` (may be empty: a padding row).
             logits: ``"all"`` returns ``[b, s, vocab]`` float32 logits, ``"none"`` skips the
                 LM head (prefill).
+            skip: own path only: ``skip[i]`` leading tokens of ``tokens[i]`` get no logits
+                (prompt tokens fed ahead of a row's pending token: the unified step); ``s``
+                and the logits then cover the other tokens only. A row of skipped tokens
+                only gets padding logits.
 
         Returns:
             Logits ``[b, s, vocab]`` (float32, on the device) or ``None``.
         """
         if self.own is not None:
-            return self._forward_own(start, tokens, logits)
+            return self._forward_own(start, tokens, logits, skip or [0] * len(tokens))
+        if skip is not None and any(skip):
+            raise ValueError("skip needs the own execution path")
         return self._forward_transformers(start, tokens, logits)
 
-    def _forward_own(self, start: int, tokens: Seq[Seq[int]], logits: str) -> torch.Tensor | None:
+    def _forward_own(
+        self, start: int, tokens: Seq[Seq[int]], logits: str, skip: Seq[int]
+    ) -> torch.Tensor | None:
         """:meth:`forward` on the own path: one packed forward, the pools written in place."""
         own = self.own
         assert own is not None
@@ -216,23 +229,30 @@ class ModelRunner:
         pools = self.cache.pools(
             slice(start, start + b), kv_len, own.embed, own.kv_heads, own.head_dim
         )
-        wanted = torch.arange(total) if logits == "all" and total else None
-        flat = own.forward(batch, pools, wanted, self.deterministic)  # [T, vocab] fp32
+        scored = [f - k for f, k in zip(fed, skip)]  # positions with logits, per row
+        first = [q + k for q, k in zip(batch.qstart.tolist(), skip)]
+        wanted: torch.Tensor | None = None
+        if logits == "all" and max(scored, default=0) > 0:
+            wanted = (
+                torch.arange(total)
+                if not any(skip)
+                else torch.tensor([f + j for f, n in zip(first, scored) for j in range(n)])
+            )
+        flat = own.forward(batch, pools, wanted, self.deterministic)  # [W, vocab] fp32
         self.forwards += 1
         self.packed_forwards += 1
         self.tokens_processed += total
         if flat is None:
             return None if logits == "none" else torch.zeros(b, 1, self.vocab_size)
-        s = max(fed)
-        if min(fed) == s:
+        s = max(scored)
+        if min(scored) == s:
             return flat.view(b, s, -1)  # [b, s, vocab]
         # Pad each row to s positions (a padded position repeats the row's last token's
-        # logits; verification never reads it).
-        index = [
-            (first + min(j, n - 1)) if n else 0
-            for first, n in zip(batch.qstart.tolist(), fed)
-            for j in range(s)
-        ]
+        # logits; verification never reads it). ``flat`` holds the scored positions only.
+        offsets = [0]
+        for n in scored:
+            offsets.append(offsets[-1] + n)
+        index = [(o + min(j, n - 1)) if n else 0 for o, n in zip(offsets, scored) for j in range(s)]
         return flat.index_select(0, torch.tensor(index)).view(b, s, -1)  # [b, s, vocab]
 
     def _forward_transformers(
