@@ -4,7 +4,8 @@
 ``batched_ar`` the same engine with ``policy="autoregressive", drafters=()``, and
 ``sequential`` (with ``--methods``) the same search over plain transformers ``generate``, one
 call at a time (what ``HuggingFacePipeline`` and a sequential ToT do), under the same token
-budgets. One engine is alive at a time (on this CPU a second idle engine thread slows the
+budgets; ``ours_prefill_apart`` is ours with ``step_prefill_tokens=0`` (every prompt
+prefilled in a forward of its own, no unified step). One engine is alive at a time (on this CPU a second idle engine thread slows the
 first by ~40%: each thread that runs torch gets its own OpenMP team), methods alternate
 order across repeats, and ``--load`` runs a competing process (busy half of the time on
 one core) for the whole run, to check that speculation does not lose on a loaded machine.
@@ -36,6 +37,8 @@ while True:
 METHODS: dict[str, dict[str, Any]] = {
     "batched_ar": {"policy": "autoregressive", "drafters": ()},
     "ours": {},
+    # ours with every prompt prefilled in a forward of its own (no unified step)
+    "ours_prefill_apart": {"engine": {"step_prefill_tokens": 0}},
     "vllm": {"backend": "vllm"},  # SeedLLM(backend="vllm"): run in .venv-vllm
     "sequential": {},  # transformers generate, one call at a time (not an engine)
 }
@@ -50,7 +53,14 @@ def run_once(
 
     if method == "sequential":
         return _run_sequential(task, puzzle, dtype, pipeline)
-    llm = SeedLLM(temperature=0, dtype=dtype, **METHODS[method])
+    spec = dict(METHODS[method])
+    fields = spec.pop("engine", None)
+    if fields is not None:  # an engine configured beyond SeedLLM's fields
+        from langchain_seed.engine import Engine
+
+        llm = SeedLLM(temperature=0, engine=Engine(dtype=dtype, **fields), **spec)
+    else:
+        llm = SeedLLM(temperature=0, dtype=dtype, **spec)
     tot = TreeOfThoughts.from_task(task, llm=llm, pipeline=pipeline)
     engine = llm.engine
     if method == "vllm":  # the engine starts (and compiles) before the clock runs
