@@ -2,14 +2,15 @@
 
 ``ours`` is the default ``SeedLLM(temperature=0)`` (batched policy, its default drafters),
 ``batched_ar`` the same engine with ``policy="autoregressive", drafters=()``, and
-``sequential`` (with ``--methods``) the same search over plain transformers ``generate``, one
-call at a time (what ``HuggingFacePipeline`` and a sequential ToT do), under the same token
-budgets; ``ours_prefill_apart`` is ours with ``step_prefill_tokens=0`` (every prompt
-prefilled in a forward of its own, no unified step). One engine is alive at a time (on this CPU a second idle engine thread slows the
-first by ~40%: each thread that runs torch gets its own OpenMP team), methods alternate
-order across repeats, and ``--load`` runs a competing process (busy half of the time on
-one core) for the whole run, to check that speculation does not lose on a loaded machine.
-Searches are pipelined (the runnable's default) unless ``--no-pipeline``.
+``sequential`` (with ``--methods``) the same search over plain transformers ``generate``,
+one call at a time (what ``HuggingFacePipeline`` and a sequential ToT do), under the same
+token budgets; ``ours_prefill_apart`` is ours with ``step_prefill_tokens=0`` (every prompt
+prefilled in a forward of its own, no unified step). One engine is alive at a time (on this
+CPU a second idle engine thread slows the first by ~40%: each thread that runs torch gets
+its own OpenMP team), methods alternate order across repeats, and ``--load`` runs a
+competing process (busy half of the time on one core) for the whole run, to check that
+speculation does not lose on a loaded machine. Searches are pipelined (the runnable's
+default) unless ``--no-pipeline``.
 
     python benchmarks/tot_default.py --task game24 --input "4 5 6 10" --repeats 2
     python benchmarks/tot_default.py --task game24 --load
