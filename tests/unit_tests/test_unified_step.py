@@ -9,6 +9,7 @@ prefix cache and forks must only ever see complete prompt KV.
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -145,3 +146,58 @@ def test_the_transformers_path_prefills_at_admission(tiny_pair):
 def test_step_prefill_tokens_is_checked(bad):
     with pytest.raises(ValueError, match="step_prefill_tokens must be an integer >= 0"):
         EngineConfig(model="unused", dtype="float32", step_prefill_tokens=bad)
+
+
+def run_both(pair, prompts, params, chunk=3, **kwargs):
+    """The same requests with prompts fed in ``chunk``-token parts and prefilled apart."""
+    outs = []
+    for step_prefill_tokens in (chunk, 0):
+        with engine_of(pair, step_prefill_tokens=step_prefill_tokens, **kwargs) as engine:
+            outs.append(engine.generate(prompts, params))
+    return outs
+
+
+def test_grammar_requests_fed_in_chunks_equal_prefill_apart(tiny_pair):
+    from langchain_seed.engine.config import Grammar
+
+    params = SamplingParams(max_tokens=16, grammar=Grammar.regex("(ab|cd)+!"))
+    fed, apart = run_both(tiny_pair, PROMPTS, params)
+    assert [r.token_ids for r in fed] == [r.token_ids for r in apart]
+    # in the language, then the tiny model's EOS (the byte '"')
+    assert all(re.fullmatch(r'(ab|cd)+!"?', r.text) for r in fed), [r.text for r in fed]
+
+
+def test_logprobs_of_requests_fed_in_chunks_equal_prefill_apart(tiny_pair):
+    params = SamplingParams(max_tokens=8, logprobs=3)
+    fed, apart = run_both(tiny_pair, PROMPTS, params)
+    for a, b in zip(fed, apart):
+        assert a.token_ids == b.token_ids
+        assert a.logprobs is not None and b.logprobs is not None
+        assert [(e.token_id, e.logprob, e.top) for e in a.logprobs] == [
+            (e.token_id, e.logprob, e.top) for e in b.logprobs
+        ]
+
+
+def test_streaming_while_prompts_are_fed_in_chunks(tiny_pair):
+    pieces: list[str] = []
+    with engine_of(tiny_pair, step_prefill_tokens=2) as engine:
+        future = engine.submit(PROMPTS[0], SamplingParams(max_tokens=10), on_delta=pieces.append)
+        result = future.result(timeout=60)
+    assert "".join(str(p) for p in pieces) == result.text
+    assert result.token_ids == greedy_ref(tiny_pair, PROMPTS[0], 10)
+
+
+def test_cancelling_a_request_mid_prefill_loses_no_other_request(tiny_pair):
+    prompt = "a prompt that takes one step per token to feed, long enough to cancel"
+    with engine_of(tiny_pair, step_prefill_tokens=1) as engine:
+        doomed = engine.submit(prompt, SamplingParams(max_tokens=8))
+        deadline = time.monotonic() + 60
+        while not any(s.unfed_prompt for s in engine.scheduler.running):
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        other = engine.submit(PROMPTS[1], SamplingParams(max_tokens=8))
+        assert doomed.cancel()
+        assert other.result(timeout=60).token_ids == greedy_ref(tiny_pair, PROMPTS[1], 8)
+        # the engine goes on, and the prefix cache holds no half-fed prompt
+        [again] = engine.generate([prompt], SamplingParams(max_tokens=8))
+    assert again.token_ids == greedy_ref(tiny_pair, prompt, 8)
