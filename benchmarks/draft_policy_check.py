@@ -10,6 +10,7 @@ policy that chooses well loses little or nothing. Methods alternate order across
 
     python benchmarks/draft_policy_check.py                      # 2 questions x 16, 192 tokens
     python benchmarks/draft_policy_check.py --dtype float32 --repeats 3
+    python benchmarks/draft_policy_check.py --quick              # a smoke run
 """
 
 from __future__ import annotations
@@ -79,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
+    parser.add_argument("--quick", action="store_true", help="1 question x 4, 16 tokens, once")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.questions, args.n, args.max_tokens, args.repeats = 1, 4, 16, 1
     import torch
     import transformers
 

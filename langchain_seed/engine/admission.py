@@ -173,9 +173,9 @@ class Admitter:
             ]
             runner.prefill(start, [f[:n] for f, n in zip(feeds, cut)])
         for seq, feed in zip(wave, feeds):
-            if seq.seq_id in deferred:
+            if seq.seq_id in deferred and feed:
                 seq.unfed_prompt = feed
-            else:
+            else:  # prefilled here, or wholly cached already
                 self.complete(seq)
 
     def complete(self, seq: SequenceState) -> None:

@@ -201,3 +201,15 @@ def test_cancelling_a_request_mid_prefill_loses_no_other_request(tiny_pair):
         # the engine goes on, and the prefix cache holds no half-fed prompt
         [again] = engine.generate([prompt], SamplingParams(max_tokens=8))
     assert again.token_ids == greedy_ref(tiny_pair, prompt, 8)
+
+
+def test_a_wholly_cached_prompt_is_fed_nothing_and_holds_no_cache_reference(tiny_pair):
+    prompt = "a prompt asked twice, the second time wholly from the prefix cache"
+    params = SamplingParams(max_tokens=6)
+    with engine_of(tiny_pair, step_prefill_tokens=8) as engine:
+        engine.generate([prompt], params)
+        [again] = engine.generate([prompt], params)
+        held = [n.refs for n in engine.prefix_cache._nodes() if n.refs]
+    assert again.stats.cached_prompt_tokens == len(tiny_pair.tokenizer(prompt).input_ids) - 1
+    assert again.token_ids == greedy_ref(tiny_pair, prompt, 6)
+    assert held == []  # every request's prefix-cache reference was given back
