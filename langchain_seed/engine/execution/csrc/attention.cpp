@@ -149,54 +149,73 @@ static inline void values_n(const float* S, int64_t ldS, const T* V, int64_t kbe
 
 #if defined(__AVX512BF16__)
 // bf16 rows of the pool with the CPU's bf16 dot product (DV even: 32 values a register).
-// Scores: q . k over pairs of dimensions, 16 fp32 lanes, then the hsum tree.
-template <int DV, int N>
-static inline void scores_dp(const at::BFloat16* const* qb, const at::BFloat16* K, int64_t k0,
-                             int64_t k1, float* S, int64_t ldS, int64_t kbeg, float scale) {
+//
+// Scores, 16 keys at a time: each query's 16 dot-product vectors (16 fp32 lanes each) are
+// reduced together by a transposing tree whose lane u ends as key u's score. Every key
+// takes the same tree, lanes ((0 + 2) + (1 + 3)) within each 128-bit block, then
+// (block 0 + block 1) + (block 2 + block 3), whichever of the 16 places it holds; a last
+// partial block is padded with zero keys, so a score never depends on where its block
+// starts or how many keys follow (batch invariance). One block of keys serves every query
+// of the group while it is in L1.
+static inline __m512 pair_sum(__m512 a, __m512 b) {  // [a0+a2, b0+b2, a1+a3, b1+b3] a block
+  return _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+}
+static inline __m512 quad_sum(__m512 ab, __m512 cd) {  // block L: [a, b, c, d] over block L
+  return _mm512_add_ps(_mm512_shuffle_ps(ab, cd, 0x44), _mm512_shuffle_ps(ab, cd, 0xEE));
+}
+static inline __m512 block_sum(__m512 x, __m512 y) {  // [x0+x1, x2+x3, y0+y1, y2+y3] blocks
+  return _mm512_add_ps(_mm512_shuffle_f32x4(x, y, 0x88), _mm512_shuffle_f32x4(x, y, 0xDD));
+}
+static inline __m512 reduce16(const __m512* d) {  // lane u: the sum of d[u]'s 16 lanes
+  __m512 q[4];
+  for (int j = 0; j < 4; ++j)
+    q[j] = quad_sum(pair_sum(d[4 * j], d[4 * j + 1]), pair_sum(d[4 * j + 2], d[4 * j + 3]));
+  return block_sum(block_sum(q[0], q[1]), block_sum(q[2], q[3]));
+}
+
+template <int DV>
+static inline void scores_dp(const at::BFloat16* const* qb, int n, const at::BFloat16* K,
+                             int64_t k0, int64_t k1, float* S, int64_t ldS, int64_t kbeg,
+                             float scale) {
   constexpr int W = DV / 2;  // registers of 32 bf16 a row
-  __m512bh qv[N][W];
-  for (int r = 0; r < N; ++r)
+  const __m512 sc = _mm512_set1_ps(scale);
+  __m512bh qv[QG][W];
+  for (int r = 0; r < n; ++r)
     for (int c = 0; c < W; ++c) qv[r][c] = (__m512bh)_mm512_loadu_si512(qb[r] + c * 32);
-  auto dot = [&](int r, const __m512bh* kv) {
-    __m512 a = _mm512_dpbf16_ps(_mm512_setzero_ps(), qv[r][0], kv[0]);
-    for (int c = 1; c < W; ++c) a = _mm512_dpbf16_ps(a, qv[r][c], kv[c]);
-    return reinterpret_cast<v16f>(a);
-  };
-  int64_t k = k0;
-  for (; k + 4 <= k1; k += 4) {
-    __m512bh kv[4][W];
-    for (int u = 0; u < 4; ++u)
-      for (int c = 0; c < W; ++c)
-        kv[u][c] = (__m512bh)_mm512_loadu_si512(K + (k + u) * DV * 16 + c * 32);
-    for (int r = 0; r < N; ++r) {
-      float out[4];
-      hsum4(dot(r, kv[0]), dot(r, kv[1]), dot(r, kv[2]), dot(r, kv[3]), out);
-      for (int u = 0; u < 4; ++u) S[r * ldS + (k + u - kbeg)] = out[u] * scale;
+  for (int64_t k = k0; k < k1; k += 16) {
+    const int m = static_cast<int>(std::min<int64_t>(16, k1 - k));
+    const __mmask16 valid = static_cast<__mmask16>((1u << m) - 1);
+    for (int r = 0; r < n; ++r) {
+      __m512 d[16];
+      for (int u = 0; u < 16; ++u) {
+        d[u] = _mm512_setzero_ps();
+        if (u < m)
+          for (int c = 0; c < W; ++c)
+            d[u] = _mm512_dpbf16_ps(
+                d[u], qv[r][c], (__m512bh)_mm512_loadu_si512(K + (k + u) * DV * 16 + c * 32));
+      }
+      _mm512_mask_storeu_ps(S + r * ldS + (k - kbeg), valid, _mm512_mul_ps(reduce16(d), sc));
     }
-  }
-  for (; k < k1; ++k) {
-    __m512bh kv[W];
-    for (int c = 0; c < W; ++c) kv[c] = (__m512bh)_mm512_loadu_si512(K + k * DV * 16 + c * 32);
-    for (int r = 0; r < N; ++r) S[r * ldS + (k - kbeg)] = hsum16(dot(r, kv)) * scale;
   }
 }
 
 // Values: sum over pairs of keys (2m, 2m + 1), counted from key 0 so that a query's pairs
 // never depend on its block, of p (rounded to bf16, as the reference's bf16 attention
-// rounds its probabilities) times v, with the bf16 dot product. A key outside [kbeg, kend)
-// in a pair contributes a zero vector. unpacklo/hi interleave two keys per 128-bit lane:
-// lane j of `lo` holds dimension 8 (j / 4) + j % 4, of `hi` 8 (j / 4) + 4 + j % 4.
+// rounds its probabilities) times v, with the bf16 dot product. P holds each query's
+// probabilities as bf16 from key kbeg rounded down to even (zero outside its keys); a key
+// outside [kbeg, kend) in a pair contributes a zero vector. unpacklo/hi interleave two
+// keys per 128-bit lane: lane j of `lo` holds dimension 8 (j / 4) + j % 4, of `hi`
+// 8 (j / 4) + 4 + j % 4.
 template <int DV, int N>
-static inline void values_dp(const float* S, int64_t ldS, const at::BFloat16* V, int64_t kbeg,
-                             int64_t kend, const float* denom, at::BFloat16* const* dst) {
+static inline void values_dp(const uint16_t* P, int64_t ldP, const at::BFloat16* V,
+                             int64_t kbeg, int64_t kend, const float* denom,
+                             at::BFloat16* const* dst) {
   constexpr int W = DV / 2;
   __m512 acc[N][W][2];
   for (int r = 0; r < N; ++r)
     for (int c = 0; c < W; ++c) acc[r][c][0] = acc[r][c][1] = _mm512_setzero_ps();
-  auto prob = [&](int r, int64_t k) -> uint32_t {  // bf16 bits of p, 0 outside the keys
-    return (k < kbeg || k >= kend) ? 0u : f_to_bf16(S[r * ldS + (k - kbeg)]);
-  };
-  for (int64_t k = kbeg & ~int64_t(1); k < kend; k += 2) {
+  const int64_t kb2 = kbeg & ~int64_t(1);
+  for (int64_t k = kb2; k < kend; k += 2) {
     __m512i lo[W], hi[W];
     for (int c = 0; c < W; ++c) {
       const __m512i a = k >= kbeg ? _mm512_loadu_si512(V + k * DV * 16 + c * 32)
@@ -207,8 +226,9 @@ static inline void values_dp(const float* S, int64_t ldS, const at::BFloat16* V,
       hi[c] = _mm512_unpackhi_epi16(a, b);
     }
     for (int r = 0; r < N; ++r) {
-      const __m512bh pp = (__m512bh)_mm512_set1_epi32(
-          static_cast<int32_t>(prob(r, k) | (prob(r, k + 1) << 16)));
+      uint32_t bits;
+      std::memcpy(&bits, P + r * ldP + (k - kb2), 4);
+      const __m512bh pp = (__m512bh)_mm512_set1_epi32(static_cast<int32_t>(bits));
       for (int c = 0; c < W; ++c) {
         acc[r][c][0] = _mm512_dpbf16_ps(acc[r][c][0], pp, (__m512bh)lo[c]);
         acc[r][c][1] = _mm512_dpbf16_ps(acc[r][c][1], pp, (__m512bh)hi[c]);
@@ -225,6 +245,17 @@ static inline void values_dp(const float* S, int64_t ldS, const at::BFloat16* V,
           put(dst[r] + c * 32 + 8 * (j / 4) + 4 * half + j % 4, lanes[j] * inv);
       }
   }
+}
+
+// One query's probabilities S[0, ns) (keys kbeg ..) as bf16 bits from key kbeg & ~1,
+// rounded as f_to_bf16, zero-padded to an even count.
+static inline void bf16_probs(const float* S, int64_t ns, int64_t kbeg, uint16_t* P) {
+  const int64_t off = kbeg & 1;  // P[0] is key kbeg - 1 when kbeg is odd
+  if (off) P[0] = 0;
+  int64_t t = 0;
+  for (; t + 16 <= ns; t += 16) store16(P + off + t, load16(S + t));
+  for (; t < ns; ++t) P[off + t] = f_to_bf16(S[t]);
+  if ((off + ns) & 1) P[off + ns] = 0;
 }
 #endif
 
@@ -260,6 +291,7 @@ static void attention_impl(const T* q, const T* kc, const T* vc, T* out, const i
   constexpr int64_t QB = 8;  // query tokens a block (G * QB queries share each key load)
   at::parallel_for(0, B * KVH, 1, [&](int64_t w0, int64_t w1) {
     std::vector<float> S, qf, denom;
+    std::vector<uint16_t> P;
     std::vector<int64_t> lo, hi;
     std::vector<T*> dst;
     std::vector<const T*> qsrc;
@@ -296,14 +328,8 @@ static void attention_impl(const T* q, const T* kc, const T* vc, T* out, const i
           const int n = static_cast<int>(std::min<int64_t>(QG, R - r0));
 #if defined(__AVX512BF16__)
           if constexpr (std::is_same_v<T, at::BFloat16> && DV % 2 == 0) {
-            const T* qb[QG];
-            for (int u = 0; u < n; ++u) qb[u] = qsrc[r0 + u];
-            switch (n) {
-              case 4: scores_dp<DV, 4>(qb, K, kbeg, kend, S.data() + r0 * ns, ns, kbeg, scale); break;
-              case 3: scores_dp<DV, 3>(qb, K, kbeg, kend, S.data() + r0 * ns, ns, kbeg, scale); break;
-              case 2: scores_dp<DV, 2>(qb, K, kbeg, kend, S.data() + r0 * ns, ns, kbeg, scale); break;
-              default: scores_dp<DV, 1>(qb, K, kbeg, kend, S.data() + r0 * ns, ns, kbeg, scale); break;
-            }
+            scores_dp<DV>(qsrc.data() + r0, n, K, kbeg, kend, S.data() + r0 * ns, ns, kbeg,
+                          scale);
             continue;
           }
 #endif
@@ -312,17 +338,25 @@ static void attention_impl(const T* q, const T* kc, const T* vc, T* out, const i
         }
         for (int64_t r = 0; r < R; ++r)
           denom[r] = softmax_row(S.data() + r * ns, lo[r] - kbeg, hi[r] - kbeg, ns);
+        const int64_t ldP = ns + 2;  // bf16 probabilities from an even key (bf16 path)
+#if defined(__AVX512BF16__)
+        if constexpr (std::is_same_v<T, at::BFloat16> && DV % 2 == 0) {
+          P.resize(R * ldP);
+          for (int64_t r = 0; r < R; ++r)
+            bf16_probs(S.data() + r * ns, ns, kbeg, P.data() + r * ldP);
+        }
+#endif
         for (int64_t r0 = 0; r0 < R; r0 += QG) {
           const int n = static_cast<int>(std::min<int64_t>(QG, R - r0));
 #if defined(__AVX512BF16__)
           if constexpr (std::is_same_v<T, at::BFloat16> && DV % 2 == 0) {
-            const float* Sr = S.data() + r0 * ns;
+            const uint16_t* Pr = P.data() + r0 * ldP;
             T* const* d = dst.data() + r0;
             switch (n) {
-              case 4: values_dp<DV, 4>(Sr, ns, V, kbeg, kend, denom.data() + r0, d); break;
-              case 3: values_dp<DV, 3>(Sr, ns, V, kbeg, kend, denom.data() + r0, d); break;
-              case 2: values_dp<DV, 2>(Sr, ns, V, kbeg, kend, denom.data() + r0, d); break;
-              default: values_dp<DV, 1>(Sr, ns, V, kbeg, kend, denom.data() + r0, d); break;
+              case 4: values_dp<DV, 4>(Pr, ldP, V, kbeg, kend, denom.data() + r0, d); break;
+              case 3: values_dp<DV, 3>(Pr, ldP, V, kbeg, kend, denom.data() + r0, d); break;
+              case 2: values_dp<DV, 2>(Pr, ldP, V, kbeg, kend, denom.data() + r0, d); break;
+              default: values_dp<DV, 1>(Pr, ldP, V, kbeg, kend, denom.data() + r0, d); break;
             }
             continue;
           }
