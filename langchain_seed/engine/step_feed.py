@@ -37,9 +37,14 @@ def prompt_chunks(running: Seq[SequenceState], allowance: int) -> list[list[int]
     return chunks
 
 
+def verifies(seq: SequenceState, chunk: Seq[int]) -> bool:
+    """Whether ``seq``'s prompt is cached once ``chunk`` is fed, so it is verified this step."""
+    return len(chunk) == len(seq.unfed_prompt)
+
+
 def whole(running: Seq[SequenceState], chunks: Seq[Seq[int]]) -> bool:
     """Whether every row's prompt is cached after this step (so every row verifies)."""
-    return all(len(c) == len(s.unfed_prompt) for s, c in zip(running, chunks))
+    return all(verifies(s, c) for s, c in zip(running, chunks))
 
 
 def constrain(running: Seq[SequenceState], drafts: Seq[Draft]) -> list[Draft]:
@@ -84,9 +89,7 @@ class StepFeed:
         runner: ModelRunner,
     ) -> None:
         self.seqs, self.chunks = seqs, chunks
-        self.verifying = [
-            i for i, (seq, c) in enumerate(zip(seqs, chunks)) if len(c) == len(seq.unfed_prompt)
-        ]
+        self.verifying = [i for i, (seq, c) in enumerate(zip(seqs, chunks)) if verifies(seq, c)]
         """Rows verified by this forward: their prompt is cached once it ran."""
         self.staged = (
             Verification(
